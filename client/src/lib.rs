@@ -1,0 +1,1 @@
+//! Wire types shared by the agentapi-proxy server and its clients.

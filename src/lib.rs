@@ -1,0 +1,7 @@
+//! agentapi-proxy: the front door for many coding agents on shared hosts.
+//!
+//! The library holds everything; `main.rs` only calls [`cli::main`]. Tests start the server
+//! through `run` with a listener on `127.0.0.1:0` and drive it over real sockets.
+
+pub mod cli;
+pub mod echo_agent;

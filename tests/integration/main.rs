@@ -1,0 +1,4 @@
+//! Integration tests: one binary, one module per area. Every test drives real processes over
+//! real loopback sockets; nothing of our own is mocked.
+
+mod support;
