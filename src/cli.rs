@@ -1,8 +1,18 @@
 //! Command-line definitions (clap) and dispatch to one module per command family.
 
+mod config_check;
+mod logging;
+mod server;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub use logging::LogFormat;
+
+/// Exit code for usage and configuration errors (config.md).
+pub const EXIT_USAGE: u8 = 2;
 
 /// agentapi-proxy: run many coding agents behind one authenticated front door.
 #[derive(Debug, Parser)]
@@ -14,9 +24,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the proxy server.
+    Server(server::ServerArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The built-in agentapi-compatible echo agent (for demos and tests).
     #[command(name = "echo-agent", subcommand)]
     EchoAgent(EchoAgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it as JSON with every secret redacted.
+    Check {
+        /// Configuration file (default: ./config.json when present).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,8 +52,16 @@ pub enum EchoAgentCommand {
 
 /// Parses the process arguments and runs the chosen command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     match cli.command {
+        Command::Server(args) => server::main(args),
+        Command::Config(ConfigCommand::Check { config }) => config_check::main(config),
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
     }
 }

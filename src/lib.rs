@@ -1,7 +1,18 @@
 //! agentapi-proxy: the front door for many coding agents on shared hosts.
 //!
 //! The library holds everything; `main.rs` only calls [`cli::main`]. Tests start the server
-//! through `run` with a listener on `127.0.0.1:0` and drive it over real sockets.
+//! through [`run`] with a listener on `127.0.0.1:0` and drive it over real sockets.
 
+pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod echo_agent;
+pub mod error;
+pub mod listener;
+pub mod router;
+pub mod routes;
+pub mod shutdown;
+pub mod state;
+pub mod store;
+
+pub use listener::run;

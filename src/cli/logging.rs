@@ -1,0 +1,32 @@
+//! Log output for the server: human-readable on a terminal, JSON lines otherwise.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human on a terminal, JSON otherwise.
+    Auto,
+    Human,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the level chosen by `-v`.
+pub fn init(verbose: bool, format: LogFormat) {
+    let default_level = if verbose { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},hyper=info,h2=info")));
+    let json = match format {
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Human => false,
+        LogFormat::Json => true,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed =
+        if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    if installed.is_err() {
+        eprintln!("logging was already initialised");
+    }
+}

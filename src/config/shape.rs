@@ -1,0 +1,188 @@
+//! The typed outline of `config.json`, derived from the defaults, used to check a file or an
+//! environment override key by key before it is deserialized, so every problem is reported
+//! at once and unknown keys can be named.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::schema::{ApiKeyEntry, Config, OAuthConfig, TeamRole};
+
+/// What a configuration key accepts.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    Bool,
+    /// A whole number from 0 to `max`.
+    Int {
+        max: u64,
+    },
+    /// A string, optionally limited to a set of words.
+    Str {
+        choices: Option<&'static [&'static str]>,
+    },
+    List(Box<Shape>),
+    /// An object with fixed keys.
+    Record(BTreeMap<String, Shape>),
+    /// An object whose keys are free (names chosen by the operator).
+    Map(Box<Shape>),
+}
+
+impl Shape {
+    /// A short description for error messages: "a whole number", "a list", ...
+    pub fn describe(&self) -> String {
+        match self {
+            Shape::Bool => "true or false".into(),
+            Shape::Int { max } => format!("a whole number from 0 to {max}"),
+            Shape::Str { choices: Some(words) } => format!("one of {}", words.join(", ")),
+            Shape::Str { choices: None } => "a string".into(),
+            Shape::List(_) => "a JSON array".into(),
+            Shape::Record(_) | Shape::Map(_) => "a JSON object".into(),
+        }
+    }
+
+    /// The field of a record whose name matches `name` ignoring ASCII case.
+    pub fn field_ignoring_case(&self, name: &str) -> Option<(&str, &Shape)> {
+        match self {
+            Shape::Record(fields) => fields
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(key, shape)| (key.as_str(), shape)),
+            _ => None,
+        }
+    }
+
+    fn from_default(value: &Value) -> Shape {
+        match value {
+            Value::Bool(_) => Shape::Bool,
+            Value::Number(_) => Shape::Int { max: u64::MAX },
+            Value::Array(_) => Shape::List(Box::new(Shape::Str { choices: None })),
+            Value::Object(map) => Shape::Record(
+                map.iter().map(|(key, value)| (key.clone(), Shape::from_default(value))).collect(),
+            ),
+            Value::String(_) | Value::Null => Shape::Str { choices: None },
+        }
+    }
+
+    fn at_mut(&mut self, path: &[&str]) -> &mut Shape {
+        let mut shape = self;
+        for segment in path {
+            shape = match shape {
+                Shape::Record(fields) => fields
+                    .get_mut(*segment)
+                    .unwrap_or_else(|| panic!("config shape has no key {segment}")),
+                _ => panic!("config shape: {segment} is not inside an object"),
+            };
+        }
+        shape
+    }
+}
+
+fn record_of<T: serde::Serialize + Default>() -> Shape {
+    Shape::from_default(&serde_json::to_value(T::default()).unwrap_or(Value::Null))
+}
+
+/// The outline of the whole configuration file.
+pub fn config_shape() -> Shape {
+    let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
+    let mut shape = Shape::from_default(&defaults);
+    const PORT: Shape = Shape::Int { max: 65_535 };
+    *shape.at_mut(&["start_port"]) = PORT;
+    *shape.at_mut(&["end_port"]) = PORT;
+    *shape.at_mut(&["server", "port"]) = PORT;
+    *shape.at_mut(&["session", "on_shutdown"]) =
+        Shape::Str { choices: Some(&["terminate", "keep"]) };
+    *shape.at_mut(&["session", "restart"]) = Shape::Str { choices: Some(&["never", "on-failure"]) };
+    *shape.at_mut(&["auth", "static", "api_keys"]) = Shape::List(Box::new(api_key_shape()));
+    *shape.at_mut(&["agent", "environment"]) = Shape::Map(Box::new(Shape::Str { choices: None }));
+    *shape.at_mut(&["auth", "github", "user_mapping", "team_role_mapping"]) =
+        Shape::Map(Box::new(record_of::<TeamRole>()));
+    if let Shape::Record(github) = shape.at_mut(&["auth", "github"]) {
+        github.insert("oauth".into(), record_of::<OAuthConfig>());
+    }
+    shape
+}
+
+/// The outline of one API-key entry (inline or in the keys file).
+pub fn api_key_shape() -> Shape {
+    let mut value = serde_json::to_value(ApiKeyEntry::default()).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        // Unset optional fields are not serialized; all of them are strings.
+        for optional in ["key", "key_hash", "key_prefix", "created_at", "expires_at"] {
+            map.insert(optional.into(), Value::String(String::new()));
+        }
+    }
+    Shape::from_default(&value)
+}
+
+/// Problems and warnings found while reading configuration.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// Checks `value` against `shape`: type mismatches become problems, unknown keys warnings.
+/// `null` anywhere means "not set" and is accepted.
+pub fn check(value: &Value, shape: &Shape, path: &str, findings: &mut Findings) {
+    let mismatch = |findings: &mut Findings| {
+        findings.problems.push(format!(
+            "`{path}`: expected {}, got {}",
+            shape.describe(),
+            kind_of(value)
+        ));
+    };
+    match (shape, value) {
+        (_, Value::Null) | (Shape::Bool, Value::Bool(_)) => {}
+        (Shape::Int { max }, Value::Number(number)) => match number.as_u64() {
+            Some(n) if n <= *max => {}
+            _ => findings
+                .problems
+                .push(format!("`{path}`: expected {}, got {number}", shape.describe())),
+        },
+        (Shape::Str { choices }, Value::String(text)) => {
+            if let Some(words) = choices
+                && !words.contains(&text.as_str())
+            {
+                findings
+                    .problems
+                    .push(format!("`{path}`: expected {}, got {text:?}", shape.describe()));
+            }
+        }
+        (Shape::List(item), Value::Array(items)) => {
+            for (index, element) in items.iter().enumerate() {
+                check(element, item, &format!("{path}[{index}]"), findings);
+            }
+        }
+        (Shape::Record(fields), Value::Object(map)) => {
+            for (key, element) in map {
+                match fields.get(key) {
+                    Some(field) => check(element, field, &join(path, key), findings),
+                    None => findings
+                        .warnings
+                        .push(format!("unknown configuration key `{}` (ignored)", join(path, key))),
+                }
+            }
+        }
+        (Shape::Map(item), Value::Object(map)) => {
+            for (key, element) in map {
+                check(element, item, &join(path, key), findings);
+            }
+        }
+        _ => mismatch(findings),
+    }
+}

@@ -1,0 +1,101 @@
+//! The HTTP listener: accepts connections, serves the router over HTTP/1.1 with a
+//! header-read timeout and bounded headers, and drains gracefully on shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::shutdown::{Shutdown, Stage};
+use crate::state::AppState;
+
+/// Most request headers a client may send (hyper's default is 100).
+const MAX_REQUEST_HEADERS: usize = 100;
+/// Largest buffered request head in bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Runs the proxy on `listener` until `shutdown` completes, then stops its services.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let state = AppState::build(config, shutdown.clone())?;
+    let app = crate::router::build(state.clone());
+    let address = listener.local_addr().context("while reading the listening address")?;
+    tracing::info!(%address, "agentapi-proxy listening");
+    serve(listener, app, &state.config, &shutdown).await;
+    state.store.checkpoint().await?;
+    tracing::info!("agentapi-proxy stopped");
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, app: Router, config: &Config, shutdown: &Shutdown) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.server.header_read_timeout_seconds))
+        .max_headers(MAX_REQUEST_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(http.clone(), stream, peer, app.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = shutdown.reached(Stage::Draining) => break,
+        }
+    }
+    drop(listener);
+    let drain = Duration::from_secs(config.server.drain_timeout_seconds);
+    let open = connections.len();
+    tracing::info!(open, ?drain, "draining open connections");
+    let drained = async { while connections.join_next().await.is_some() {} };
+    tokio::select! {
+        () = drained => {}
+        () = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing the rest"),
+        () = shutdown.reached(Stage::Immediate) => tracing::warn!("second signal: skipping the drain"),
+    }
+    connections.shutdown().await;
+}
+
+async fn serve_connection(
+    http: hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: Shutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request.map(Body::new))
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result),
+        () = shutdown.reached(Stage::Draining) => {
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
+    }
+}
+
+fn log_connection_end(result: Result<(), hyper::Error>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}

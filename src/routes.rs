@@ -1,0 +1,3 @@
+//! Thin HTTP handlers, one file per resource; the paths themselves live in `router.rs`.
+
+pub mod health;

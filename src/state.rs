@@ -1,0 +1,70 @@
+//! `AppState`: the one place where the server's shared services are built and held.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::store::{Location, Store};
+
+/// Shared services of a running server; cheap to clone into handlers.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub shutdown: Shutdown,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Prepares `data_dir`, opens the store, and wires the services together.
+    pub fn build(config: Config, shutdown: Shutdown) -> anyhow::Result<Self> {
+        prepare_data_dir(Path::new(&config.data_dir))?;
+        let location = if config.persistence.enabled {
+            Location::File(config.sqlite_path())
+        } else {
+            tracing::warn!(
+                "persistence.enabled is false: sessions live in memory and are lost on restart"
+            );
+            Location::Memory
+        };
+        let store = Store::open(location)?;
+        Ok(Self(Arc::new(Inner { config, store, shutdown })))
+    }
+}
+
+/// Creates `data_dir` as 0700, and refuses one that other users may write to.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("while creating data_dir {}", dir.display()))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("while inspecting data_dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o022 != 0 {
+        bail!(
+            "data_dir {} is writable by other users (mode {:o}); run `chmod 700` on it",
+            dir.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}

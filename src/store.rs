@@ -1,0 +1,194 @@
+//! The SQLite store (rusqlite, bundled): opening with durable pragmas, integrity check,
+//! schema migrations by `PRAGMA user_version`, and a handle that runs queries off the async
+//! workers. Repository traits per resource (sessions, profiles, keys, OAuth) arrive with
+//! their issues and are written in portable SQL; no axum types here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use rusqlite::{Connection, OpenFlags};
+
+/// Schema steps in order; `PRAGMA user_version` counts how many were applied.
+const MIGRATIONS: &[&str] = &[include_str!("store/migrations/0001_store_meta.sql")];
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    /// `persistence.enabled: false`: nothing survives a restart.
+    Memory,
+}
+
+/// A handle to the database; cheap to clone. Queries run on blocking threads.
+#[derive(Debug, Clone)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+    location: Location,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, checks its integrity and migrates it.
+    /// A damaged or newer-than-known file is refused and left untouched.
+    pub fn open(location: Location) -> anyhow::Result<Self> {
+        let connection = match &location {
+            Location::File(path) => open_file(path)?,
+            Location::Memory => {
+                Connection::open_in_memory().context("while opening the in-memory database")?
+            }
+        };
+        configure(&connection).context("while setting database pragmas")?;
+        migrate(&connection).context("while migrating the database schema")?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)), location })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Runs `work` with the connection on a blocking thread.
+    pub async fn call<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = connection
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a database call panicked earlier"))?;
+            work(&mut guard)
+        })
+        .await
+        .context("while waiting for a database call")?
+    }
+
+    /// Folds the write-ahead log into the main file (at clean shutdown).
+    pub async fn checkpoint(&self) -> anyhow::Result<()> {
+        self.call(|connection| {
+            connection
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .context("while checkpointing the write-ahead log")
+        })
+        .await
+    }
+
+    /// How many migrations the database has applied.
+    pub async fn schema_version(&self) -> anyhow::Result<usize> {
+        self.call(|connection| Ok(user_version(connection)?)).await
+    }
+}
+
+fn open_file(path: &Path) -> anyhow::Result<Connection> {
+    let existed = path.exists();
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let connection = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("while opening the database {}", path.display()))?;
+    if existed {
+        // Read-only checks first, so a damaged file is refused before anything writes to it.
+        let verdict: String = connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(|error| anyhow::anyhow!("{error}"))
+            .with_context(|| {
+                format!(
+                    "the database {} is damaged or not a SQLite file; it was left untouched",
+                    path.display()
+                )
+            })?;
+        if verdict != "ok" {
+            bail!(
+                "the database {} failed its integrity check ({verdict}); it was left untouched",
+                path.display()
+            );
+        }
+    } else {
+        set_owner_only(path)?;
+    }
+    Ok(connection)
+}
+
+fn set_owner_only(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("while restricting {} to its owner", path.display()))
+}
+
+fn configure(connection: &Connection) -> rusqlite::Result<()> {
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )
+}
+
+fn user_version(connection: &Connection) -> rusqlite::Result<usize> {
+    connection
+        .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+        .map(|v| v.max(0) as usize)
+}
+
+fn migrate(connection: &Connection) -> anyhow::Result<()> {
+    let applied = user_version(connection)?;
+    if applied > MIGRATIONS.len() {
+        bail!(
+            "the database schema is version {applied}, newer than this build knows ({}); \
+             refusing to touch it",
+            MIGRATIONS.len()
+        );
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = index + 1;
+        connection
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+            ))
+            .with_context(|| format!("while applying migration {version}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_database_is_migrated_and_reopens_at_the_same_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let store = Store::open(Location::File(path.clone())).expect("opens");
+        assert_eq!(store.schema_version().await.expect("version"), MIGRATIONS.len());
+        drop(store);
+        let again = Store::open(Location::File(path.clone())).expect("reopens");
+        assert_eq!(again.schema_version().await.expect("version"), MIGRATIONS.len());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let garbage =
+            b"this is not a database, but it is long enough to look like one........".repeat(100);
+        std::fs::write(&path, &garbage).expect("write");
+        let error = Store::open(Location::File(path.clone())).expect_err("must refuse");
+        assert!(format!("{error:#}").contains("left untouched"), "{error:#}");
+        assert_eq!(std::fs::read(&path).expect("read"), garbage);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch("PRAGMA user_version = 999;"))
+            .expect("seed");
+        let error = Store::open(Location::File(path)).expect_err("must refuse");
+        assert!(format!("{error:#}").contains("newer than this build"), "{error:#}");
+    }
+}
