@@ -1,1 +1,276 @@
+//! Unit tests for loading, merging, checking and redacting configuration.
 
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write fixture");
+        path
+    }
+
+    fn options(&self, file: Option<PathBuf>, env: &[(&str, &str)]) -> LoadOptions {
+        LoadOptions {
+            config_path: file,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: FlagOverrides::default(),
+            working_dir: self.dir.path().to_path_buf(),
+        }
+    }
+}
+
+fn problems(result: Result<Loaded, ConfigError>) -> Vec<String> {
+    match result {
+        Err(ConfigError::Invalid { problems }) => problems,
+        other => panic!("expected invalid configuration, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_a_file_the_built_in_defaults_apply() {
+    let fixture = Fixture::new();
+    let loaded = load(&fixture.options(None, &[])).expect("defaults load");
+    assert_eq!(loaded.source, ConfigSource::Defaults);
+    assert_eq!(loaded.config, Config::default());
+    assert_eq!(loaded.config.start_port, 9000);
+    assert_eq!(loaded.config.agent.command, vec!["claude".to_string()]);
+}
+
+#[test]
+fn config_json_in_the_working_directory_is_read_when_no_path_is_given() {
+    let fixture = Fixture::new();
+    fixture.write("config.json", r#"{"start_port": 9100}"#);
+    let loaded = load(&fixture.options(None, &[])).expect("loads");
+    assert!(matches!(loaded.source, ConfigSource::File(_)));
+    assert_eq!(loaded.config.start_port, 9100);
+}
+
+#[test]
+fn precedence_is_defaults_then_file_then_environment_then_flags() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        r#"{"server": {"port": 1000, "bind": "127.0.0.2"}, "session": {"max_sessions": 5}}"#,
+    );
+    let env = [("AGENTAPI_PROXY_SERVER__PORT", "2000"), ("AGENTAPI_PROXY_END_PORT", "9500")];
+    let loaded = load(&fixture.options(Some(file.clone()), &env)).expect("loads");
+    assert_eq!(loaded.config.server.port, 2000, "environment beats the file");
+    assert_eq!(loaded.config.server.bind, "127.0.0.2", "the file beats defaults");
+    assert_eq!(loaded.config.session.max_sessions, 5);
+    assert_eq!(loaded.config.session.stop_grace_seconds, 10, "untouched keys keep defaults");
+    assert_eq!(loaded.config.end_port, 9500);
+
+    let mut options = fixture.options(Some(file), &env);
+    options.flags = FlagOverrides { port: Some(3000), bind: Some("127.0.0.3".into()) };
+    let loaded = load(&options).expect("loads");
+    assert_eq!(loaded.config.server.port, 3000, "flags beat everything");
+    assert_eq!(loaded.config.server.bind, "127.0.0.3");
+}
+
+#[test]
+fn environment_names_ignore_case_and_json_values_fill_lists_and_maps() {
+    let fixture = Fixture::new();
+    let env = [
+        ("AGENTAPI_PROXY_Auth__Enabled", "TRUE"),
+        ("AGENTAPI_PROXY_AUTH__STATIC__ENABLED", "true"),
+        ("AGENTAPI_PROXY_CORS__ALLOWED_ORIGINS", r#"["https://app.example.com"]"#),
+        ("AGENTAPI_PROXY_AGENT__ENVIRONMENT", r#"{"ANTHROPIC_API_KEY": "sk-1"}"#),
+        ("AGENTAPI_PROXY_SESSION__ON_SHUTDOWN", "keep"),
+    ];
+    let loaded = load(&fixture.options(None, &env)).expect("loads");
+    assert!(loaded.config.auth.enabled);
+    assert!(loaded.config.auth.static_keys.enabled);
+    assert_eq!(loaded.config.cors.allowed_origins, vec!["https://app.example.com".to_string()]);
+    assert_eq!(loaded.config.agent.environment["ANTHROPIC_API_KEY"], "sk-1");
+    assert_eq!(loaded.config.session.on_shutdown, OnShutdown::Keep);
+}
+
+#[test]
+fn environment_values_of_the_wrong_type_are_problems_naming_the_variable() {
+    let fixture = Fixture::new();
+    let env = [
+        ("AGENTAPI_PROXY_START_PORT", "ninety"),
+        ("AGENTAPI_PROXY_CORS__ALLOWED_ORIGINS", "[not json"),
+        ("AGENTAPI_PROXY_AUTH__ENABLED", "maybe"),
+    ];
+    let found = problems(load(&fixture.options(None, &env)));
+    assert_eq!(found.len(), 3, "{found:?}");
+    for name in ["START_PORT", "CORS__ALLOWED_ORIGINS", "AUTH__ENABLED"] {
+        assert!(found.iter().any(|p| p.contains(name)), "{name} missing in {found:?}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_unknown_environment_variables_are_warned_not_fatal() {
+    let fixture = Fixture::new();
+    let file = fixture.write("c.json", r#"{"strat_port": 1, "session": {"max_sesions": 2}}"#);
+    let env = [("AGENTAPI_PROXY_NO_SUCH_KEY", "1"), ("AGENTAPI_PROXY_API_KEY", "client key")];
+    let loaded = load(&fixture.options(Some(file), &env)).expect("loads");
+    let warnings = loaded.warnings.join("\n");
+    assert!(warnings.contains("`strat_port`"), "{warnings}");
+    assert!(warnings.contains("`session.max_sesions`"), "{warnings}");
+    assert!(warnings.contains("AGENTAPI_PROXY_NO_SUCH_KEY"), "{warnings}");
+    assert!(!warnings.contains("AGENTAPI_PROXY_API_KEY"), "the client's variable is not ours");
+}
+
+#[test]
+fn variables_in_file_strings_are_expanded_and_unset_ones_are_named() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        r#"{"agent": {"environment": {"ANTHROPIC_API_KEY": "${TEST_ANTHROPIC}", "X": "a-${TEST_SUFFIX}-b"}},
+            "data_dir": "${TEST_DATA}/x"}"#,
+    );
+    let env = [("TEST_ANTHROPIC", "sk-secret"), ("TEST_SUFFIX", "mid"), ("TEST_DATA", "/srv")];
+    let loaded = load(&fixture.options(Some(file.clone()), &env)).expect("loads");
+    assert_eq!(loaded.config.agent.environment["ANTHROPIC_API_KEY"], "sk-secret");
+    assert_eq!(loaded.config.agent.environment["X"], "a-mid-b");
+    assert_eq!(loaded.config.data_dir, "/srv/x");
+
+    let found = problems(load(&fixture.options(Some(file), &env[..1])));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|p| p.contains("TEST_SUFFIX")), "{found:?}");
+    assert!(found.iter().any(|p| p.contains("TEST_DATA")), "{found:?}");
+}
+
+#[test]
+fn every_type_problem_in_a_file_is_reported_at_once() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        r#"{"start_port": "x", "end_port": 70000, "auth": {"enabled": "yes"},
+            "session": {"on_shutdown": "explode", "max_sessions": -1},
+            "agent": {"command": "claude"}}"#,
+    );
+    let found = problems(load(&fixture.options(Some(file), &[])));
+    for key in [
+        "`start_port`",
+        "`end_port`",
+        "`auth.enabled`",
+        "`session.on_shutdown`",
+        "`session.max_sessions`",
+        "`agent.command`",
+    ] {
+        assert!(found.iter().any(|p| p.contains(key)), "{key} missing in {found:?}");
+    }
+    assert_eq!(found.len(), 6, "{found:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        r#"{"start_port": 9500, "end_port": 9400,
+            "session": {"ready_timeout_seconds": 0},
+            "server": {"bind": "not-an-ip"},
+            "cors": {"allowed_origins": ["https://ok.example", "https://bad.example/path"]},
+            "proxy": {"trusted_proxies": ["10.0.0.0/8", "10.0.0.0/33"]},
+            "agent": {"environment": {"PATH": "/evil", "1BAD": "x"}},
+            "auth": {"static": {"api_keys": [{"key": "k1", "user_id": "alice", "permissions": ["session:fly"]}]},
+                     "github": {"oauth": {"client_id": "id"}}}}"#,
+    );
+    let found = problems(load(&fixture.options(Some(file), &[])));
+    for needle in [
+        "`end_port`",
+        "`session.ready_timeout_seconds`",
+        "`server.bind`",
+        "`cors.allowed_origins[1]`",
+        "`proxy.trusted_proxies[1]`",
+        "PATH is set by the proxy",
+        "\"1BAD\"",
+        "session:fly",
+        "`auth.github.oauth.client_secret`",
+    ] {
+        assert!(found.iter().any(|p| p.contains(needle)), "{needle} missing in {found:?}");
+    }
+    assert_eq!(found.len(), 9, "{found:?}");
+}
+
+#[test]
+fn a_missing_file_names_its_path_and_bad_json_names_line_and_column() {
+    let fixture = Fixture::new();
+    let missing = fixture.dir.path().join("missing.json");
+    match load(&fixture.options(Some(missing.clone()), &[])) {
+        Err(error @ ConfigError::Unreadable { .. }) => {
+            assert!(error.to_string().contains(&missing.display().to_string()))
+        }
+        other => panic!("expected unreadable, got {other:?}"),
+    }
+    let broken = fixture.write("broken.json", "{\n  \"start_port\": 9000,\n  oops\n}");
+    match load(&fixture.options(Some(broken), &[])) {
+        Err(ConfigError::Syntax { line, column, .. }) => assert_eq!((line, column), (3, 3)),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn api_key_entries_are_checked_and_the_keys_file_is_read() {
+    let fixture = Fixture::new();
+    let keys = fixture.write(
+        "keys.json",
+        r#"{"api_keys": [{"key_hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+             "user_id": "bob", "role": "admin", "permissions": ["*"], "expires_at": "2030-01-01T00:00:00Z"}]}"#,
+    );
+    let file = fixture.write(
+        "c.json",
+        &json!({"auth": {"static": {"keys_file": keys, "api_keys": [
+            {"key": "k", "user_id": "alice", "role": "user", "permissions": ["session:create"]}
+        ]}}})
+        .to_string(),
+    );
+    load(&fixture.options(Some(file), &[])).expect("valid keys load");
+    assert_eq!(read_keys_file(&keys).expect("reads").len(), 1);
+
+    let bad_keys = fixture.write(
+        "bad.json",
+        r#"{"api_keys": [{"key": "a", "user_id": "x", "expires_at": "next tuesday"}]}"#,
+    );
+    let file = fixture.write(
+        "c2.json",
+        &json!({"auth": {"static": {"keys_file": bad_keys, "api_keys": [
+            {"key": "k", "key_hash": "sha256:00", "user_id": ""}
+        ]}}})
+        .to_string(),
+    );
+    let found = problems(load(&fixture.options(Some(file), &[])));
+    let all = found.join("\n");
+    assert!(all.contains("next tuesday"), "{all}");
+    assert!(all.contains("both `key` and `key_hash`"), "{all}");
+    assert!(all.contains("`user_id` is required"), "{all}");
+}
+
+#[test]
+fn redaction_hides_every_secret() {
+    let mut config = Config::default();
+    config.auth.static_keys.api_keys.push(ApiKeyEntry {
+        key: Some("ap_plaintext_secret".into()),
+        user_id: "alice".into(),
+        ..ApiKeyEntry::default()
+    });
+    config.auth.github.oauth = Some(OAuthConfig {
+        client_id: "public-id".into(),
+        client_secret: "oauth-secret".into(),
+        ..OAuthConfig::default()
+    });
+    config.agent.environment.insert("ANTHROPIC_API_KEY".into(), "sk-ant-secret".into());
+    let printed = config.redacted_json().to_string();
+    for secret in ["ap_plaintext_secret", "oauth-secret", "sk-ant-secret"] {
+        assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+    }
+    assert!(printed.contains("public-id"));
+    assert!(printed.contains("ANTHROPIC_API_KEY"));
+    assert!(printed.contains(REDACTED));
+}

@@ -1,4 +1,6 @@
 //! Integration tests: one binary, one module per area. Every test drives real processes over
 //! real loopback sockets; nothing of our own is mocked.
 
+mod cli;
+mod server;
 mod support;

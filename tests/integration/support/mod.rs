@@ -1,6 +1,9 @@
-//! Shared test helpers: waiting on conditions with deadlines, locating the built binary.
+//! Shared test helpers: waiting on conditions with deadlines, locating the built binary,
+//! starting servers.
 
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,0 +1,130 @@
+//! The command line as operators use it: exit codes, `config check`, refusing unsafe binds,
+//! and stopping on signals.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::support::binary;
+use crate::support::server::BinaryServer;
+
+async fn run_cli(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let output = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), output).await.expect("finishes").expect("runs")
+}
+
+#[tokio::test]
+async fn a_missing_config_file_exits_2_naming_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for command in [&["server", "-p", "0"][..], &["config", "check"][..]] {
+        let mut args = command.to_vec();
+        args.extend(["-c", "missing.json"]);
+        let output = run_cli(&args, dir.path()).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("missing.json"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"auth": {"enabled": true, "static": {"enabled": true, "api_keys": [
+              {"key": "ap_alice_topsecret", "user_id": "alice", "role": "user", "permissions": ["*"]}]},
+            "github": {"oauth": {"client_id": "cid", "client_secret": "${TEST_OAUTH_SECRET}",
+                                  "allowed_redirect_uris": ["https://app.example/cb"]}}},
+            "agent": {"environment": {"ANTHROPIC_API_KEY": "sk-ant-xyz"}}}"#,
+    )
+    .expect("write");
+    let output = Command::new(binary())
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .env("TEST_OAUTH_SECRET", "oauth-shh")
+        .env("AGENTAPI_PROXY_SESSION__MAX_SESSIONS", "7")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for secret in ["ap_alice_topsecret", "oauth-shh", "sk-ant-xyz"] {
+        assert!(!stdout.contains(secret), "{secret} printed: {stdout}");
+    }
+    let printed: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(printed["session"]["max_sessions"], 7, "environment applied");
+    assert_eq!(printed["auth"]["static"]["api_keys"][0]["key"], "<redacted>");
+    assert_eq!(printed["auth"]["static"]["api_keys"][0]["user_id"], "alice");
+    assert_eq!(printed["auth"]["github"]["oauth"]["client_secret"], "<redacted>");
+    assert_eq!(printed["auth"]["github"]["oauth"]["client_id"], "cid");
+}
+
+#[tokio::test]
+async fn config_check_reports_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"end_port": 10, "server": {"bind": "nowhere"}, "session": {"stop_grace_seconds": 0}}"#,
+    )
+    .expect("write");
+    let output = run_cli(&["config", "check"], dir.path()).await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for key in ["`end_port`", "`server.bind`", "`session.stop_grace_seconds`"] {
+        assert!(stderr.contains(key), "{key} missing: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn binding_beyond_loopback_without_auth_needs_an_explicit_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output =
+        run_cli(&["server", "-p", "0", "--bind", "0.0.0.0", "--log-format", "json"], dir.path())
+            .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-unauthenticated"));
+    assert!(!dir.path().join(".agentapi-proxy").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_0_within_the_drain_timeout() {
+    let mut server = BinaryServer::start(|config| config.server.drain_timeout_seconds = 3).await;
+    let client = reqwest::Client::new();
+    let health = client.get(server.url("/healthz")).send().await.expect("request");
+    assert_eq!(health.status(), 200);
+    let started = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_shipped_example_and_demo_configurations_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["config.json.example", "config.demo.json"] {
+        let output = Command::new(binary())
+            .args(["config", "check", "-c"])
+            .arg(format!("{root}/{file}"))
+            .env("GITHUB_CLIENT_ID", "id")
+            .env("GITHUB_CLIENT_SECRET", "secret")
+            .env("ANTHROPIC_API_KEY", "sk")
+            .output()
+            .await
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{file}: {stderr}");
+        assert!(!stderr.contains("unknown configuration key"), "{file}: {stderr}");
+    }
+}

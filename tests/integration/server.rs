@@ -1,0 +1,101 @@
+//! The listener and the routes every deployment relies on: health, readiness, JSON errors
+//! for unknown routes, the header-read timeout, and a bounded drain on shutdown.
+
+use std::time::{Duration, Instant};
+
+use agentapi_proxy::shutdown::Stage;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::server::TestServer;
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("request");
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "every answer of the proxy itself is JSON"
+    );
+    (status, response.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_authentication() {
+    let server = TestServer::start(|config| config.auth.enabled = true).await;
+    assert_eq!(get_json(&server.url("/health")).await, (200, json!({"status": "ok"})));
+    assert_eq!(get_json(&server.url("/healthz")).await, (200, json!({"status": "ok"})));
+    assert_eq!(get_json(&server.url("/readyz")).await, (200, json!({"status": "ready"})));
+    server.stop(Duration::from_secs(10)).await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_get_the_json_error_shape() {
+    let server = TestServer::start(|_| {}).await;
+    let (status, body) = get_json(&server.url("/no/such/route")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "not_found");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    let response =
+        reqwest::Client::new().delete(server.url("/healthz")).send().await.expect("send");
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_slowly_is_cut_off_while_others_are_served() {
+    let server = TestServer::start(|config| config.server.header_read_timeout_seconds = 1).await;
+    let mut slow = TcpStream::connect(server.address).await.expect("connect");
+    let head =
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: slowly-slowly-slowly\r\n\r\n";
+    let started = Instant::now();
+    let trickle = async {
+        let mut pace = tokio::time::interval(Duration::from_millis(250));
+        for byte in head {
+            pace.tick().await;
+            if slow.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let normal = async {
+        let (status, _) = get_json(&server.url("/healthz")).await;
+        assert_eq!(status, 200, "a normal request is served meanwhile");
+    };
+    tokio::join!(trickle, normal);
+    // The head would take ~20 s at this pace; the server must have given up after ~1 s.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the slow connection is closed by the server");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(8), "cut off after {elapsed:?}");
+    let answered = String::from_utf8_lossy(&rest);
+    assert!(!answered.contains("200 OK"), "the slow request was never served: {answered}");
+}
+
+#[tokio::test]
+async fn draining_makes_readyz_fail_and_run_returns_within_the_drain_timeout() {
+    let server = TestServer::start(|config| config.server.drain_timeout_seconds = 2).await;
+    // An idle keep-alive connection must not hold the drain open.
+    let client = reqwest::Client::new();
+    client.get(server.url("/healthz")).send().await.expect("warm connection");
+    let state = agentapi_proxy::state::AppState::build(
+        crate::support::server::test_config(server.dir.path()),
+        server.shutdown.clone(),
+    )
+    .expect("state");
+    server.shutdown.advance_to(Stage::Draining);
+    let ready = tower::ServiceExt::oneshot(
+        agentapi_proxy::router::build(state),
+        http::Request::get("/readyz").body(axum::body::Body::empty()).expect("request"),
+    )
+    .await
+    .expect("infallible");
+    assert_eq!(ready.status(), 503);
+    let started = Instant::now();
+    server.stop(Duration::from_secs(5)).await.expect("clean stop");
+    assert!(started.elapsed() < Duration::from_secs(3), "drain took {:?}", started.elapsed());
+}

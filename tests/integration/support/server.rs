@@ -1,0 +1,117 @@
+//! Starting the proxy for a test: in-process through the library's `run`, or as the real
+//! binary (for signals and exit codes). Always on 127.0.0.1 with a port the system picks
+//! and a temporary data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use agentapi_proxy::config::Config;
+use agentapi_proxy::shutdown::{Shutdown, Stage};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A configuration for tests: data in `dir`, the built-in echo agent, short timeouts.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config =
+        Config { data_dir: dir.join("data").display().to_string(), ..Config::default() };
+    config.agent.server = agentapi_proxy::config::BUILTIN_ECHO_AGENT.into();
+    config.server.drain_timeout_seconds = 5;
+    config
+}
+
+/// The proxy running inside the test process.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub shutdown: Shutdown,
+    pub dir: tempfile::TempDir,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts the server with the test defaults changed by `adjust`.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(agentapi_proxy::run(config, listener, shutdown.clone()));
+        Self { address, shutdown, dir, task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Drains, then waits for `run` to return, within `deadline`.
+    pub async fn stop(mut self, deadline: Duration) -> anyhow::Result<()> {
+        self.shutdown.advance_to(Stage::Draining);
+        let task = self.task.take().expect("started");
+        tokio::time::timeout(deadline, task).await.expect("server stops in time").expect("joins")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.advance_to(Stage::Immediate);
+    }
+}
+
+/// The real `agentapi-proxy server` binary as a child process.
+pub struct BinaryServer {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl BinaryServer {
+    /// Writes `config` into a temp dir and starts `server -c <it> -p 0`; waits until it
+    /// reports its address.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let config_path = dir.path().join("config.json");
+        std::fs::write(&config_path, serde_json::to_string(&config).expect("json")).expect("write");
+        let mut child = Command::new(super::binary())
+            .args(["server", "--log-format", "json", "-p", "0", "-c"])
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn server");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                    && entry["message"] == "agentapi-proxy listening"
+                {
+                    let address = entry["address"].as_str().expect("address field");
+                    return address.parse::<SocketAddr>().expect("socket address");
+                }
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("server listens in time");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, address, dir, config_path }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.id().expect("running") as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
+    }
+}
