@@ -12,6 +12,7 @@ mod pages;
 mod problem;
 mod process;
 mod state;
+mod text;
 mod upload;
 
 use std::io::Write;

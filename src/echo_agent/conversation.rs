@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::state::{Agent, Role, Status};
+use super::text::Text;
 
 /// How many growing `message_update` events a reply is streamed as.
 const REPLY_STEPS: usize = 4;
@@ -73,7 +74,7 @@ pub struct Busy;
 
 /// Accepts a user message: records it and starts the agent working. Returns how long the
 /// POST must wait before answering, and whether the server must stop answering afterwards.
-/// The caller answers, then applies [`Accepted::after_answer`].
+/// The caller sleeps for `delay`, answers, then hangs the agent if `hang` says so.
 pub fn send_user_message(
     agent: &Arc<Agent>,
     timing: Timing,
@@ -82,7 +83,7 @@ pub fn send_user_message(
     if !agent.transition(Status::Stable, Status::Running) {
         return Err(Busy);
     }
-    let text: Arc<str> = Arc::from(content);
+    let text = Text::new(content.to_string());
     let len = text.len();
     agent.push_message(Role::User, text, len);
     // The status went `running` before the user message was recorded; agentapi shows the
@@ -130,7 +131,8 @@ enum Reply {
     Big(usize),
 }
 
-/// `kib` KiB of printable text in 64-byte numbered lines, built in one pass.
+/// `kib` KiB of text in 64-byte numbered pieces, built in one pass. It holds only letters,
+/// digits and spaces (no newlines), so JSON needs no escaping (see [`Text::plain`]).
 pub fn big_text(kib: usize) -> String {
     let total = kib.saturating_mul(1024);
     let mut out = String::with_capacity(total);
@@ -140,7 +142,7 @@ pub fn big_text(kib: usize) -> String {
         while chunk.len() < 63 {
             chunk.push('x');
         }
-        chunk.push('\n');
+        chunk.push(' ');
         let room = total - out.len();
         out.push_str(chunk.get(..room.min(chunk.len())).unwrap_or(&chunk));
         line += 1;
@@ -150,14 +152,14 @@ pub fn big_text(kib: usize) -> String {
 
 /// Streams the reply as [`REPLY_STEPS`] growing updates over `duration`, then goes `stable`.
 async fn stream_reply(agent: Arc<Agent>, duration: Duration, reply: Reply) {
-    let text: Arc<str> = match reply {
-        Reply::Echo(content) => Arc::from(format!("echo: {content}")),
+    let text = match reply {
+        Reply::Echo(content) => Text::new(format!("echo: {content}")),
         Reply::Big(kib) => match tokio::task::spawn_blocking(move || big_text(kib)).await {
-            Ok(text) => Arc::from(text),
-            Err(_) => Arc::from("echo: (big reply failed)"),
+            Ok(text) => Text::plain(text),
+            Err(_) => Text::new("echo: (big reply failed)".to_string()),
         },
     };
-    let cuts = cut_points(&text, REPLY_STEPS);
+    let cuts = cut_points(text.as_str(), REPLY_STEPS);
     let pause = duration / cuts.len().max(1) as u32;
     let mut id = None;
     for cut in cuts {
@@ -220,6 +222,11 @@ mod tests {
     fn big_text_is_exact() {
         assert_eq!(big_text(3).len(), 3 * 1024);
         assert!(big_text(1).starts_with("line 0000000000 x"));
+        assert!(
+            big_text(2)
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        );
         assert_eq!(big_text(0), "");
     }
 

@@ -15,6 +15,7 @@ use super::conversation::{self, Busy};
 use super::http::App;
 use super::problem::{MessageKind, Problem, host_of, read_json, schema_link, schema_url};
 use super::state::Status;
+use super::text::quoted;
 
 /// A 200 JSON answer with huma's `$schema` field (first) and `Link` header.
 pub fn json_ok(host: &str, schema: &str, body: &impl Serialize) -> Response {
@@ -59,31 +60,41 @@ pub async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
     json_ok(&host_of(&headers), "StatusResponseBody", &body)
 }
 
+/// `GET /messages`, assembled from each message's pre-escaped pieces and streamed, so a
+/// reply of tens of MiB is neither re-serialized nor copied.
 pub async fn messages(State(app): State<App>, headers: HeaderMap) -> Response {
-    #[derive(Serialize)]
-    struct Message<'a> {
-        id: usize,
-        content: &'a str,
-        role: super::state::Role,
-        time: &'a str,
-    }
-    #[derive(Serialize)]
-    struct MessagesBody<'a> {
-        messages: Vec<Message<'a>>,
-    }
+    let host = host_of(&headers);
     let snapshot = app.agent.messages();
-    let body = MessagesBody {
-        messages: snapshot
-            .iter()
-            .map(|m| Message {
-                id: m.id,
-                content: m.content(),
-                role: m.role,
-                time: &m.time,
-            })
-            .collect(),
-    };
-    json_ok(&host_of(&headers), "MessagesResponseBody", &body)
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(snapshot.len() * 2 + 2);
+    chunks.push(Bytes::from(format!(
+        "{{\"$schema\":{},\"messages\":[",
+        quoted(&schema_url(&host, "MessagesResponseBody"))
+    )));
+    for (index, message) in snapshot.iter().enumerate() {
+        chunks.push(Bytes::from(format!(
+            "{}{{\"id\":{},\"content\":\"",
+            if index == 0 { "" } else { "," },
+            message.id
+        )));
+        chunks.push(message.escaped.clone());
+        chunks.push(Bytes::from(format!(
+            "\",\"role\":\"{}\",\"time\":{}}}",
+            message.role.as_str(),
+            message.time
+        )));
+    }
+    chunks.push(Bytes::from_static(b"]}"));
+    let length: usize = chunks.iter().map(Bytes::len).sum();
+    let body = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (header::LINK, schema_link(&host, "MessagesResponseBody")),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 pub async fn message(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {

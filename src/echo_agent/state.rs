@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::text::{Text, quoted};
+
 use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -30,22 +32,36 @@ pub enum Role {
     User,
 }
 
-/// One conversation message. `text[..len]` is what has been "typed" so far, so a large reply
-/// grows without being copied; `frame` is its latest `message_update` frame, kept for replays.
+/// One conversation message. The first `len` bytes of `text` are what has been "typed" so
+/// far (`escaped` is that prefix as a JSON string body), so a large reply grows without being
+/// copied; `frame` is its latest `message_update` frame, kept for replays.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub id: usize,
     pub role: Role,
-    pub text: Arc<str>,
+    pub text: Text,
     pub len: usize,
+    pub escaped: Bytes,
+    /// RFC 3339, already quoted for JSON.
     pub time: String,
     frame: Bytes,
 }
 
+#[cfg(test)]
 impl Message {
     /// The content shown so far.
     pub fn content(&self) -> &str {
-        self.text.get(..self.len).unwrap_or(&self.text)
+        let text = self.text.as_str();
+        text.get(..self.len).unwrap_or(text)
+    }
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::User => "user",
+        }
     }
 }
 
@@ -86,23 +102,18 @@ pub fn frame(event: &str, data: &impl Serialize) -> Bytes {
     Bytes::from(out)
 }
 
-fn message_frame(id: usize, role: Role, content: &str, time: &str) -> Bytes {
-    #[derive(Serialize)]
-    struct MessageUpdate<'a> {
-        id: usize,
-        role: Role,
-        message: &'a str,
-        time: &'a str,
-    }
-    frame(
-        "message_update",
-        &MessageUpdate {
-            id,
-            role,
-            message: content,
-            time,
-        },
-    )
+/// A `message_update` frame assembled from pieces (`escaped` may be tens of MiB).
+fn message_frame(id: usize, role: Role, escaped: &[u8], time: &str) -> Bytes {
+    let head = format!(
+        "event: message_update\ndata: {{\"id\":{id},\"role\":\"{}\",\"message\":\"",
+        role.as_str()
+    );
+    let tail = format!("\",\"time\":{time}}}\n\n");
+    let mut out = Vec::with_capacity(head.len() + escaped.len() + tail.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(escaped);
+    out.extend_from_slice(tail.as_bytes());
+    Bytes::from(out)
 }
 
 impl Agent {
@@ -126,7 +137,7 @@ impl Agent {
             hung_tx,
             exit_tx,
         });
-        let text: Arc<str> = Arc::from("Echo agent ready.");
+        let text = Text::new("Echo agent ready.".to_string());
         let len = text.len();
         agent.push_message(Role::Agent, text, len);
         agent
@@ -147,17 +158,18 @@ impl Agent {
     }
 
     /// Appends a message showing `text[..len]`; returns its id.
-    pub fn push_message(&self, role: Role, text: Arc<str>, len: usize) -> usize {
-        let time = now_rfc3339();
+    pub fn push_message(&self, role: Role, text: Text, len: usize) -> usize {
+        let time = quoted(&now_rfc3339());
+        let escaped = text.escaped_prefix(len);
         let mut inner = self.lock();
         let id = inner.messages.len();
-        let shown = text.get(..len).unwrap_or(&text);
-        let frame = message_frame(id, role, shown, &time);
+        let frame = message_frame(id, role, &escaped, &time);
         inner.messages.push(Message {
             id,
             role,
             text,
             len,
+            escaped,
             time,
             frame: frame.clone(),
         });
@@ -170,11 +182,12 @@ impl Agent {
         let Some(message) = self.lock().messages.get(id).cloned() else {
             return;
         };
-        let shown = message.text.get(..len).unwrap_or(&message.text);
-        let frame = message_frame(id, message.role, shown, &message.time);
+        let escaped = message.text.escaped_prefix(len);
+        let frame = message_frame(id, message.role, &escaped, &message.time);
         let mut inner = self.lock();
         if let Some(message) = inner.messages.get_mut(id) {
             message.len = len;
+            message.escaped = escaped;
             message.frame = frame.clone();
             inner.broadcast(frame);
         }
@@ -290,7 +303,7 @@ mod tests {
         assert!(replay[1].starts_with(b"event: status_change\ndata: {\"status\":\"stable\""));
         assert!(agent.transition(Status::Stable, Status::Running));
         assert!(!agent.transition(Status::Stable, Status::Running));
-        let text: Arc<str> = Arc::from("echo: hi");
+        let text = Text::new("echo: hi".to_string());
         let id = agent.push_message(Role::Agent, text, 2);
         agent.grow_message(id, 8);
         let frames: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().ok()).collect();

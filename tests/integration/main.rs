@@ -1,4 +1,5 @@
 //! Integration tests: one binary, one module per area. Every test drives real processes over
 //! real loopback sockets; nothing of our own is mocked.
 
+mod echo_agent;
 mod support;
