@@ -57,17 +57,14 @@ pub fn main(args: ServerArgs) -> ExitCode {
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("echo-agent: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("echo-agent: cannot start the async runtime: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
     let code = runtime.block_on(serve(args, settings, initial_prompt));
     // Hung connections and reply tasks are simply dropped.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -89,10 +86,7 @@ async fn serve(
     let listener = match tokio::net::TcpListener::bind((args.bind, args.port)).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!(
-                "echo-agent: failed to listen on {}:{}: {err}",
-                args.bind, args.port
-            );
+            eprintln!("echo-agent: failed to listen on {}:{}: {err}", args.bind, args.port);
             return ExitCode::FAILURE;
         }
     };
@@ -103,15 +97,9 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let upload_dir = std::env::temp_dir().join(format!(
-        "echo-agent-uploads-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let agent = Agent::new(
-        settings.agent_type.clone(),
-        settings.transport,
-        timing.boot.is_zero(),
-    );
+    let upload_dir =
+        std::env::temp_dir().join(format!("echo-agent-uploads-{}", uuid::Uuid::new_v4().simple()));
+    let agent = Agent::new(settings.agent_type.clone(), settings.transport, timing.boot.is_zero());
     let app = http::App {
         agent: agent.clone(),
         timing,

@@ -28,12 +28,7 @@ pub struct ServerArgs {
     pub allowed_origins: Vec<String>,
 
     /// Base path of the chat UI (`GET /` redirects to `<path>/embed`).
-    #[arg(
-        short = 'c',
-        long,
-        env = "AGENTAPI_CHAT_BASE_PATH",
-        default_value = "/chat"
-    )]
+    #[arg(short = 'c', long, env = "AGENTAPI_CHAT_BASE_PATH", default_value = "/chat")]
     pub chat_base_path: String,
 
     /// Sent as the first user message once the agent is stable (else read from piped stdin).
@@ -49,12 +44,7 @@ pub struct ServerArgs {
     pub term_width: u16,
 
     /// Height of the emulated terminal (at least 10, like agentapi).
-    #[arg(
-        short = 'H',
-        long,
-        env = "AGENTAPI_TERM_HEIGHT",
-        default_value_t = 1000
-    )]
+    #[arg(short = 'H', long, env = "AGENTAPI_TERM_HEIGHT", default_value_t = 1000)]
     pub term_height: u16,
 
     /// Print the OpenAPI schema to stdout and exit.
@@ -75,11 +65,7 @@ pub struct ServerArgs {
 
     /// The wrapped program and its arguments (after `--`); only its name is used, to guess
     /// the agent type.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM"
-    )]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
     pub program: Vec<String>,
 }
 
@@ -121,17 +107,11 @@ impl ServerArgs {
         if self.term_height < 10 {
             return Err("term height must be at least 10".into());
         }
-        let allowed_hosts = parse_hosts(&split_list(
-            &self.allowed_hosts,
-            &["localhost", "127.0.0.1", "[::1]"],
-        ))?;
+        let allowed_hosts =
+            parse_hosts(&split_list(&self.allowed_hosts, &["localhost", "127.0.0.1", "[::1]"]))?;
         let allowed_origins = split_list(
             &self.allowed_origins,
-            &[
-                "http://localhost:3284",
-                "http://localhost:3000",
-                "http://localhost:3001",
-            ],
+            &["http://localhost:3284", "http://localhost:3000", "http://localhost:3001"],
         );
         let allowed_origins = if allowed_origins.iter().any(|o| o == "*") {
             vec!["*".to_string()]
@@ -157,9 +137,7 @@ fn agent_type(flag: Option<&str>, program: Option<&String>) -> Result<String, St
     };
     match flag.filter(|f| !f.is_empty()) {
         Some(name) => lookup(name).ok_or_else(|| format!("invalid agent type: {name}")),
-        None => Ok(program
-            .and_then(|p| lookup(p))
-            .unwrap_or_else(|| "custom".to_string())),
+        None => Ok(program.and_then(|p| lookup(p)).unwrap_or_else(|| "custom".to_string())),
     }
 }
 
@@ -171,11 +149,7 @@ fn split_list(values: &[String], defaults: &[&str]) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    if items.is_empty() {
-        defaults.iter().map(|s| s.to_string()).collect()
-    } else {
-        items
-    }
+    if items.is_empty() { defaults.iter().map(|s| s.to_string()).collect() } else { items }
 }
 
 /// Host names as agentapi keeps them: lower-case, no scheme, no port; `[::1]` keeps brackets
@@ -242,10 +216,7 @@ mod tests {
     #[test]
     fn agent_type_from_flag_or_program() {
         assert_eq!(agent_type(None, None), Ok("custom".into()));
-        assert_eq!(
-            agent_type(None, Some(&"claude".into())),
-            Ok("claude".into())
-        );
+        assert_eq!(agent_type(None, Some(&"claude".into())), Ok("claude".into()));
         assert_eq!(agent_type(Some("q"), None), Ok("amazonq".into()));
         assert!(agent_type(Some("nope"), None).is_err());
     }

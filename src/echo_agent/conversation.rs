@@ -22,10 +22,7 @@ pub struct Timing {
 impl Timing {
     pub fn from_env() -> Self {
         let ms = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(default)
+            std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(default)
         };
         Timing {
             boot: Duration::from_millis(ms("ECHO_AGENT_BOOT_MS", 300)),
@@ -52,17 +49,13 @@ impl Directive {
         let arg = arg.trim();
         match word {
             // Exit codes wrap like the kernel does (`exit(256)` is 0).
-            "exit" => arg
-                .parse::<i64>()
-                .ok()
-                .map(|c| Directive::Exit((c & 0xff) as u8)),
+            "exit" => arg.parse::<i64>().ok().map(|c| Directive::Exit((c & 0xff) as u8)),
             "hang" => Some(Directive::Hang),
             "big" => arg.parse::<usize>().ok().map(Directive::Big),
             "error" => Some(Directive::Error(arg.to_string())),
-            "sleep" => arg
-                .parse::<u64>()
-                .ok()
-                .map(|ms| Directive::Sleep(Duration::from_millis(ms))),
+            "sleep" => {
+                arg.parse::<u64>().ok().map(|ms| Directive::Sleep(Duration::from_millis(ms)))
+            }
             _ => None,
         }
     }
@@ -89,10 +82,7 @@ pub fn send_user_message(
     // The status went `running` before the user message was recorded; agentapi shows the
     // same order (the screen changes as the message is typed).
     let directive = Directive::parse(content);
-    let mut accepted = Accepted {
-        delay: Duration::ZERO,
-        hang: false,
-    };
+    let mut accepted = Accepted { delay: Duration::ZERO, hang: false };
     let reply = match &directive {
         Some(Directive::Exit(code)) => {
             agent.request_exit(*code);
@@ -206,10 +196,7 @@ mod tests {
         assert_eq!(Directive::parse("/fake exit 256"), Some(Directive::Exit(0)));
         assert_eq!(Directive::parse("/fake hang"), Some(Directive::Hang));
         assert_eq!(Directive::parse("/fake big 2"), Some(Directive::Big(2)));
-        assert_eq!(
-            Directive::parse("/fake error a b"),
-            Some(Directive::Error("a b".into()))
-        );
+        assert_eq!(Directive::parse("/fake error a b"), Some(Directive::Error("a b".into())));
         assert_eq!(
             Directive::parse("/fake sleep 30"),
             Some(Directive::Sleep(Duration::from_millis(30)))
@@ -222,11 +209,7 @@ mod tests {
     fn big_text_is_exact() {
         assert_eq!(big_text(3).len(), 3 * 1024);
         assert!(big_text(1).starts_with("line 0000000000 x"));
-        assert!(
-            big_text(2)
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b' ')
-        );
+        assert!(big_text(2).bytes().all(|b| b.is_ascii_alphanumeric() || b == b' '));
         assert_eq!(big_text(0), "");
     }
 

@@ -9,18 +9,11 @@ use serde_json::{Map, Value, json};
 pub async fn env() -> Response {
     let env: Map<String, Value> = std::env::vars_os()
         .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                Value::String(v.to_string_lossy().into_owned()),
-            )
+            (k.to_string_lossy().into_owned(), Value::String(v.to_string_lossy().into_owned()))
         })
         .collect();
-    let argv: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let cwd = std::env::current_dir()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let cwd = std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     axum::Json(json!({
         "env": env,
         "argv": argv,
@@ -40,10 +33,7 @@ pub async fn request(request: Request) -> Response {
         .headers()
         .iter()
         .map(|(name, value)| {
-            [
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            ]
+            [name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()]
         })
         .collect();
     axum::Json(json!({

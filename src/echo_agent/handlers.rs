@@ -26,10 +26,7 @@ pub fn json_ok(host: &str, schema: &str, body: &impl Serialize) -> Response {
         #[serde(flatten)]
         body: &'a T,
     }
-    let value = WithSchema {
-        schema: schema_url(host, schema),
-        body,
-    };
+    let value = WithSchema { schema: schema_url(host, schema), body };
     match serde_json::to_vec(&value) {
         Ok(bytes) => (
             [

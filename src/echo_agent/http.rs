@@ -37,10 +37,7 @@ pub fn router(app: App) -> Router {
         .route("/messages", get(handlers::messages))
         .route("/message", post(handlers::message))
         .route("/events", get(handlers::events))
-        .route(
-            "/upload",
-            post(upload::upload).layer(DefaultBodyLimit::max(upload::MAX_BODY)),
-        )
+        .route("/upload", post(upload::upload).layer(DefaultBodyLimit::max(upload::MAX_BODY)))
         .route("/", any(pages::root))
         .route("/chat", get(pages::chat))
         .route("/chat/", get(pages::chat))
@@ -62,11 +59,7 @@ async fn not_found(headers: HeaderMap) -> Problem {
 }
 
 async fn method_not_allowed(headers: HeaderMap) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &host_of(&headers),
-        "Method Not Allowed",
-    )
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, &host_of(&headers), "Method Not Allowed")
 }
 
 /// After `/fake hang`, every request waits forever.
@@ -86,11 +79,9 @@ async fn host_check(State(app): State<App>, request: Request, next: Next) -> Res
     }
     let host = match request.uri().authority() {
         Some(authority) => Some(authority.as_str().to_string()),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string),
+        None => {
+            request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
+        }
     };
     let ok = host.filter(|h| !h.is_empty()).is_some_and(|h| {
         let (name, _) = split_host_port(&h);
@@ -100,10 +91,7 @@ async fn host_check(State(app): State<App>, request: Request, next: Next) -> Res
     if ok {
         return next.run(request).await;
     }
-    let body = format!(
-        "Invalid host header. Allowed hosts: {}\n",
-        allowed.join(", ")
-    );
+    let body = format!("Invalid host header. Allowed hosts: {}\n", allowed.join(", "));
     (
         StatusCode::BAD_REQUEST,
         [
@@ -121,53 +109,29 @@ async fn cors(State(app): State<App>, request: Request, next: Next) -> Response 
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed = origin.as_ref().is_some_and(|o| {
         let origins = &app.settings.allowed_origins;
-        origins
-            .iter()
-            .any(|a| a == "*" || a.as_bytes() == o.as_bytes())
+        origins.iter().any(|a| a == "*" || a.as_bytes() == o.as_bytes())
     });
     let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
-        let requested = request
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .cloned();
+        let requested = request.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned();
         let method_ok = requested.as_ref().is_some_and(|m| {
-            matches!(
-                m.as_bytes(),
-                b"GET" | b"POST" | b"PUT" | b"DELETE" | b"OPTIONS" | b"HEAD"
-            )
+            matches!(m.as_bytes(), b"GET" | b"POST" | b"PUT" | b"DELETE" | b"OPTIONS" | b"HEAD")
         });
         let mut response = StatusCode::OK.into_response();
         let headers = response.headers_mut();
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        headers.append(
-            header::VARY,
-            HeaderValue::from_static("Access-Control-Request-Method"),
-        );
-        headers.append(
-            header::VARY,
-            HeaderValue::from_static("Access-Control-Request-Headers"),
-        );
+        headers.append(header::VARY, HeaderValue::from_static("Access-Control-Request-Method"));
+        headers.append(header::VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
         if let (true, true, Some(origin), Some(method)) = (allowed, method_ok, origin, requested) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, method);
-            if let Some(wanted) = request
-                .headers()
-                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-            {
+            if let Some(wanted) = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
                 headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, wanted.clone());
             }
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("300"),
-            );
+            headers
+                .insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("300"));
         }
         return response;
     }
@@ -176,14 +140,8 @@ async fn cors(State(app): State<App>, request: Request, next: Next) -> Response 
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if let (true, Some(origin)) = (allowed, origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Link"),
-        );
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Link"));
     }
     response
 }

@@ -11,10 +11,7 @@ use super::http::App;
 /// `GET /` → 307 to `<chat base path>/embed`, with Go's little HTML body.
 pub async fn root(State(app): State<App>) -> Response {
     let target = format!("{}/embed", app.settings.chat_base_path);
-    let body = format!(
-        "<a href=\"{}\">Temporary Redirect</a>.\n\n",
-        escape(&target)
-    );
+    let body = format!("<a href=\"{}\">Temporary Redirect</a>.\n\n", escape(&target));
     (
         StatusCode::TEMPORARY_REDIRECT,
         [
@@ -29,10 +26,7 @@ pub async fn root(State(app): State<App>) -> Response {
 /// Any page under `/chat`: a minimal chat UI that uses the API next to the base path.
 pub async fn chat(State(app): State<App>) -> Html<String> {
     let base = &app.settings.chat_base_path;
-    let api = base
-        .rsplit_once('/')
-        .map(|(parent, _)| parent)
-        .unwrap_or("");
+    let api = base.rsplit_once('/').map(|(parent, _)| parent).unwrap_or("");
     Html(format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Echo agent</title></head>
@@ -121,8 +115,5 @@ pub fn openapi_document() -> serde_json::Value {
 
 /// Minimal HTML escaping for attribute text.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }

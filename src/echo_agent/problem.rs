@@ -33,12 +33,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, host: &str, detail: impl Into<String>) -> Self {
-        Problem {
-            status,
-            detail: detail.into(),
-            errors: Vec::new(),
-            host: host.to_string(),
-        }
+        Problem { status, detail: detail.into(), errors: Vec::new(), host: host.to_string() }
     }
 
     pub fn with_error(mut self, message: impl Into<String>, location: &str, value: Value) -> Self {
@@ -92,11 +87,7 @@ pub fn schema_link(_host: &str, name: &str) -> String {
 
 /// The request's `Host` header (empty when absent), for `$schema` links.
 pub fn host_of(headers: &HeaderMap) -> String {
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string()
 }
 
 /// Reads a JSON request body like huma: unknown content type → 415, larger than 1 MiB →
@@ -113,11 +104,7 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, Problem
             &host,
             "Error while parsing input body",
         )
-        .with_error(
-            format!("unknown content type: {content_type}"),
-            "body",
-            Value::Null,
-        ));
+        .with_error(format!("unknown content type: {content_type}"), "body", Value::Null));
     }
     let bytes = match axum::body::to_bytes(body, MAX_JSON_BODY).await {
         Ok(bytes) => bytes,
@@ -132,28 +119,15 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, Problem
                     format!("request body is too large limit={MAX_JSON_BODY} bytes"),
                 )
             } else {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    &host,
-                    "unable to read request body",
-                )
+                Problem::new(StatusCode::BAD_REQUEST, &host, "unable to read request body")
             });
         }
     };
     if bytes.is_empty() {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            &host,
-            "request body is required",
-        ));
+        return Err(Problem::new(StatusCode::BAD_REQUEST, &host, "request body is required"));
     }
     serde_json::from_slice(&bytes).map_err(|err| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            &host,
-            "Error while parsing input body",
-        )
-        .with_error(
+        Problem::new(StatusCode::BAD_REQUEST, &host, "Error while parsing input body").with_error(
             err.to_string(),
             "body",
             Value::String(String::from_utf8_lossy(&bytes).into_owned()),
@@ -242,29 +216,12 @@ mod tests {
 
     #[test]
     fn message_validation() {
-        let ok = validate_message(
-            "h",
-            &json!({"content": "hi", "type": "user", "$schema": "x"}),
-        );
-        assert_eq!(
-            ok.ok(),
-            Some(MessageRequest {
-                content: "hi".into(),
-                kind: MessageKind::User
-            })
-        );
+        let ok = validate_message("h", &json!({"content": "hi", "type": "user", "$schema": "x"}));
+        assert_eq!(ok.ok(), Some(MessageRequest { content: "hi".into(), kind: MessageKind::User }));
         let err = validate_message("h", &json!({"type": "bogus", "extra": 1}))
             .err()
-            .map(|p| {
-                p.errors
-                    .iter()
-                    .filter_map(|e| e.location.clone())
-                    .collect::<Vec<_>>()
-            });
-        assert_eq!(
-            err,
-            Some(vec!["body.extra".into(), "body.type".into(), "body".into()])
-        );
+            .map(|p| p.errors.iter().filter_map(|e| e.location.clone()).collect::<Vec<_>>());
+        assert_eq!(err, Some(vec!["body.extra".into(), "body.type".into(), "body".into()]));
         assert!(validate_message("h", &json!([1])).is_err());
     }
 

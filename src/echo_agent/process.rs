@@ -40,11 +40,7 @@ pub fn spawn_grandchild() -> std::io::Result<()> {
 /// Installs the signal handlers; each stop signal asks for exit code 0.
 pub fn watch_signals(agent: Arc<Agent>) -> std::io::Result<()> {
     let ignore_term = std::env::var("ECHO_AGENT_IGNORE_SIGTERM").as_deref() == Ok("1");
-    for kind in [
-        SignalKind::terminate(),
-        SignalKind::interrupt(),
-        SignalKind::hangup(),
-    ] {
+    for kind in [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup()] {
         // Registering a handler also replaces the default action, so an ignored SIGTERM
         // neither kills us nor is inherited by children as "ignored".
         let mut stream = signal(kind)?;

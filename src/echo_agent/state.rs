@@ -124,11 +124,7 @@ impl Agent {
         let agent = Arc::new(Agent {
             inner: Mutex::new(Inner {
                 messages: Vec::new(),
-                status: if stable {
-                    Status::Stable
-                } else {
-                    Status::Running
-                },
+                status: if stable { Status::Stable } else { Status::Running },
                 subscribers: Vec::new(),
             }),
             agent_type,
@@ -164,15 +160,7 @@ impl Agent {
         let mut inner = self.lock();
         let id = inner.messages.len();
         let frame = message_frame(id, role, &escaped, &time);
-        inner.messages.push(Message {
-            id,
-            role,
-            text,
-            len,
-            escaped,
-            time,
-            frame: frame.clone(),
-        });
+        inner.messages.push(Message { id, role, text, len, escaped, time, frame: frame.clone() });
         inner.broadcast(frame);
         id
     }
@@ -213,14 +201,8 @@ impl Agent {
             level: &'a str,
             time: String,
         }
-        let frame = frame(
-            "agent_error",
-            &AgentError {
-                message,
-                level: "error",
-                time: now_rfc3339(),
-            },
-        );
+        let frame =
+            frame("agent_error", &AgentError { message, level: "error", time: now_rfc3339() });
         self.lock().broadcast(frame);
     }
 
@@ -273,20 +255,13 @@ impl Inner {
             status: Status,
             agent_type: &'a str,
         }
-        frame(
-            "status_change",
-            &StatusChange {
-                status: self.status,
-                agent_type,
-            },
-        )
+        frame("status_change", &StatusChange { status: self.status, agent_type })
     }
 
     /// Sends `frame` to every subscriber; one that is gone or too far behind is dropped
     /// (its stream ends after what it already has), like agentapi.
     fn broadcast(&mut self, frame: Bytes) {
-        self.subscribers
-            .retain(|tx| tx.try_send(frame.clone()).is_ok());
+        self.subscribers.retain(|tx| tx.try_send(frame.clone()).is_ok());
     }
 }
 

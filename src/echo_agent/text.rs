@@ -21,20 +21,14 @@ impl Text {
     /// Any text; checked once for characters JSON must escape.
     pub fn new(text: String) -> Self {
         let plain = !text.bytes().any(needs_escape);
-        Text {
-            raw: Bytes::from(text),
-            plain,
-        }
+        Text { raw: Bytes::from(text), plain }
     }
 
     /// Text the caller built from characters that need no JSON escaping (not re-checked).
     pub fn plain(text: String) -> Self {
         // Spot-check the start only: scanning all of a huge text is what this avoids.
         debug_assert!(!text.bytes().take(4096).any(needs_escape));
-        Text {
-            raw: Bytes::from(text),
-            plain: true,
-        }
+        Text { raw: Bytes::from(text), plain: true }
     }
 
     pub fn len(&self) -> usize {
@@ -55,10 +49,7 @@ impl Text {
         }
         let prefix = self.as_str().get(..len).unwrap_or_default();
         let quoted = serde_json::to_string(prefix).unwrap_or_else(|_| "\"\"".to_string());
-        let body = quoted
-            .strip_prefix('"')
-            .and_then(|q| q.strip_suffix('"'))
-            .unwrap_or_default();
+        let body = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or_default();
         Bytes::copy_from_slice(body.as_bytes())
     }
 }

@@ -29,14 +29,7 @@ pub async fn upload(
                 #[serde(rename = "filePath")]
                 file_path: String,
             }
-            json_ok(
-                &host,
-                "UploadResponseBody",
-                &Uploaded {
-                    ok: true,
-                    file_path: path,
-                },
-            )
+            json_ok(&host, "UploadResponseBody", &Uploaded { ok: true, file_path: path })
         }
         Err(problem) => problem.into_response(),
     }
@@ -79,9 +72,7 @@ async fn save(
             }
             data.extend_from_slice(&chunk);
         }
-        let dir = app
-            .upload_dir
-            .join(uuid::Uuid::new_v4().simple().to_string());
+        let dir = app.upload_dir.join(uuid::Uuid::new_v4().simple().to_string());
         let path = dir.join(name);
         let written = async {
             tokio::fs::create_dir_all(&dir).await?;
@@ -89,21 +80,15 @@ async fn save(
         };
         written.await.map_err(|err| {
             tracing::error!(%err, path = %path.display(), "echo agent could not save an upload");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                host,
-                "failed to write file",
-            )
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, host, "failed to write file")
         })?;
         return Ok(path.to_string_lossy().into_owned());
     }
-    Err(
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, host, "validation failed").with_error(
-            "expected required property file to be present",
-            "body",
-            serde_json::Value::Null,
-        ),
-    )
+    Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, host, "validation failed").with_error(
+        "expected required property file to be present",
+        "body",
+        serde_json::Value::Null,
+    ))
 }
 
 /// The last path component, without control characters; `upload` when nothing usable is left.
@@ -111,11 +96,7 @@ pub fn sanitize(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let clean: String = base.chars().filter(|c| !c.is_control()).collect();
     let clean = clean.trim().to_string();
-    if clean.is_empty() || clean == "." || clean == ".." {
-        "upload".to_string()
-    } else {
-        clean
-    }
+    if clean.is_empty() || clean == "." || clean == ".." { "upload".to_string() } else { clean }
 }
 
 #[cfg(test)]

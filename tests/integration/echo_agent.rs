@@ -103,16 +103,9 @@ impl EchoAgent {
     /// Wraps a spawned child once its listening line arrives.
     pub async fn listening(child: Child, mut stdout: Lines<BufReader<ChildStdout>>) -> Self {
         let pid = child.id().expect("child is running") as i32;
-        let line = read_line(&mut stdout, DEADLINE)
-            .await
-            .expect("echo agent prints its listening line");
-        EchoAgent {
-            child,
-            pid,
-            port: port_of(&line),
-            client: client(),
-            _stdout: stdout,
-        }
+        let line =
+            read_line(&mut stdout, DEADLINE).await.expect("echo agent prints its listening line");
+        EchoAgent { child, pid, port: port_of(&line), client: client(), _stdout: stdout }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -120,21 +113,13 @@ impl EchoAgent {
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET answers");
+        let response = self.client.get(self.url(path)).send().await.expect("GET answers");
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.expect("JSON body")
     }
 
     pub async fn status(&self) -> String {
-        self.get_json("/status").await["status"]
-            .as_str()
-            .expect("status is a string")
-            .to_string()
+        self.get_json("/status").await["status"].as_str().expect("status is a string").to_string()
     }
 
     /// `POST /message` with a JSON body; returns the response.

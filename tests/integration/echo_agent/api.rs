@@ -16,9 +16,7 @@ fn assert_problem(response_status: u16, content_type: &str, body: &Value, status
     assert!(body["title"].is_string(), "{body}");
     assert!(body["detail"].is_string(), "{body}");
     assert!(
-        body["$schema"]
-            .as_str()
-            .is_some_and(|s| s.ends_with("/schemas/ErrorModel.json")),
+        body["$schema"].as_str().is_some_and(|s| s.ends_with("/schemas/ErrorModel.json")),
         "{body}"
     );
 }
@@ -43,10 +41,7 @@ async fn boots_running_then_stable_and_refuses_user_messages_meanwhile() {
     assert_eq!(status["transport"], "pty");
     assert_eq!(
         status["$schema"],
-        format!(
-            "http://127.0.0.1:{}/schemas/StatusResponseBody.json",
-            agent.port
-        )
+        format!("http://127.0.0.1:{}/schemas/StatusResponseBody.json", agent.port)
     );
 
     let (code, content_type, body) =
@@ -76,10 +71,7 @@ async fn messages_start_with_the_agent_and_echo_user_messages() {
     assert_eq!(first["role"], "agent");
     assert!(!first["content"].as_str().unwrap_or_default().is_empty());
     let time = first["time"].as_str().expect("time is a string");
-    assert!(
-        time.contains('T') && time.ends_with('Z'),
-        "RFC 3339 UTC: {time}"
-    );
+    assert!(time.contains('T') && time.ends_with('Z'), "RFC 3339 UTC: {time}");
     assert_eq!(agent.get_json("/status").await["agent_type"], "custom");
 
     let response = agent.post_message("hi", "user").await;
@@ -99,11 +91,7 @@ async fn messages_start_with_the_agent_and_echo_user_messages() {
 async fn busy_agent_refuses_user_messages_but_takes_raw_ones() {
     let agent = EchoAgent::start(&[], &[("ECHO_AGENT_REPLY_MS", "60000")]).await;
     agent.say("first").await;
-    assert_eq!(
-        agent.status().await,
-        "running",
-        "a user message makes the agent work"
-    );
+    assert_eq!(agent.status().await, "running", "a user message makes the agent work");
     let (code, content_type, body) = problem_of(agent.post_message("second", "user").await).await;
     assert_problem(code, &content_type, &body, 500);
     assert_eq!(body["title"], "Internal Server Error");
@@ -118,12 +106,7 @@ async fn busy_agent_refuses_user_messages_but_takes_raw_ones() {
         .filter_map(|m| m["content"].as_str())
         .collect();
     assert!(contents.contains(&"first"));
-    assert!(
-        !contents
-            .iter()
-            .any(|c| c.contains("second") || c.contains('\x1b')),
-        "{contents:?}"
-    );
+    assert!(!contents.iter().any(|c| c.contains("second") || c.contains('\x1b')), "{contents:?}");
 }
 
 #[tokio::test]
@@ -142,18 +125,12 @@ async fn bad_message_bodies_get_huma_errors() {
         problem_of(post("text/plain", b"{}".to_vec()).await.expect("answers")).await;
     assert_problem(code, &ct, &body, 415);
 
-    let (code, ct, body) = problem_of(
-        post("application/json", b"{not json".to_vec())
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (code, ct, body) =
+        problem_of(post("application/json", b"{not json".to_vec()).await.expect("answers")).await;
     assert_problem(code, &ct, &body, 400);
 
     let (code, ct, body) = problem_of(
-        post("application/json", br#"{"type": "user"}"#.to_vec())
-            .await
-            .expect("answers"),
+        post("application/json", br#"{"type": "user"}"#.to_vec()).await.expect("answers"),
     )
     .await;
     assert_problem(code, &ct, &body, 422);
@@ -166,12 +143,9 @@ async fn bad_message_bodies_get_huma_errors() {
     assert!(messages.iter().any(|m| m.contains("content")), "{body}");
 
     let (code, ct, body) = problem_of(
-        post(
-            "application/json",
-            br#"{"content": "x", "type": "robot"}"#.to_vec(),
-        )
-        .await
-        .expect("answers"),
+        post("application/json", br#"{"content": "x", "type": "robot"}"#.to_vec())
+            .await
+            .expect("answers"),
     )
     .await;
     assert_problem(code, &ct, &body, 422);
@@ -184,37 +158,19 @@ async fn bad_message_bodies_get_huma_errors() {
     assert_problem(code, &ct, &body, 413);
 
     // None of these reached the conversation.
-    assert_eq!(
-        agent.get_json("/messages").await["messages"]
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(agent.get_json("/messages").await["messages"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
 async fn host_header_is_checked_like_agentapi() {
     let agent = EchoAgent::start(&[], &[]).await;
-    let with_host = |host: String| {
-        agent
-            .client
-            .get(agent.url("/status"))
-            .header("host", host)
-            .send()
-    };
+    let with_host =
+        |host: String| agent.client.get(agent.url("/status")).header("host", host).send();
     let bad = with_host("evil.example".into()).await.expect("answers");
     assert_eq!(bad.status(), 400);
-    assert!(
-        bad.headers()["content-type"]
-            .to_str()
-            .unwrap_or_default()
-            .starts_with("text/plain")
-    );
+    assert!(bad.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/plain"));
     let text = bad.text().await.expect("text");
-    assert!(
-        text.starts_with("Invalid host header. Allowed hosts: localhost, 127.0.0.1"),
-        "{text}"
-    );
+    assert!(text.starts_with("Invalid host header. Allowed hosts: localhost, 127.0.0.1"), "{text}");
 
     let forwarded = agent
         .client
@@ -237,18 +193,10 @@ async fn host_header_is_checked_like_agentapi() {
     }
 
     // The environment fallback, space separated like agentapi's.
-    let custom = EchoAgent::start(
-        &[],
-        &[("AGENTAPI_ALLOWED_HOSTS", "example.com other.example")],
-    )
-    .await;
-    let get = |host: &'static str| {
-        custom
-            .client
-            .get(custom.url("/status"))
-            .header("host", host)
-            .send()
-    };
+    let custom =
+        EchoAgent::start(&[], &[("AGENTAPI_ALLOWED_HOSTS", "example.com other.example")]).await;
+    let get =
+        |host: &'static str| custom.client.get(custom.url("/status")).header("host", host).send();
     assert_eq!(get("example.com").await.expect("answers").status(), 200);
     assert_eq!(get("other.example:1").await.expect("answers").status(), 200);
     assert_eq!(get("localhost").await.expect("answers").status(), 400);
@@ -258,24 +206,11 @@ async fn host_header_is_checked_like_agentapi() {
 async fn cors_answers_allowed_origins_only() {
     let agent = EchoAgent::start(&[], &[]).await;
     let with_origin = |origin: &'static str| {
-        agent
-            .client
-            .get(agent.url("/status"))
-            .header("origin", origin)
-            .send()
+        agent.client.get(agent.url("/status")).header("origin", origin).send()
     };
     let allowed = with_origin("http://localhost:3000").await.expect("answers");
-    assert_eq!(
-        allowed.headers()["access-control-allow-origin"],
-        "http://localhost:3000"
-    );
-    assert!(
-        allowed
-            .headers()
-            .get_all("vary")
-            .iter()
-            .any(|v| v == "Origin")
-    );
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "http://localhost:3000");
+    assert!(allowed.headers().get_all("vary").iter().any(|v| v == "Origin"));
     let other = with_origin("http://evil.example").await.expect("answers");
     assert_eq!(other.status(), 200);
     assert!(other.headers().get("access-control-allow-origin").is_none());
@@ -284,68 +219,30 @@ async fn cors_answers_allowed_origins_only() {
 #[tokio::test]
 async fn root_redirects_to_the_chat_and_other_pages_exist() {
     let agent = EchoAgent::start(&[], &[]).await;
-    let root = agent
-        .client
-        .get(agent.url("/"))
-        .send()
-        .await
-        .expect("answers");
+    let root = agent.client.get(agent.url("/")).send().await.expect("answers");
     assert_eq!(root.status(), 307);
     assert_eq!(root.headers()["location"], "/chat/embed");
-    let chat = agent
-        .client
-        .get(agent.url("/chat/embed"))
-        .send()
-        .await
-        .expect("answers");
+    let chat = agent.client.get(agent.url("/chat/embed")).send().await.expect("answers");
     assert_eq!(chat.status(), 200);
-    assert!(
-        chat.headers()["content-type"]
-            .to_str()
-            .unwrap_or_default()
-            .starts_with("text/html")
-    );
+    assert!(chat.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/html"));
     let openapi = agent.get_json("/openapi.json").await;
-    assert!(
-        openapi["openapi"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("3.1"))
-    );
+    assert!(openapi["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
     assert!(openapi["paths"]["/message"]["post"].is_object());
-    let docs = agent
-        .client
-        .get(agent.url("/docs"))
-        .send()
-        .await
-        .expect("answers");
+    let docs = agent.client.get(agent.url("/docs")).send().await.expect("answers");
     assert_eq!(docs.status(), 200);
-    let (code, ct, body) = problem_of(
-        agent
-            .client
-            .get(agent.url("/nope"))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (code, ct, body) =
+        problem_of(agent.client.get(agent.url("/nope")).send().await.expect("answers")).await;
     assert_problem(code, &ct, &body, 404);
 
     let based = EchoAgent::start(&["--chat-base-path", "/abc/chat"], &[]).await;
-    let root = based
-        .client
-        .get(based.url("/"))
-        .send()
-        .await
-        .expect("answers");
+    let root = based.client.get(based.url("/")).send().await.expect("answers");
     assert_eq!(root.status(), 307);
     assert_eq!(root.headers()["location"], "/abc/chat/embed");
 }
 
 /// Sends raw bytes and returns the response body (the request asks to close).
 async fn raw_request(port: u16, request: String) -> Value {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connects");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connects");
     stream.write_all(request.as_bytes()).await.expect("writes");
     let mut response = Vec::new();
     tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
@@ -373,17 +270,9 @@ async fn debug_request_shows_the_raw_target_and_every_header() {
     assert_eq!(body["method"], "GET");
     assert_eq!(body["target"], "/debug/request?x=%2F..%2Fa");
     let headers = body["headers"].as_array().expect("header list");
-    let dups: Vec<&Value> = headers
-        .iter()
-        .filter(|h| h[0] == "x-dup")
-        .map(|h| &h[1])
-        .collect();
+    let dups: Vec<&Value> = headers.iter().filter(|h| h[0] == "x-dup").map(|h| &h[1]).collect();
     assert_eq!(dups, vec!["one", "two"], "{body}");
-    assert!(
-        headers
-            .iter()
-            .any(|h| h[0] == "host" && h[1] == format!("127.0.0.1:{port}"))
-    );
+    assert!(headers.iter().any(|h| h[0] == "host" && h[1] == format!("127.0.0.1:{port}")));
 
     let absolute = raw_request(
         port,
@@ -394,28 +283,19 @@ async fn debug_request_shows_the_raw_target_and_every_header() {
     )
     .await;
     assert_eq!(absolute["method"], "POST");
-    assert_eq!(
-        absolute["target"],
-        format!("http://127.0.0.1:{port}/debug/request?q=%41")
-    );
+    assert_eq!(absolute["target"], format!("http://127.0.0.1:{port}/debug/request?q=%41"));
 }
 
 #[tokio::test]
 async fn debug_env_shows_what_the_agent_was_started_with() {
-    let agent = EchoAgent::start(
-        &["--", "some-agent", "--flag"],
-        &[("ECHO_TEST_MARKER", "marker value")],
-    )
-    .await;
+    let agent =
+        EchoAgent::start(&["--", "some-agent", "--flag"], &[("ECHO_TEST_MARKER", "marker value")])
+            .await;
     let env = agent.get_json("/debug/env").await;
     assert_eq!(env["env"]["ECHO_TEST_MARKER"], "marker value");
     assert_eq!(env["pid"], agent.pid);
-    let argv: Vec<&str> = env["argv"]
-        .as_array()
-        .expect("argv")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let argv: Vec<&str> =
+        env["argv"].as_array().expect("argv").iter().filter_map(Value::as_str).collect();
     assert!(argv.ends_with(&["--", "some-agent", "--flag"]), "{argv:?}");
     assert!(env["cwd"].as_str().is_some_and(|c| c.starts_with('/')));
 }
@@ -442,40 +322,26 @@ async fn upload_saves_the_file_in_a_directory_of_its_own() {
         agent
             .client
             .post(agent.url("/upload"))
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
             .body(multipart(boundary, name, &data))
             .send()
     };
-    let response = upload("../sneaky name.bin", data.clone())
-        .await
-        .expect("answers");
+    let response = upload("../sneaky name.bin", data.clone()).await.expect("answers");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["ok"], true);
     let path = std::path::PathBuf::from(body["filePath"].as_str().expect("filePath"));
     assert!(path.is_absolute());
     assert!(path.starts_with(&tmp_path), "{path:?} is under TMPDIR");
-    assert_eq!(
-        path.file_name().and_then(|n| n.to_str()),
-        Some("sneaky name.bin")
-    );
+    assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("sneaky name.bin"));
     assert_eq!(std::fs::read(&path).expect("saved file"), data);
 
     let second = upload("other.bin", b"x".to_vec()).await.expect("answers");
     let second: Value = second.json().await.expect("JSON");
     let second = std::path::PathBuf::from(second["filePath"].as_str().expect("filePath"));
-    assert_ne!(
-        second.parent(),
-        path.parent(),
-        "each upload gets its own directory"
-    );
+    assert_ne!(second.parent(), path.parent(), "each upload gets its own directory");
 
-    let too_big = upload("big.bin", vec![b'a'; 10 * 1024 * 1024 + 1])
-        .await
-        .expect("answers");
+    let too_big = upload("big.bin", vec![b'a'; 10 * 1024 * 1024 + 1]).await.expect("answers");
     let (code, ct, body) = problem_of(too_big).await;
     assert_problem(code, &ct, &body, 413);
 }

@@ -25,26 +25,16 @@ struct Events {
 
 impl Events {
     async fn open(agent: &EchoAgent) -> (reqwest::header::HeaderMap, Self) {
-        let response = agent
-            .client
-            .get(agent.url("/events"))
-            .send()
-            .await
-            .expect("GET /events");
+        let response = agent.client.get(agent.url("/events")).send().await.expect("GET /events");
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
-        let events = Events {
-            body: response.bytes_stream().boxed(),
-            buffer: Vec::new(),
-        };
+        let events = Events { body: response.bytes_stream().boxed(), buffer: Vec::new() };
         (headers, events)
     }
 
     /// The next frame, within the deadline.
     async fn next(&mut self) -> Frame {
-        tokio::time::timeout(DEADLINE, self.next_inner())
-            .await
-            .expect("a frame arrives in time")
+        tokio::time::timeout(DEADLINE, self.next_inner()).await.expect("a frame arrives in time")
     }
 
     async fn next_inner(&mut self) -> Frame {
@@ -53,12 +43,7 @@ impl Events {
                 let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
                 return parse_frame(&raw);
             }
-            let chunk = self
-                .body
-                .next()
-                .await
-                .expect("stream still open")
-                .expect("chunk");
+            let chunk = self.body.next().await.expect("stream still open").expect("chunk");
             self.buffer.extend_from_slice(&chunk);
         }
     }
@@ -80,20 +65,10 @@ impl Events {
 fn parse_frame(raw: &[u8]) -> Frame {
     let text = std::str::from_utf8(raw).expect("UTF-8 frame");
     let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
-    assert_eq!(
-        lines.len(),
-        2,
-        "exactly `event:` and `data:` lines, no ids or comments: {text:?}"
-    );
-    let event = lines[0]
-        .strip_prefix("event: ")
-        .expect("event line")
-        .to_string();
+    assert_eq!(lines.len(), 2, "exactly `event:` and `data:` lines, no ids or comments: {text:?}");
+    let event = lines[0].strip_prefix("event: ").expect("event line").to_string();
     let data = lines[1].strip_prefix("data: ").expect("data line");
-    Frame {
-        event,
-        data: serde_json::from_str(data).expect("JSON data"),
-    }
+    Frame { event, data: serde_json::from_str(data).expect("JSON data") }
 }
 
 fn is_stable(frame: &Frame) -> bool {
@@ -109,35 +84,23 @@ async fn events_replay_then_stream_growing_replies() {
 
     let (headers, mut events) = Events::open(&agent).await;
     assert_eq!(headers["content-type"], "text/event-stream");
-    assert!(
-        headers["cache-control"]
-            .to_str()
-            .unwrap_or_default()
-            .starts_with("no-cache")
-    );
+    assert!(headers["cache-control"].to_str().unwrap_or_default().starts_with("no-cache"));
     assert_eq!(headers["x-accel-buffering"], "no");
 
     // Replay: every message in order, then the status.
     let replay = events.until(|f| f.event == "status_change").await;
-    let ids: Vec<i64> = replay
-        .iter()
-        .filter_map(|f| f.data["id"].as_i64())
-        .collect();
+    let ids: Vec<i64> = replay.iter().filter_map(|f| f.data["id"].as_i64()).collect();
     assert_eq!(ids, vec![0, 1, 2], "{replay:?}");
     assert_eq!(replay[1].data["message"], "earlier");
     assert_eq!(replay[2].data["message"], "echo: earlier");
-    assert!(
-        replay[2].data.get("content").is_none(),
-        "the field is `message`"
-    );
+    assert!(replay[2].data.get("content").is_none(), "the field is `message`");
     assert_eq!(replay[3].data["status"], "stable");
     assert_eq!(replay[3].data["agent_type"], "custom");
 
     agent.say("hi").await;
     let live = events.until(is_stable).await;
     assert!(
-        live.iter()
-            .any(|f| f.event == "status_change" && f.data["status"] == "running"),
+        live.iter().any(|f| f.event == "status_change" && f.data["status"] == "running"),
         "{live:?}"
     );
     let user: Vec<&Frame> = live.iter().filter(|f| f.data["id"] == 3).collect();
@@ -150,26 +113,16 @@ async fn events_replay_then_stream_growing_replies() {
         .map(|f| {
             assert_eq!(f.data["role"], "agent");
             assert!(f.data["time"].is_string());
-            f.data["message"]
-                .as_str()
-                .expect("message text")
-                .to_string()
+            f.data["message"].as_str().expect("message text").to_string()
         })
         .collect();
     assert!(reply.len() >= 2, "several growing updates: {reply:?}");
     for pair in reply.windows(2) {
-        assert!(
-            pair[1].starts_with(&pair[0]) && pair[1].len() > pair[0].len(),
-            "{reply:?}"
-        );
+        assert!(pair[1].starts_with(&pair[0]) && pair[1].len() > pair[0].len(), "{reply:?}");
     }
     assert_eq!(reply.last().map(String::as_str), Some("echo: hi"));
     // No earlier message was re-sent live, and the last frame is the final status.
-    assert!(
-        live.iter()
-            .all(|f| f.data["id"].as_i64().is_none_or(|id| id >= 3)),
-        "{live:?}"
-    );
+    assert!(live.iter().all(|f| f.data["id"].as_i64().is_none_or(|id| id >= 3)), "{live:?}");
     assert!(is_stable(live.last().expect("frames")));
 }
 
@@ -184,9 +137,7 @@ async fn fake_error_emits_an_agent_error_event() {
     assert_eq!(error.data["message"], "boom here");
     assert_eq!(error.data["level"], "error");
     assert!(error.data["time"].is_string());
-    agent
-        .wait_message("agent", "echo: /fake error boom here")
-        .await;
+    agent.wait_message("agent", "echo: /fake error boom here").await;
 }
 
 #[tokio::test]
@@ -210,11 +161,7 @@ async fn fake_sleep_holds_the_post() {
     let agent = EchoAgent::start(&[], &[]).await;
     let started = Instant::now();
     agent.say("/fake sleep 300").await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
     agent.wait_message("agent", "echo: /fake sleep 300").await;
 }
 
@@ -225,11 +172,7 @@ async fn fake_hang_stops_answering() {
     events.until(|f| f.event == "status_change").await;
     agent.say("/fake hang").await;
     let quick = super::client();
-    let attempt = quick
-        .get(agent.url("/status"))
-        .timeout(Duration::from_millis(1500))
-        .send()
-        .await;
+    let attempt = quick.get(agent.url("/status")).timeout(Duration::from_millis(1500)).send().await;
     let err = attempt.expect_err("no answer after /fake hang");
     assert!(err.is_timeout(), "{err}");
     // The open stream goes quiet too: nothing beyond what the hang message itself caused.

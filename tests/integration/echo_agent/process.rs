@@ -56,12 +56,7 @@ async fn fake_exit_answers_then_exits_with_the_code() {
 #[tokio::test]
 async fn sigterm_exits_zero_even_with_an_open_event_stream() {
     let mut agent = EchoAgent::start(&[], &[]).await;
-    let events = agent
-        .client
-        .get(agent.url("/events"))
-        .send()
-        .await
-        .expect("events");
+    let events = agent.client.get(agent.url("/events")).send().await.expect("events");
     assert_eq!(events.status(), 200);
     kill(Pid::from_raw(agent.pid), Signal::SIGTERM).expect("signal sent");
     let status = exit_code(&mut agent).await;
@@ -91,11 +86,7 @@ async fn ignore_sigterm_survives_sigterm_but_not_sigkill() {
     })
     .await;
     assert_eq!(noticed, Ok(true));
-    assert_eq!(
-        agent.status().await,
-        "stable",
-        "still answering after SIGTERM"
-    );
+    assert_eq!(agent.status().await, "stable", "still answering after SIGTERM");
     assert!(agent.child.try_wait().expect("try_wait").is_none());
 
     kill(Pid::from_raw(agent.pid), Signal::SIGKILL).expect("signal sent");
@@ -139,10 +130,7 @@ async fn spawn_grandchild_leaves_a_sleep_in_the_agent_group() {
     // Killing only the agent leaves the grandchild behind: that is what group kills are for.
     kill(Pid::from_raw(group), Signal::SIGKILL).expect("signal sent");
     exit_code(&mut agent).await;
-    assert!(
-        !sleepers_in_group(group).is_empty(),
-        "the grandchild outlives the agent"
-    );
+    assert!(!sleepers_in_group(group).is_empty(), "the grandchild outlives the agent");
     killpg(Pid::from_raw(group), Signal::SIGKILL).expect("group signal sent");
     wait_until("the grandchild to die", DEADLINE, || async {
         sleepers_in_group(group).is_empty().then_some(())

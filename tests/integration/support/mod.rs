@@ -22,10 +22,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < give_up,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(Instant::now() < give_up, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
