@@ -2,5 +2,6 @@
 //! real loopback sockets; nothing of our own is mocked.
 
 mod cli;
+mod echo_agent;
 mod server;
 mod support;
