@@ -5,14 +5,17 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod echo_agent;
 pub mod error;
 pub mod listener;
 pub mod router;
 pub mod routes;
+pub mod sessions;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod upstream;
 
-pub use listener::run;
+pub use listener::{run, run_with};

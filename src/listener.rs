@@ -14,7 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::config::Config;
+use crate::config::{Config, OnShutdown};
+use crate::sessions::local::HostOptions;
 use crate::shutdown::{Shutdown, Stage};
 use crate::state::AppState;
 
@@ -25,11 +26,31 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs the proxy on `listener` until `shutdown` completes, then stops its services.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let state = AppState::build(config, shutdown.clone())?;
+    run_with(config, listener, shutdown, HostOptions::default()).await
+}
+
+/// [`run`] with settings of the hosting process (which executable agents call back into,
+/// whether every zombie child is reaped).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    host: HostOptions,
+) -> anyhow::Result<()> {
+    let state = AppState::build(config, shutdown.clone(), &host).await?;
     let app = crate::router::build(state.clone());
     let address = listener.local_addr().context("while reading the listening address")?;
     tracing::info!(%address, "agentapi-proxy listening");
     serve(listener, app, &state.config, &shutdown).await;
+    match state.config.session.on_shutdown {
+        OnShutdown::Terminate => state.sessions.terminate_all().await,
+        OnShutdown::Keep => {
+            tracing::info!(
+                live = state.sessions.live_count(),
+                "leaving agents running (on_shutdown: keep)"
+            )
+        }
+    }
     state.store.checkpoint().await?;
     tracing::info!("agentapi-proxy stopped");
     Ok(())

@@ -1,3 +1,6 @@
 //! Thin HTTP handlers, one file per resource; the paths themselves live in `router.rs`.
 
 pub mod health;
+pub mod json_body;
+pub mod query;
+pub mod sessions;

@@ -2,12 +2,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::config::Config;
+use crate::sessions::local::{HostOptions, LocalBackend};
+use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
+use crate::store::sessions::SqliteSessions;
 use crate::store::{Location, Store};
+use crate::upstream::{self, UpstreamClient};
 
 /// Shared services of a running server; cheap to clone into handlers.
 #[derive(Debug, Clone)]
@@ -17,6 +22,9 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub store: Store,
+    pub sessions: SessionManager,
+    /// The one pooled client to agents.
+    pub client: UpstreamClient,
     pub shutdown: Shutdown,
 }
 
@@ -29,8 +37,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Prepares `data_dir`, opens the store, and wires the services together.
-    pub fn build(config: Config, shutdown: Shutdown) -> anyhow::Result<Self> {
+    /// Prepares `data_dir`, opens the store, loads sessions, and wires the services together.
+    pub async fn build(
+        config: Config,
+        shutdown: Shutdown,
+        host: &HostOptions,
+    ) -> anyhow::Result<Self> {
         prepare_data_dir(Path::new(&config.data_dir))?;
         let location = if config.persistence.enabled {
             Location::File(config.sqlite_path())
@@ -41,7 +53,20 @@ impl AppState {
             Location::Memory
         };
         let store = Store::open(location)?;
-        Ok(Self(Arc::new(Inner { config, store, shutdown })))
+        let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
+        let backend = LocalBackend::new(&config, host, client.clone())?;
+        let reserved_env = backend.reserved_env_names();
+        let sessions = SessionManager::start(
+            Policy::from_config(&config),
+            Arc::new(SqliteSessions::new(store.clone())),
+            Arc::new(backend),
+            reserved_env,
+            client.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("while loading stored sessions")?;
+        Ok(Self(Arc::new(Inner { config, store, sessions, client, shutdown })))
     }
 }
 

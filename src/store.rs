@@ -3,6 +3,8 @@
 //! workers. Repository traits per resource (sessions, profiles, keys, OAuth) arrive with
 //! their issues and are written in portable SQL; no axum types here.
 
+pub mod sessions;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +12,10 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, OpenFlags};
 
 /// Schema steps in order; `PRAGMA user_version` counts how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!("store/migrations/0001_store_meta.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("store/migrations/0001_store_meta.sql"),
+    include_str!("store/migrations/0002_sessions.sql"),
+];
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

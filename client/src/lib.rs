@@ -1,1 +1,6 @@
-//! Wire types shared by the agentapi-proxy server and its clients.
+//! Wire types shared by the agentapi-proxy server and its clients, so both sides encode and
+//! decode one definition. The typed HTTP client arrives with its own issue.
+
+pub mod sessions;
+
+pub use sessions::*;

@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_USAGE, LogFormat, logging};
 use crate::config::{Config, ConfigSource, FlagOverrides, LoadOptions, load};
+use crate::sessions::local::{HostOptions, reaper};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -96,6 +97,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("while binding {address}"))?;
+    if let Err(error) = reaper::become_child_subreaper() {
+        tracing::warn!("{error:#}; orphaned agent processes will be reaped by init instead");
+    }
     let shutdown = Shutdown::new();
     let mut terminate =
         signal(SignalKind::terminate()).context("while installing the SIGTERM handler")?;
@@ -111,5 +115,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             signals.escalate();
         }
     });
-    crate::run(config, listener, shutdown).await
+    let host = HostOptions { proxy_bin: None, reap_all_children: true };
+    crate::run_with(config, listener, shutdown, host).await
 }

@@ -77,24 +77,37 @@ async fn a_client_sending_headers_slowly_is_cut_off_while_others_are_served() {
 }
 
 #[tokio::test]
-async fn draining_makes_readyz_fail_and_run_returns_within_the_drain_timeout() {
-    let server = TestServer::start(|config| config.server.drain_timeout_seconds = 2).await;
-    // An idle keep-alive connection must not hold the drain open.
-    let client = reqwest::Client::new();
-    client.get(server.url("/healthz")).send().await.expect("warm connection");
+async fn readyz_answers_503_draining_once_shutdown_begins() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shutdown = agentapi_proxy::shutdown::Shutdown::new();
     let state = agentapi_proxy::state::AppState::build(
-        crate::support::server::test_config(server.dir.path()),
-        server.shutdown.clone(),
-    )
-    .expect("state");
-    server.shutdown.advance_to(Stage::Draining);
-    let ready = tower::ServiceExt::oneshot(
-        agentapi_proxy::router::build(state),
-        http::Request::get("/readyz").body(axum::body::Body::empty()).expect("request"),
+        crate::support::server::test_config(dir.path()),
+        shutdown.clone(),
+        &Default::default(),
     )
     .await
-    .expect("infallible");
-    assert_eq!(ready.status(), 503);
+    .expect("state");
+    let router = agentapi_proxy::router::build(state);
+    let ask = || {
+        tower::ServiceExt::oneshot(
+            router.clone(),
+            http::Request::get("/readyz").body(axum::body::Body::empty()).expect("request"),
+        )
+    };
+    assert_eq!(ask().await.expect("infallible").status(), 200);
+    shutdown.advance_to(Stage::Draining);
+    let response = ask().await.expect("infallible");
+    assert_eq!(response.status(), 503);
+    let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body, json!({"message": "shutting down", "code": "draining"}));
+}
+
+#[tokio::test]
+async fn run_returns_within_the_drain_timeout_with_an_idle_connection_open() {
+    let server = TestServer::start(|config| config.server.drain_timeout_seconds = 2).await;
+    let client = reqwest::Client::new();
+    client.get(server.url("/healthz")).send().await.expect("warm keep-alive connection");
     let started = Instant::now();
     server.stop(Duration::from_secs(5)).await.expect("clean stop");
     assert!(started.elapsed() < Duration::from_secs(3), "drain took {:?}", started.elapsed());

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use agentapi_proxy::config::Config;
+use agentapi_proxy::sessions::local::HostOptions;
 use agentapi_proxy::shutdown::{Shutdown, Stage};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -38,7 +39,9 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(agentapi_proxy::run(config, listener, shutdown.clone()));
+        let host =
+            HostOptions { proxy_bin: Some(super::binary().into()), reap_all_children: false };
+        let task = tokio::spawn(agentapi_proxy::run_with(config, listener, shutdown.clone(), host));
         Self { address, shutdown, dir, task: Some(task) }
     }
 

@@ -1,0 +1,163 @@
+//! Session routes: `POST /start`, `GET /search`, `GET /sessions/{id}`,
+//! `GET /sessions/{id}/logs`, `DELETE /sessions/{id}`. Each checks its permission and the
+//! caller's right to see the session explicitly; a session the caller may not see is 404.
+
+use std::sync::Arc;
+
+use agentapi_proxy_client::{
+    DeleteResponse, SearchResponse, SessionDetail, SessionStatus, StartResponse,
+};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::IntoResponse;
+use http::header;
+
+use super::json_body::{JsonObject, optional_string, string_map};
+use super::query;
+use crate::auth::{Caller, Permission};
+use crate::clock::format_ms;
+use crate::error::ApiError;
+use crate::sessions::{Session, StartInput, summary_of_row, validate};
+use crate::state::AppState;
+use crate::store::sessions::SessionFilter;
+
+/// Default and largest page of `/search`.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
+/// Default and largest `tail` of `/logs`.
+const DEFAULT_TAIL: u64 = 200;
+const MAX_TAIL: u64 = 10_000;
+
+/// The session `id` names, if the caller may see it; 404 otherwise (also for ids that are
+/// not canonical UUIDs, before any lookup).
+pub fn visible_session(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Arc<Session>, ApiError> {
+    const UNKNOWN: ApiError = ApiError::NotFound("no such session");
+    if !validate::is_session_id(id) {
+        return Err(UNKNOWN);
+    }
+    let session = state.sessions.get(id).ok_or(UNKNOWN)?;
+    if !caller.can_see(&session.user_id) {
+        return Err(UNKNOWN);
+    }
+    Ok(session)
+}
+
+/// `POST /start`
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw_query): RawQuery,
+    JsonObject(body): JsonObject,
+) -> Result<Json<StartResponse>, ApiError> {
+    caller.require(Permission::SessionCreate)?;
+    let params = query::pairs(raw_query.as_deref())?;
+    let wait = match query::text(&params, "wait") {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(_) => {
+            return Err(ApiError::bad_request("invalid_request", "`wait` must be true or false"));
+        }
+    };
+    let input = StartInput {
+        environment: string_map(&body, "environment")?,
+        tags: string_map(&body, "tags")?,
+        message: optional_string(&body, "message")?,
+        system_prompt: None,
+    };
+    let session = state.sessions.start_session(&caller.user_id, input, wait).await?;
+    let (status, port) = session.status_and_port();
+    Ok(Json(StartResponse {
+        session_id: session.id.clone(),
+        status,
+        started_at: format_ms(session.started_at_ms),
+        port: port.or(session.state().port),
+    }))
+}
+
+/// `GET /search`
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Json<SearchResponse>, ApiError> {
+    caller.require(Permission::SessionList)?;
+    let params = query::pairs(raw_query.as_deref())?;
+    let status = match query::text(&params, "status") {
+        None | Some("") => None,
+        Some(text) => Some(SessionStatus::parse(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "`status` must be one of starting, active, stopping, exited, failed",
+            )
+        })?),
+    };
+    let requested_user = query::text(&params, "user_id").filter(|user| !user.is_empty());
+    let user_id = if caller.is_admin() {
+        requested_user.map(str::to_string)
+    } else {
+        match requested_user {
+            Some(other) if other != caller.user_id => {
+                return Ok(Json(SearchResponse { sessions: Vec::new(), total: 0 }));
+            }
+            _ => Some(caller.user_id.clone()),
+        }
+    };
+    let tags = params
+        .iter()
+        .filter_map(|(key, value)| Some((key.strip_prefix("tag.")?.to_string(), value.clone())))
+        .collect();
+    let filter = SessionFilter {
+        user_id,
+        status,
+        tags,
+        limit: query::number(&params, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT) as u32,
+        offset: query::number(&params, "offset", 0)?,
+    };
+    let (rows, total) = state.sessions.search(filter).await?;
+    Ok(Json(SearchResponse { sessions: rows.iter().map(summary_of_row).collect(), total }))
+}
+
+/// `GET /sessions/{id}`
+pub async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SessionDetail>, ApiError> {
+    caller.require(Permission::SessionList)?;
+    Ok(Json(visible_session(&state, &caller, &id)?.detail()))
+}
+
+/// `GET /sessions/{id}/logs?tail=N`
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::SessionAccess)?;
+    let session = visible_session(&state, &caller, &id)?;
+    let params = query::pairs(raw_query.as_deref())?;
+    let tail = query::number(&params, "tail", DEFAULT_TAIL)?.min(MAX_TAIL) as usize;
+    let text = state.sessions.logs(&session, tail).await;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// `DELETE /sessions/{id}`
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    caller.require(Permission::SessionDelete)?;
+    let session = visible_session(&state, &caller, &id)?;
+    state.sessions.delete(&session).await?;
+    Ok(Json(DeleteResponse {
+        message: "Session terminated successfully".into(),
+        session_id: session.id.clone(),
+        status: "terminated".into(),
+    }))
+}

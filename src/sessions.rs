@@ -1,0 +1,295 @@
+//! Sessions: the registry (an in-memory cache of the store, rebuilt at boot), admission
+//! (capacity and quotas), and the lifecycle every route goes through — start, look up,
+//! stop, delete, purge. No axum types; the agent processes themselves live behind the
+//! [`backend::SessionBackend`] trait.
+
+pub mod backend;
+mod housekeeping;
+mod initial_prompt;
+pub mod local;
+mod session;
+mod supervisor;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentapi_proxy_client::{ExitReason, SessionStatus};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, RestartPolicy};
+use crate::error::ApiError;
+use crate::shutdown::{Shutdown, Stage};
+use crate::store::sessions::{SessionFilter, SessionRow, SessionStore};
+use crate::upstream::UpstreamClient;
+use backend::{AgentSpec, SessionBackend};
+pub use session::{
+    Control, LiveState, Session, StartFailure, StopReason, detail_of_row, summary_of_row,
+};
+
+/// Seconds a refused caller is told to wait before trying again.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// What a caller asks for when starting a session (already parsed, not yet validated).
+#[derive(Debug, Clone, Default)]
+pub struct StartInput {
+    pub environment: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// The first prompt, delivered once the agent is `stable`.
+    pub message: Option<String>,
+    pub system_prompt: Option<String>,
+}
+
+/// Session policies taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub max_sessions: u64,
+    pub max_sessions_per_user: u64,
+    pub stop_grace: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub retain_finished: Duration,
+    pub restart: RestartPolicy,
+    pub repository_hosts: Vec<String>,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Self {
+        let session = &config.session;
+        Self {
+            max_sessions: session.max_sessions,
+            max_sessions_per_user: session.max_sessions_per_user,
+            stop_grace: Duration::from_secs(session.stop_grace_seconds),
+            idle_timeout: (session.idle_timeout_seconds > 0)
+                .then(|| Duration::from_secs(session.idle_timeout_seconds)),
+            retain_finished: Duration::from_secs(session.retain_finished_seconds),
+            restart: session.restart,
+            repository_hosts: config.agent.repository_hosts.clone(),
+        }
+    }
+}
+
+/// The session registry and lifecycle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SessionManager(Arc<Inner>);
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    policy: Policy,
+    registry: RwLock<HashMap<String, Arc<Session>>>,
+    store: Arc<dyn SessionStore>,
+    backend: Arc<dyn SessionBackend>,
+    /// Names a request's environment may not use (set by the proxy or the operator).
+    reserved_env: Vec<String>,
+    client: UpstreamClient,
+    shutdown: Shutdown,
+}
+
+impl SessionManager {
+    /// Builds the manager and loads every stored session (sessions.md "Recovery").
+    pub async fn start(
+        policy: Policy,
+        store: Arc<dyn SessionStore>,
+        backend: Arc<dyn SessionBackend>,
+        reserved_env: Vec<String>,
+        client: UpstreamClient,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner {
+            policy,
+            registry: RwLock::new(HashMap::new()),
+            store,
+            backend,
+            reserved_env,
+            client,
+            shutdown,
+        });
+        housekeeping::load_stored_sessions(&inner).await?;
+        housekeeping::spawn_purger(Arc::downgrade(&inner));
+        Ok(Self(inner))
+    }
+
+    /// Validates, admits and starts a session. With `wait`, returns once the agent answers
+    /// (or failed); otherwise at once, with the session `starting`.
+    pub async fn start_session(
+        &self,
+        owner: &str,
+        input: StartInput,
+        wait: bool,
+    ) -> Result<Arc<Session>, ApiError> {
+        let reserved: Vec<&str> = self.0.reserved_env.iter().map(String::as_str).collect();
+        validate::environment(&input.environment, &reserved)?;
+        validate::tags(&input.tags)?;
+        let repository = input
+            .tags
+            .get("repository")
+            .filter(|text| !text.is_empty())
+            .map(|text| validate::repository(text, &self.0.policy.repository_hosts))
+            .transpose()?;
+        let message = input
+            .tags
+            .get("message")
+            .filter(|text| !text.is_empty())
+            .cloned()
+            .or(input.message)
+            .filter(|text| !text.is_empty());
+
+        let session = self.admit(owner, &input.tags, &input.environment)?;
+        if let Err(error) = self.0.store.insert(session.to_row()).await {
+            tracing::error!(error = format!("{error:#}"), "could not record a new session");
+            self.0.registry_write().remove(&session.id);
+            return Err(ApiError::StoreUnavailable);
+        }
+        let spec = AgentSpec {
+            session_id: session.id.clone(),
+            user_id: owner.to_string(),
+            environment: input.environment,
+            repository,
+            system_prompt: input.system_prompt,
+        };
+        let (control, commands) = mpsc::unbounded_channel();
+        session.attach_supervisor(control);
+        tokio::spawn(supervisor::supervise(
+            self.0.clone(),
+            session.clone(),
+            spec,
+            commands,
+            message,
+        ));
+        if wait {
+            let state = session.wait_while_starting().await;
+            if let Some(failure) = state.failure {
+                return Err(failure.into_api_error());
+            }
+            if state.status != SessionStatus::Active {
+                return Err(ApiError::AgentUnavailable {
+                    code: "agent_unavailable",
+                    message: format!("the session is {}", state.status.as_str()),
+                    details: None,
+                });
+            }
+        }
+        Ok(session)
+    }
+
+    /// Capacity and quota checks and the registry insert, as one step.
+    fn admit(
+        &self,
+        owner: &str,
+        tags: &BTreeMap<String, String>,
+        environment: &BTreeMap<String, String>,
+    ) -> Result<Arc<Session>, ApiError> {
+        if self.0.shutdown.stage() != Stage::Running {
+            return Err(ApiError::Draining);
+        }
+        let mut registry = self.0.registry_write();
+        let live: Vec<&Arc<Session>> =
+            registry.values().filter(|session| session.state().status.is_live()).collect();
+        if live.len() as u64 >= self.0.policy.max_sessions {
+            return Err(ApiError::AtCapacity {
+                message: "the server runs as many sessions as it may".into(),
+                retry_after_seconds: RETRY_AFTER_SECONDS,
+            });
+        }
+        let per_user = self.0.policy.max_sessions_per_user;
+        if per_user > 0 && live.iter().filter(|s| s.user_id == owner).count() as u64 >= per_user {
+            return Err(ApiError::QuotaExceeded {
+                message: format!("you already run {per_user} sessions, the most allowed"),
+                retry_after_seconds: RETRY_AFTER_SECONDS,
+            });
+        }
+        let session = Arc::new(Session::new_starting(
+            owner.to_string(),
+            tags.clone(),
+            environment.keys().cloned().collect(),
+        ));
+        registry.insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// The session with this id, whoever owns it (callers check visibility).
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.0.registry_read().get(id).cloned()
+    }
+
+    /// Stored sessions matching `filter`, newest first, with the total count.
+    pub async fn search(&self, filter: SessionFilter) -> Result<(Vec<SessionRow>, u64), ApiError> {
+        self.0.store.search(filter).await.map_err(ApiError::Internal)
+    }
+
+    /// The last `lines` lines of the agent's output.
+    pub async fn logs(&self, session: &Session, lines: usize) -> String {
+        self.0.backend.logs(&session.id, lines).await
+    }
+
+    /// Stops the agent (if it runs), waits until its process group is gone, then removes the
+    /// session. Concurrent calls share one stop and all succeed.
+    pub async fn delete(&self, session: &Arc<Session>) -> Result<(), ApiError> {
+        let mut deleted = session.deletion.lock().await;
+        if *deleted {
+            return Ok(());
+        }
+        self.stop(session, StopReason::Deleted).await;
+        if let Err(error) = self.0.store.delete(session.id.clone()).await {
+            tracing::error!(error = format!("{error:#}"), "could not delete a session row");
+            return Err(ApiError::StoreUnavailable);
+        }
+        self.0.backend.remove_files(&session.id).await;
+        self.0.registry_write().remove(&session.id);
+        *deleted = true;
+        Ok(())
+    }
+
+    /// Asks the session's supervisor to stop the agent and waits until it has.
+    async fn stop(&self, session: &Session, reason: StopReason) {
+        let (done, finished) = oneshot::channel();
+        if session.send(Control::Stop { reason, done }) {
+            let _ = finished.await;
+        }
+    }
+
+    /// Server shutdown with `on_shutdown: terminate`: stops every live session in parallel.
+    pub async fn terminate_all(&self) {
+        let live: Vec<Arc<Session>> = self
+            .0
+            .registry_read()
+            .values()
+            .filter(|session| session.state().status.is_live())
+            .cloned()
+            .collect();
+        tracing::info!(count = live.len(), "stopping every session");
+        let stops = live.iter().map(|session| self.stop(session, StopReason::ServerShutdown));
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Number of sessions that hold a port (starting, active or stopping).
+    pub fn live_count(&self) -> usize {
+        self.0.registry_read().values().filter(|s| s.state().status.is_live()).count()
+    }
+}
+
+impl Inner {
+    fn registry_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Session>>> {
+        self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn registry_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Session>>> {
+        self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes the session's current state to the store; a failure is logged, not fatal
+    /// (the registry stays authoritative while the process lives).
+    async fn persist(&self, session: &Session) {
+        if let Err(error) = self.store.save_state(session.to_row()).await {
+            tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not save session state");
+        }
+    }
+}
+
+/// The reason recorded when an agent's own exit ends a session.
+fn reason_for_exit(exit: backend::Exit) -> (Option<i32>, ExitReason) {
+    match exit {
+        backend::Exit::Code(code) => (Some(code), ExitReason::AgentExited),
+        backend::Exit::Signal(_) => (None, ExitReason::KilledBySignal),
+    }
+}

@@ -1,0 +1,62 @@
+//! Delivering a session's first prompt: wait until the agent reports `stable`, then
+//! `POST /message`; retry while it is busy (500) or unreachable, for up to five minutes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentapi_proxy_client::{InitialMessageState, SessionStatus};
+use http::Method;
+use serde_json::json;
+
+use super::Inner;
+use super::session::Session;
+
+const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+/// agentapi answers `POST /message` once the agent starts working: seconds, up to ~18 s.
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) async fn deliver(inner: Arc<Inner>, session: Arc<Session>, content: String) {
+    session.update(|state| state.initial_message = Some(InitialMessageState::Pending));
+    inner.persist(&session).await;
+    let give_up = Instant::now() + GIVE_UP_AFTER;
+    let mut pause = Duration::from_millis(50);
+    let outcome = loop {
+        let (status, port) = session.status_and_port();
+        let Some(port) = port.filter(|_| status == SessionStatus::Active) else {
+            break InitialMessageState::Failed;
+        };
+        let agent =
+            crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await;
+        if agent.as_deref() == Some("stable") {
+            let body = json!({ "content": content, "type": "user" });
+            let sent = crate::upstream::exchange(
+                &inner.client,
+                port,
+                Method::POST,
+                "/message",
+                Some(&body),
+                POST_TIMEOUT,
+            )
+            .await;
+            match sent {
+                Ok((status, _)) if status.is_success() => break InitialMessageState::Sent,
+                Ok((status, _)) if status.is_server_error() => {}
+                Ok((status, body)) => {
+                    tracing::warn!(session_id = %session.id, %status, body = %String::from_utf8_lossy(&body), "the agent refused the initial prompt");
+                    break InitialMessageState::Failed;
+                }
+                Err(error) => {
+                    tracing::debug!(session_id = %session.id, %error, "initial prompt not delivered yet")
+                }
+            }
+        }
+        if Instant::now() >= give_up {
+            break InitialMessageState::Failed;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    };
+    tracing::info!(session_id = %session.id, outcome = outcome.as_str(), "initial prompt");
+    session.update(|state| state.initial_message = Some(outcome));
+    inner.persist(&session).await;
+}

@@ -1,0 +1,292 @@
+//! The local backend: each session's agent is a process group on this host, started by
+//! the embedded startup script on a reserved port, watched by the reaper, and stopped
+//! group-wide (polite signal, grace period, then force).
+
+pub mod agent_log;
+mod launch;
+pub mod ports;
+pub mod procfs;
+pub mod reaper;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::backend::{
+    AgentProcess, AgentSpec, LaunchError, LaunchObserver, Launched, SessionBackend,
+};
+use crate::config::{AgentConfig, BUILTIN_ECHO_AGENT, Config};
+use crate::upstream::UpstreamClient;
+use ports::PortAllocator;
+use reaper::Reaper;
+
+/// The embedded default startup script (sessions.md step 5).
+pub const DEFAULT_SCRIPT: &str = include_str!("../../scripts/agentapi_default.sh");
+/// Longest wait for a force-killed group to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Process-group sessions on this host.
+#[derive(Debug)]
+pub struct LocalBackend {
+    agent: AgentConfig,
+    sessions_dir: PathBuf,
+    script: PathBuf,
+    proxy_bin: PathBuf,
+    /// Variables every agent gets from the operator: `agent.environment`, then `pass_env`.
+    operator_env: Vec<(String, String)>,
+    /// The proxy's own `PATH` and `LANG`, handed on to agents.
+    path_env: String,
+    lang_env: String,
+    ready_timeout: Duration,
+    ports: Arc<PortAllocator>,
+    reaper: Reaper,
+    client: UpstreamClient,
+}
+
+/// Settings of the running process rather than of the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// The executable whose `echo-agent` and `helpers` commands agents run (default: this
+    /// process's own executable).
+    pub proxy_bin: Option<PathBuf>,
+    /// Reap every zombie child, not only agent groups (the `server` binary, as subreaper).
+    pub reap_all_children: bool,
+}
+
+impl LocalBackend {
+    /// Prepares the session directory and startup script; starts the reaper.
+    pub fn new(
+        config: &Config,
+        options: &HostOptions,
+        client: UpstreamClient,
+    ) -> anyhow::Result<Self> {
+        // Agents run in their own directories: every path handed to them must be absolute.
+        let data_dir = std::fs::canonicalize(&config.data_dir)
+            .with_context(|| format!("while resolving data_dir {}", config.data_dir))?;
+        let sessions_dir = data_dir.join("sessions");
+        create_private_dir(&sessions_dir)?;
+        let script = if config.agent.script.is_empty() {
+            let path = data_dir.join("agentapi_default.sh");
+            write_private_file(&path, DEFAULT_SCRIPT.as_bytes(), 0o700)?;
+            path
+        } else {
+            std::fs::canonicalize(&config.agent.script)
+                .with_context(|| format!("while resolving agent.script {}", config.agent.script))?
+        };
+        let proxy_bin = match &options.proxy_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("while locating this executable")?,
+        };
+        let mut operator_env: Vec<(String, String)> =
+            config.agent.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for name in &config.agent.pass_env {
+            match std::env::var(name) {
+                Ok(value) => operator_env.push((name.clone(), value)),
+                Err(_) => tracing::warn!(name, "agent.pass_env names a variable that is not set"),
+            }
+        }
+        Ok(Self {
+            agent: config.agent.clone(),
+            sessions_dir,
+            script,
+            proxy_bin,
+            operator_env,
+            path_env: std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            lang_env: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+            ready_timeout: Duration::from_secs(config.session.ready_timeout_seconds),
+            ports: Arc::new(PortAllocator::new(config.start_port..=config.end_port)),
+            reaper: Reaper::start(options.reap_all_children)?,
+            client,
+        })
+    }
+
+    /// Names an agent's environment already has before the request's: a request may not
+    /// set them (`reserved_env_name`).
+    pub fn reserved_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["LANG", "TERM"].iter().map(|n| n.to_string()).collect();
+        names.extend(self.operator_env.iter().map(|(name, _)| name.clone()));
+        names
+    }
+
+    pub fn ports(&self) -> &PortAllocator {
+        &self.ports
+    }
+
+    fn session_dir(&self, session_id: &str) -> PathBuf {
+        self.sessions_dir.join(session_id)
+    }
+
+    fn log_path(&self, session_id: &str) -> PathBuf {
+        self.session_dir(session_id).join("agent.log")
+    }
+
+    /// The agent-server command line as separate arguments (never a shell string).
+    fn agent_argv(&self, spec: &AgentSpec, port: u16) -> Vec<String> {
+        let mut argv: Vec<String> = if self.agent.server == BUILTIN_ECHO_AGENT {
+            vec![self.proxy_bin.display().to_string(), "echo-agent".into(), "server".into()]
+        } else {
+            vec![self.agent.server.clone(), "server".into()]
+        };
+        argv.extend([
+            "--port".into(),
+            port.to_string(),
+            "--chat-base-path".into(),
+            format!("/{}/chat", spec.session_id),
+        ]);
+        argv.extend(self.agent.server_args.iter().cloned());
+        argv.push("--".into());
+        argv.extend(self.agent.command.iter().cloned());
+        let program_is_claude = self
+            .agent
+            .command
+            .first()
+            .and_then(|program| Path::new(program).file_name())
+            .is_some_and(|name| name == "claude");
+        if let Some(prompt) = &spec.system_prompt
+            && program_is_claude
+        {
+            argv.extend(["--append-system-prompt".into(), prompt.clone()]);
+        }
+        argv
+    }
+
+    /// The agent's whole environment, in precedence order; a later entry never replaces an
+    /// earlier one.
+    fn agent_env(&self, spec: &AgentSpec, port: u16, dir: &Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), self.path_env.clone()),
+            ("HOME".into(), dir.display().to_string()),
+            ("TMPDIR".into(), dir.join("tmp").display().to_string()),
+            ("LANG".into(), self.lang_env.clone()),
+            ("TERM".into(), "xterm-256color".into()),
+            ("APX_SESSION_ID".into(), spec.session_id.clone()),
+            ("APX_USER_ID".into(), spec.user_id.clone()),
+            ("APX_PORT".into(), port.to_string()),
+            ("APX_SESSION_DIR".into(), dir.display().to_string()),
+            ("APX_PROXY_BIN".into(), self.proxy_bin.display().to_string()),
+        ];
+        if let Some(repository) = &spec.repository {
+            env.push(("APX_REPO_FULLNAME".into(), repository.full_name.clone()));
+            env.push(("APX_REPO_HOST".into(), repository.host.clone()));
+        }
+        if let Some(prompt) = &spec.system_prompt {
+            env.push(("APX_SYSTEM_PROMPT".into(), prompt.clone()));
+        }
+        let operator = self.operator_env.iter().map(|(name, value)| (name, value));
+        for (name, value) in operator.chain(spec.environment.iter()) {
+            if !env.iter().any(|(existing, _)| existing == name) {
+                env.push((name.clone(), value.clone()));
+            }
+        }
+        env
+    }
+
+    /// Sends `signal` to the group; false when no such group exists any more.
+    fn signal_group(group: i32, signal: Signal) -> bool {
+        killpg(Pid::from_raw(group), signal).is_ok()
+    }
+
+    /// Waits until no live member of `group` is left, reaping as it goes.
+    async fn wait_group_gone(&self, group: i32, within: Duration) -> bool {
+        let give_up = Instant::now() + within;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            self.reaper.reap_now();
+            if !procfs::group_alive(group) {
+                return true;
+            }
+            if Instant::now() >= give_up {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the group and waits for it to vanish.
+    async fn kill_group(&self, group: i32) {
+        Self::signal_group(group, Signal::SIGKILL);
+        if !self.wait_group_gone(group, KILL_WAIT).await {
+            tracing::error!(group, "process group survived SIGKILL");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionBackend for LocalBackend {
+    async fn launch(
+        &self,
+        spec: &AgentSpec,
+        port_hint: Option<u16>,
+        observer: &dyn LaunchObserver,
+    ) -> Result<Launched, LaunchError> {
+        launch::launch(self, spec, port_hint, observer).await
+    }
+
+    async fn stop(&self, process: &AgentProcess, grace: Duration) {
+        let group = process.pid;
+        if Self::signal_group(group, Signal::SIGTERM) && !self.wait_group_gone(group, grace).await {
+            tracing::info!(group, ?grace, "agent ignored SIGTERM; killing its process group");
+            self.kill_group(group).await;
+        }
+        self.reaper.reap_now();
+    }
+
+    fn release(&self, process: &AgentProcess) {
+        self.ports.release(process.endpoint.port);
+    }
+
+    async fn logs(&self, session_id: &str, lines: usize) -> String {
+        let path = self.log_path(session_id);
+        tokio::task::spawn_blocking(move || agent_log::tail(&path, lines).unwrap_or_default())
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn remove_files(&self, session_id: &str) {
+        let dir = self.session_dir(session_id);
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+        if let Ok(Err(error)) = removed
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, session_id, "could not remove the session directory");
+        }
+    }
+
+    fn maintain(&self, session_id: &str) {
+        if let Err(error) = agent_log::cap(&self.log_path(session_id), self.agent.log_max_bytes) {
+            tracing::warn!(%error, session_id, "could not cap agent.log");
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("while creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("while restricting {}", dir.display()))
+}
+
+fn write_private_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("while writing {}", path.display()))?;
+    file.write_all(contents).with_context(|| format!("while writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("while restricting {}", path.display()))
+}

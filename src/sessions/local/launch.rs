@@ -1,0 +1,191 @@
+//! Starting one agent: reserve a port, spawn the startup script in its own process group,
+//! and poll `/status` until our own child answers — retrying on another port when the port
+//! turns out to be taken, killing the group when it fails or never answers.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{LocalBackend, agent_log, create_private_dir, procfs};
+use crate::sessions::backend::{
+    AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
+};
+
+/// Attempts on different ports before giving up on a port conflict.
+const PORT_ATTEMPTS: usize = 3;
+/// Log lines returned to the session's owner when its agent fails to start.
+const FAILURE_LOG_LINES: usize = 20;
+/// Longest time one readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+enum Readiness {
+    Ready,
+    Exited(Exit),
+    TimedOut,
+}
+
+pub(super) async fn launch(
+    backend: &LocalBackend,
+    spec: &AgentSpec,
+    port_hint: Option<u16>,
+    observer: &dyn LaunchObserver,
+) -> Result<Launched, LaunchError> {
+    let dir = backend.session_dir(&spec.session_id);
+    create_private_dir(&dir.join("tmp")).map_err(LaunchError::Internal)?;
+    let deadline = Instant::now() + backend.ready_timeout;
+    let mut hint = port_hint;
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = backend.ports.reserve(hint.take()).ok_or(LaunchError::NoPort)?;
+        let mut guard = GroupGuard { backend, group: None, port: Some(port) };
+        let (pid, mut exited) = spawn(backend, spec, port, &dir).map_err(LaunchError::Internal)?;
+        guard.group = Some(pid);
+        let process = AgentProcess {
+            pid,
+            start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
+            endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
+        };
+        observer.spawned(&process).await;
+        let last_attempt = attempt == PORT_ATTEMPTS;
+        match wait_until_ready(backend, port, &mut exited, deadline).await {
+            Readiness::Ready => match procfs::group_listens_on(pid, port) {
+                Some(false) if !last_attempt => {
+                    tracing::warn!(port, "another process answers on the agent's port; retrying");
+                    backend.kill_group(pid).await;
+                    continue;
+                }
+                _ => {
+                    guard.disarm();
+                    return Ok(Launched { process, exited });
+                }
+            },
+            Readiness::Exited(exit) => {
+                backend.kill_group(pid).await;
+                let tail = log_tail(backend, &spec.session_id).await;
+                if tail.contains("address already in use") && !last_attempt {
+                    tracing::warn!(port, "agent found its port taken; retrying on another");
+                    continue;
+                }
+                return Err(LaunchError::Exited {
+                    exit,
+                    details: failure_details(Some(exit), &tail),
+                });
+            }
+            Readiness::TimedOut => {
+                backend.kill_group(pid).await;
+                let tail = log_tail(backend, &spec.session_id).await;
+                return Err(LaunchError::Timeout { details: failure_details(None, &tail) });
+            }
+        }
+    }
+    Err(LaunchError::NoPort)
+}
+
+fn spawn(
+    backend: &LocalBackend,
+    spec: &AgentSpec,
+    port: u16,
+    dir: &Path,
+) -> anyhow::Result<(i32, oneshot::Receiver<Exit>)> {
+    use anyhow::Context;
+    let log =
+        agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
+    let mut command = Command::new("bash");
+    command
+        .arg("--noprofile")
+        .arg("--norc")
+        .arg(&backend.script)
+        .args(backend.agent_argv(spec, port))
+        .env_clear()
+        .envs(backend.agent_env(spec, port, dir))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("while sharing agent.log")?)
+        .stderr(log)
+        .process_group(0);
+    let child = command.spawn().context("while spawning the agent's startup script")?;
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    // The reaper owns the exit status from here; dropping `Child` neither waits nor kills.
+    let exited = backend.reaper.watch(pid);
+    drop(child);
+    tracing::info!(session_id = %spec.session_id, pid, port, "agent spawned");
+    Ok((pid, exited))
+}
+
+/// Polls `/status` from 5 ms, doubling to 200 ms, until the agent answers like agentapi,
+/// exits, or the deadline passes.
+async fn wait_until_ready(
+    backend: &LocalBackend,
+    port: u16,
+    exited: &mut oneshot::Receiver<Exit>,
+    deadline: Instant,
+) -> Readiness {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Ok(exit) = exited.try_recv() {
+            return Readiness::Exited(exit);
+        }
+        let probe_timeout = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        if crate::upstream::agent_status(&backend.client, port, probe_timeout).await.is_some() {
+            return Readiness::Ready;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Readiness::TimedOut;
+        }
+        tokio::select! {
+            exit = &mut *exited => {
+                if let Ok(exit) = exit {
+                    return Readiness::Exited(exit);
+                }
+            }
+            () = tokio::time::sleep(pause.min(deadline - now)) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+async fn log_tail(backend: &LocalBackend, session_id: &str) -> String {
+    use crate::sessions::backend::SessionBackend;
+    backend.logs(session_id, FAILURE_LOG_LINES).await
+}
+
+/// What the session's owner learns about a failed start: the exit and the log's tail.
+fn failure_details(exit: Option<Exit>, tail: &str) -> Value {
+    let (code, signal) = match exit {
+        Some(Exit::Code(code)) => (Some(code), None),
+        Some(Exit::Signal(signal)) => (None, Some(signal)),
+        None => (None, None),
+    };
+    json!({ "exit_code": code, "signal": signal, "log_tail": tail })
+}
+
+/// Kills the spawned group and frees the port unless the launch succeeded, so a failed or
+/// abandoned (cancelled) launch leaves nothing behind.
+struct GroupGuard<'a> {
+    backend: &'a LocalBackend,
+    group: Option<i32>,
+    port: Option<u16>,
+}
+
+impl GroupGuard<'_> {
+    fn disarm(&mut self) {
+        self.group = None;
+        self.port = None;
+    }
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            LocalBackend::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+            self.backend.reaper.reap_now();
+        }
+        if let Some(port) = self.port {
+            self.backend.ports.release(port);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Collecting exit statuses: each agent is the leader of its own process group, and the
+//! reaper waits on whole groups, so the agent's status reaches its supervisor and the
+//! orphans it leaves behind (reparented to us as child subreaper) never linger as zombies.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, oneshot};
+
+use super::procfs;
+use crate::sessions::backend::Exit;
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`),
+/// so an agent's grandchildren stay visible to us and can be killed and reaped.
+pub fn become_child_subreaper() -> anyhow::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|errno| anyhow::anyhow!("prctl(PR_SET_CHILD_SUBREAPER) failed: {errno}"))
+}
+
+/// A handle to the reaping task; cheap to clone. The task ends when the last handle drops.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    groups: Mutex<HashMap<i32, Watched>>,
+    wake: Arc<Notify>,
+    /// Also reap zombie children outside agent groups (only safe when every child of this
+    /// process is an agent or an inherited orphan, as in the `server` binary).
+    sweep_orphans: bool,
+}
+
+#[derive(Debug)]
+struct Watched {
+    leader: i32,
+    /// Taken when the leader's status was delivered (or nobody waits any more).
+    exit: Option<oneshot::Sender<Exit>>,
+    leader_reaped: bool,
+}
+
+impl Reaper {
+    /// Starts the reaping task on the current runtime.
+    pub fn start(sweep_orphans: bool) -> anyhow::Result<Self> {
+        let mut child_signals = signal(SignalKind::child())
+            .map_err(|error| anyhow::anyhow!("cannot listen for SIGCHLD: {error}"))?;
+        let inner = Arc::new(Inner {
+            groups: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            sweep_orphans,
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let wake = inner.wake.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                reap_once(&inner);
+                drop(inner);
+                let woken = wake.notified();
+                tokio::select! {
+                    _ = child_signals.recv() => {}
+                    () = woken => {}
+                    // Signals coalesce; a slow sweep catches anything a burst hid.
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    /// Watches the process group led by `leader` (a child of ours); the receiver gets the
+    /// leader's exit status.
+    pub fn watch(&self, leader: i32) -> oneshot::Receiver<Exit> {
+        let (sender, receiver) = oneshot::channel();
+        self.groups().insert(leader, Watched { leader, exit: Some(sender), leader_reaped: false });
+        self.inner.wake.notify_one();
+        receiver
+    }
+
+    /// Reaps whatever can be reaped now; used while waiting for a group to vanish.
+    pub fn reap_now(&self) {
+        reap_once(&self.inner);
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Watched>> {
+        self.inner.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Reaps every exited child in the watched groups; a group whose leader was reaped and that
+/// has no child of ours left is no longer watched.
+fn reap_once(inner: &Inner) {
+    let mut groups = inner.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    groups.retain(|group, watched| {
+        loop {
+            let status = match waitpid(Pid::from_raw(-group), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return true,
+                Err(Errno::ECHILD) => return !watched.leader_reaped,
+                Err(Errno::EINTR) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, group, "waitpid on an agent group failed");
+                    return true;
+                }
+                Ok(status) => status,
+            };
+            let exit = match status {
+                WaitStatus::Exited(pid, code) => Some((pid, Exit::Code(code))),
+                WaitStatus::Signaled(pid, signal, _) => Some((pid, Exit::Signal(signal as i32))),
+                _ => None,
+            };
+            if let Some((pid, exit)) = exit
+                && pid.as_raw() == watched.leader
+            {
+                watched.leader_reaped = true;
+                if let Some(sender) = watched.exit.take() {
+                    let _ = sender.send(exit);
+                }
+            }
+        }
+    });
+    if inner.sweep_orphans {
+        let me = std::process::id() as i32;
+        for process in procfs::all_processes() {
+            if process.parent == me && process.is_zombie() && !groups.contains_key(&process.group) {
+                let _ = waitpid(Pid::from_raw(process.pid), Some(WaitPidFlag::WNOHANG));
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! One session as the registry holds it: identity fixed at creation, and a watched live
+//! state that its supervisor updates and everyone else reads or waits on.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+
+use agentapi_proxy_client::{
+    ExitReason, InitialMessageState, SessionDetail, SessionStatus, SessionSummary,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::backend::AgentProcess;
+use crate::clock::{format_ms, now_ms};
+use crate::error::ApiError;
+use crate::store::sessions::SessionRow;
+
+/// Why a stop was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Deleted,
+    IdleTimeout,
+    ServerShutdown,
+}
+
+impl StopReason {
+    pub fn exit_reason(self) -> ExitReason {
+        match self {
+            // The row disappears right after; the reason is never shown.
+            Self::Deleted => ExitReason::AgentExited,
+            Self::IdleTimeout => ExitReason::IdleTimeout,
+            Self::ServerShutdown => ExitReason::ServerShutdown,
+        }
+    }
+}
+
+/// A request to a session's supervisor.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop the agent; `done` fires once its process group is gone.
+    Stop { reason: StopReason, done: oneshot::Sender<()> },
+}
+
+/// Why a session never became ready, as its owner is told.
+#[derive(Debug, Clone)]
+pub enum StartFailure {
+    Exited { details: Value },
+    TimedOut { details: Value },
+    NoPort,
+    Internal,
+}
+
+impl StartFailure {
+    pub fn into_api_error(self) -> ApiError {
+        match self {
+            Self::Exited { details } => ApiError::AgentUnavailable {
+                code: "agent_failed_to_start",
+                message: "the agent exited before it answered".into(),
+                details: Some(details),
+            },
+            Self::TimedOut { details } => ApiError::AgentTimeout {
+                message: "the agent did not answer in time and was stopped".into(),
+                details: Some(details),
+            },
+            Self::NoPort => ApiError::AtCapacity {
+                message: "no free port is left for another agent".into(),
+                retry_after_seconds: super::RETRY_AFTER_SECONDS,
+            },
+            Self::Internal => ApiError::Internal(anyhow::anyhow!("the agent could not be started")),
+        }
+    }
+}
+
+/// Everything about a session that changes over its life.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    pub status: SessionStatus,
+    pub process: Option<AgentProcess>,
+    /// The last port the agent used (kept after it ends, for display).
+    pub port: Option<u16>,
+    pub ended_at_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub exit_reason: Option<ExitReason>,
+    pub agent_status: Option<String>,
+    pub initial_message: Option<InitialMessageState>,
+    pub restarts: u32,
+    pub failure: Option<StartFailure>,
+}
+
+/// Proxied traffic, for the idle timeout.
+#[derive(Debug)]
+pub struct Activity {
+    pub last_request_ms: AtomicI64,
+    pub open_streams: AtomicU32,
+}
+
+/// One session in the registry.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub tags: BTreeMap<String, String>,
+    pub env_names: Vec<String>,
+    pub started_at_ms: i64,
+    state: watch::Sender<LiveState>,
+    control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
+    pub activity: Activity,
+    /// Held while a `DELETE` runs; true once the session was deleted.
+    pub(super) deletion: tokio::sync::Mutex<bool>,
+}
+
+impl Session {
+    pub(super) fn new_starting(
+        user_id: String,
+        tags: BTreeMap<String, String>,
+        env_names: Vec<String>,
+    ) -> Self {
+        let now = now_ms();
+        let state = LiveState {
+            status: SessionStatus::Starting,
+            process: None,
+            port: None,
+            ended_at_ms: None,
+            exit_code: None,
+            exit_reason: None,
+            agent_status: None,
+            initial_message: None,
+            restarts: 0,
+            failure: None,
+        };
+        Self::from_parts(uuid::Uuid::new_v4().to_string(), user_id, tags, env_names, now, state)
+    }
+
+    pub(super) fn from_parts(
+        id: String,
+        user_id: String,
+        tags: BTreeMap<String, String>,
+        env_names: Vec<String>,
+        started_at_ms: i64,
+        state: LiveState,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            tags,
+            env_names,
+            started_at_ms,
+            state: watch::Sender::new(state),
+            control: Mutex::new(None),
+            activity: Activity {
+                last_request_ms: AtomicI64::new(started_at_ms),
+                open_streams: AtomicU32::new(0),
+            },
+            deletion: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// A snapshot of the live state.
+    pub fn state(&self) -> LiveState {
+        self.state.borrow().clone()
+    }
+
+    /// The session's status and the agent's port, without cloning the whole state.
+    pub fn status_and_port(&self) -> (SessionStatus, Option<u16>) {
+        let state = self.state.borrow();
+        (state.status, state.process.map(|process| process.endpoint.port))
+    }
+
+    pub(super) fn update(&self, change: impl FnOnce(&mut LiveState)) {
+        self.state.send_modify(change);
+    }
+
+    /// Waits until the session has left `starting`.
+    pub async fn wait_while_starting(&self) -> LiveState {
+        let mut receiver = self.state.subscribe();
+        let waited = receiver.wait_for(|state| state.status != SessionStatus::Starting).await;
+        match waited {
+            Ok(state) => state.clone(),
+            Err(_) => self.state(),
+        }
+    }
+
+    pub(super) fn attach_supervisor(&self, control: mpsc::UnboundedSender<Control>) {
+        *self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(control);
+    }
+
+    /// Sends a command to the supervisor; false when none runs any more.
+    pub(super) fn send(&self, command: Control) -> bool {
+        let control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        control.as_ref().is_some_and(|sender| sender.send(command).is_ok())
+    }
+
+    /// Marks proxied traffic now (the idle timeout counts from the last one).
+    pub fn touch(&self) {
+        self.activity.last_request_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn to_row(&self) -> SessionRow {
+        let state = self.state.borrow();
+        SessionRow {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            status: state.status,
+            port: state.port,
+            pid: state.process.map(|process| process.pid),
+            pid_start_ticks: state.process.and_then(|process| process.start_ticks),
+            tags: self.tags.clone(),
+            env_names: self.env_names.clone(),
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: state.ended_at_ms,
+            exit_code: state.exit_code,
+            exit_reason: state.exit_reason,
+            agent_status: state.agent_status.clone(),
+            initial_message: state.initial_message,
+            restarts: state.restarts,
+        }
+    }
+
+    pub fn summary(&self) -> SessionSummary {
+        summary_of_row(&self.to_row())
+    }
+
+    pub fn detail(&self) -> SessionDetail {
+        detail_of_row(&self.to_row())
+    }
+}
+
+/// The `/search` item for a stored row.
+pub fn summary_of_row(row: &SessionRow) -> SessionSummary {
+    let ended = matches!(row.status, SessionStatus::Exited | SessionStatus::Failed);
+    SessionSummary {
+        session_id: row.id.clone(),
+        user_id: row.user_id.clone(),
+        status: row.status,
+        started_at: format_ms(row.started_at_ms),
+        port: row.port,
+        tags: row.tags.clone(),
+        exit_code: if ended { row.exit_code } else { None },
+        exit_reason: if ended { row.exit_reason } else { None },
+    }
+}
+
+/// The `/sessions/{id}` answer for a stored row.
+pub fn detail_of_row(row: &SessionRow) -> SessionDetail {
+    SessionDetail {
+        summary: summary_of_row(row),
+        ended_at: row.ended_at_ms.map(format_ms),
+        agent_status: row.agent_status.clone(),
+        initial_message: row.initial_message,
+        restarts: row.restarts,
+    }
+}

@@ -1,0 +1,275 @@
+//! One supervisor task per session owns its agent: it launches it, records every state
+//! change, refreshes the agent's status, enforces the idle timeout, stops it on request,
+//! notices when it exits, and restarts it under `restart: on-failure`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use agentapi_proxy_client::{ExitReason, SessionStatus};
+use tokio::sync::{mpsc, oneshot};
+
+use super::backend::{AgentProcess, AgentSpec, Exit, LaunchError, LaunchObserver, Launched};
+use super::session::{Control, Session, StartFailure, StopReason};
+use super::{Inner, initial_prompt, reason_for_exit};
+use crate::clock::now_ms;
+use crate::config::RestartPolicy;
+use crate::shutdown::Stage;
+
+/// Restarts allowed within [`RESTART_WINDOW`] before giving up.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(600);
+const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+/// How often a live agent's status is refreshed (faster when the idle timeout is short).
+const STATUS_REFRESH: Duration = Duration::from_secs(3);
+
+/// Records the process in the session and the store as soon as it exists.
+struct RecordSpawn<'a> {
+    inner: &'a Inner,
+    session: &'a Session,
+}
+
+#[async_trait::async_trait]
+impl LaunchObserver for RecordSpawn<'_> {
+    async fn spawned(&self, process: &AgentProcess) {
+        self.session.update(|state| {
+            state.process = Some(*process);
+            state.port = Some(process.endpoint.port);
+        });
+        self.inner.persist(self.session).await;
+    }
+}
+
+pub(super) async fn supervise(
+    inner: Arc<Inner>,
+    session: Arc<Session>,
+    spec: AgentSpec,
+    mut commands: mpsc::UnboundedReceiver<Control>,
+    first_message: Option<String>,
+) {
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    let mut delay = FIRST_RESTART_DELAY;
+    let mut first_message = first_message;
+    loop {
+        let port_hint = session.state().port;
+        let observer = RecordSpawn { inner: &inner, session: &session };
+        let launched = tokio::select! {
+            result = inner.backend.launch(&spec, port_hint, &observer) => result,
+            command = commands.recv() => {
+                // Dropping the launch kills whatever it spawned; wait until that is gone.
+                if let Some(process) = session.state().process {
+                    inner.backend.stop(&process, Duration::ZERO).await;
+                    inner.backend.release(&process);
+                }
+                finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed)).await;
+                acknowledge(command);
+                return;
+            }
+        };
+        let Launched { process, mut exited } = match launched {
+            Ok(launched) => launched,
+            Err(error) => {
+                record_start_failure(&inner, &session, error).await;
+                return;
+            }
+        };
+        session.update(|state| {
+            state.status = SessionStatus::Active;
+            state.process = Some(process);
+            state.port = Some(process.endpoint.port);
+        });
+        session.touch();
+        inner.persist(&session).await;
+        tracing::info!(session_id = %session.id, port = process.endpoint.port, "session active");
+        if let Some(message) = first_message.take() {
+            tokio::spawn(initial_prompt::deliver(inner.clone(), session.clone(), message));
+        }
+
+        let exit = match watch_running(&inner, &session, &process, &mut exited, &mut commands).await
+        {
+            Running::Exited(exit) => exit,
+            Running::Stopped(reason, done) => {
+                stop_agent(&inner, &session, &process, &mut exited, reason).await;
+                let _ = done.send(());
+                drain_commands(&mut commands);
+                return;
+            }
+        };
+        // The agent ended by itself: clear out what it left in its group.
+        inner.backend.stop(&process, inner.policy.stop_grace).await;
+        inner.backend.release(&process);
+        let (code, reason) = reason_for_exit(exit);
+        finish(&inner, &session, SessionStatus::Exited, code, Some(reason)).await;
+        tracing::info!(session_id = %session.id, ?exit, "agent exited");
+
+        let failed = !matches!(exit, Exit::Code(0));
+        if inner.policy.restart != RestartPolicy::OnFailure
+            || !failed
+            || inner.shutdown.stage() != Stage::Running
+        {
+            return;
+        }
+        let now = Instant::now();
+        restarts.retain(|at| now.duration_since(*at) < RESTART_WINDOW);
+        if restarts.len() >= MAX_RESTARTS {
+            tracing::warn!(session_id = %session.id, "agent keeps failing; not restarting it again");
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            command = commands.recv() => {
+                acknowledge(command);
+                return;
+            }
+        }
+        restarts.push_back(Instant::now());
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
+        session.update(|state| {
+            state.status = SessionStatus::Starting;
+            state.restarts += 1;
+            state.ended_at_ms = None;
+            state.exit_code = None;
+            state.exit_reason = None;
+            state.process = None;
+        });
+        inner.persist(&session).await;
+        tracing::info!(session_id = %session.id, "restarting the agent after a failure");
+    }
+}
+
+enum Running {
+    Exited(Exit),
+    Stopped(StopReason, oneshot::Sender<()>),
+}
+
+/// Waits while the agent runs: for its exit, a stop request, or an idle timeout.
+async fn watch_running(
+    inner: &Inner,
+    session: &Session,
+    process: &AgentProcess,
+    exited: &mut oneshot::Receiver<Exit>,
+    commands: &mut mpsc::UnboundedReceiver<Control>,
+) -> Running {
+    let refresh = match inner.policy.idle_timeout {
+        Some(idle) => STATUS_REFRESH.min(idle / 2).max(Duration::from_millis(200)),
+        None => STATUS_REFRESH,
+    };
+    let mut ticks = tokio::time::interval(refresh);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            exit = &mut *exited => return Running::Exited(exit.unwrap_or(Exit::Code(-1))),
+            command = commands.recv() => match command {
+                Some(Control::Stop { reason, done }) => return Running::Stopped(reason, done),
+                None => {
+                    let (done, _) = oneshot::channel();
+                    return Running::Stopped(StopReason::ServerShutdown, done);
+                }
+            },
+            _ = ticks.tick() => {
+                refresh_agent_status(inner, session, process).await;
+                inner.backend.maintain(&session.id);
+                if is_idle(inner, session) {
+                    tracing::info!(session_id = %session.id, "idle timeout reached");
+                    let (done, _) = oneshot::channel();
+                    return Running::Stopped(StopReason::IdleTimeout, done);
+                }
+            }
+        }
+    }
+}
+
+async fn refresh_agent_status(inner: &Inner, session: &Session, process: &AgentProcess) {
+    let port = process.endpoint.port;
+    let status = crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await;
+    if let Some(status) = status
+        && session.state().agent_status.as_deref() != Some(status.as_str())
+    {
+        session.update(|state| state.agent_status = Some(status));
+        inner.persist(session).await;
+    }
+}
+
+fn is_idle(inner: &Inner, session: &Session) -> bool {
+    let Some(idle) = inner.policy.idle_timeout else { return false };
+    let quiet_ms = now_ms() - session.activity.last_request_ms.load(Ordering::Relaxed);
+    session.activity.open_streams.load(Ordering::Relaxed) == 0
+        && session.state().agent_status.as_deref() == Some("stable")
+        && quiet_ms >= idle.as_millis() as i64
+}
+
+/// Stops a running agent for `reason` and records the end.
+async fn stop_agent(
+    inner: &Inner,
+    session: &Session,
+    process: &AgentProcess,
+    exited: &mut oneshot::Receiver<Exit>,
+    reason: StopReason,
+) {
+    session.update(|state| state.status = SessionStatus::Stopping);
+    inner.persist(session).await;
+    inner.backend.stop(process, inner.policy.stop_grace).await;
+    inner.backend.release(process);
+    let code = match exited.try_recv() {
+        Ok(Exit::Code(code)) => Some(code),
+        _ => None,
+    };
+    finish(inner, session, SessionStatus::Exited, code, Some(reason.exit_reason())).await;
+    tracing::info!(session_id = %session.id, ?reason, "session stopped");
+}
+
+async fn finish(
+    inner: &Inner,
+    session: &Session,
+    status: SessionStatus,
+    exit_code: Option<i32>,
+    exit_reason: Option<ExitReason>,
+) {
+    session.update(|state| {
+        state.status = status;
+        state.process = None;
+        state.ended_at_ms = Some(now_ms());
+        state.exit_code = exit_code;
+        state.exit_reason = exit_reason;
+    });
+    inner.persist(session).await;
+}
+
+async fn record_start_failure(inner: &Inner, session: &Session, error: LaunchError) {
+    let (failure, code, reason) = match error {
+        LaunchError::Exited { exit, details } => {
+            let code = match exit {
+                Exit::Code(code) => Some(code),
+                Exit::Signal(_) => None,
+            };
+            (StartFailure::Exited { details }, code, ExitReason::StartFailed)
+        }
+        LaunchError::Timeout { details } => {
+            (StartFailure::TimedOut { details }, None, ExitReason::ReadyTimeout)
+        }
+        LaunchError::NoPort => (StartFailure::NoPort, None, ExitReason::StartFailed),
+        LaunchError::Internal(error) => {
+            tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not start an agent");
+            (StartFailure::Internal, None, ExitReason::StartFailed)
+        }
+    };
+    tracing::warn!(session_id = %session.id, ?failure, "agent failed to start");
+    session.update(|state| state.failure = Some(failure));
+    finish(inner, session, SessionStatus::Failed, code, Some(reason)).await;
+}
+
+fn acknowledge(command: Option<Control>) {
+    if let Some(Control::Stop { done, .. }) = command {
+        let _ = done.send(());
+    }
+}
+
+/// Answers stop requests that raced with the end of the session.
+fn drain_commands(commands: &mut mpsc::UnboundedReceiver<Control>) {
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        acknowledge(Some(command));
+    }
+}
