@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch to one module per command family.
 
 mod config_check;
+mod helpers;
 mod logging;
 mod server;
 
@@ -29,6 +30,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Tools for startup scripts and operators.
+    #[command(subcommand)]
+    Helpers(helpers::HelpersCommand),
     /// The built-in agentapi-compatible echo agent (for demos and tests).
     #[command(name = "echo-agent", subcommand)]
     EchoAgent(EchoAgentCommand),
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::main(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::main(config),
+        Command::Helpers(command) => helpers::main(command),
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
     }
 }

@@ -30,12 +30,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if declared_length.is_some_and(|length| length > MAX_JSON_BYTES as u64) {
             return Err(ApiError::PayloadTooLarge { limit: MAX_JSON_BYTES as u64 });
         }
-        let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes().to_vec());
+        let is_json =
+            headers.get(header::CONTENT_TYPE).map(|value| is_json_media_type(value.as_bytes()));
+        // A declared non-JSON body is refused before it is read.
+        if is_json == Some(false) && declared_length != Some(0) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let body = read_limited(request.into_body()).await?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
         }
-        if !content_type.as_deref().is_some_and(is_json_media_type) {
+        if is_json != Some(true) {
             return Err(ApiError::UnsupportedMediaType);
         }
         match serde_json::from_slice::<Value>(&body) {

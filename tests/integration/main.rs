@@ -3,5 +3,8 @@
 
 mod cli;
 mod echo_agent;
+mod hostile_input;
+mod lifecycle;
 mod server;
+mod sessions;
 mod support;

@@ -65,7 +65,7 @@ pub(super) async fn launch(
             Readiness::Exited(exit) => {
                 backend.kill_group(pid).await;
                 let tail = log_tail(backend, &spec.session_id).await;
-                if tail.contains("address already in use") && !last_attempt {
+                if tail.to_ascii_lowercase().contains("address already in use") && !last_attempt {
                     tracing::warn!(port, "agent found its port taken; retrying on another");
                     continue;
                 }

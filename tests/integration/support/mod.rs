@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod sessions;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

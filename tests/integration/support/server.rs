@@ -18,7 +18,12 @@ pub fn test_config(dir: &Path) -> Config {
     let mut config =
         Config { data_dir: dir.join("data").display().to_string(), ..Config::default() };
     config.agent.server = agentapi_proxy::config::BUILTIN_ECHO_AGENT.into();
+    // Tests run in parallel, each with its own server: give each its own port range.
+    config.start_port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 38_000) as u16;
+    config.end_port = config.start_port + 200;
     config.server.drain_timeout_seconds = 5;
+    config.session.stop_grace_seconds = 2;
+    config.session.ready_timeout_seconds = 20;
     config
 }
 
@@ -49,6 +54,11 @@ impl TestServer {
         format!("http://{}{path}", self.address)
     }
 
+    /// `http://127.0.0.1:PORT`, to put paths behind.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
     /// Drains, then waits for `run` to return, within `deadline`.
     pub async fn stop(mut self, deadline: Duration) -> anyhow::Result<()> {
         self.shutdown.advance_to(Stage::Draining);
@@ -75,6 +85,11 @@ impl BinaryServer {
     /// Writes `config` into a temp dir and starts `server -c <it> -p 0`; waits until it
     /// reports its address.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_env(adjust, &[]).await
+    }
+
+    /// Like [`Self::start`], with extra environment variables for the server process.
+    pub async fn start_with_env(adjust: impl FnOnce(&mut Config), env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         adjust(&mut config);
@@ -84,6 +99,7 @@ impl BinaryServer {
             .args(["server", "--log-format", "json", "-p", "0", "-c"])
             .arg(&config_path)
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
