@@ -124,6 +124,9 @@ pub(super) async fn supervise(
                 return;
             }
         }
+        if !inner.registry_read().contains_key(&session.id) {
+            return; // purged while waiting
+        }
         restarts.push_back(Instant::now());
         delay = (delay * 2).min(MAX_RESTART_DELAY);
         session.update(|state| {

@@ -229,3 +229,35 @@ async fn a_repository_that_cannot_be_cloned_fails_the_start_with_gits_message() 
     assert!(tail.contains("owner/repo"), "{tail}");
     assert_ne!(answer["details"]["exit_code"], 0);
 }
+
+#[tokio::test]
+async fn parallel_starts_never_exceed_the_cap_or_share_a_port() {
+    const CAP: usize = 20;
+    const ATTEMPTS: usize = 200;
+    let server = TestServer::start(|config| config.session.max_sessions = CAP as u64).await;
+    let client = reqwest::Client::new();
+    let base = server.base();
+    let attempts = (0..ATTEMPTS).map(|_| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let response = client
+                .post(format!("{base}/start"))
+                .json(&json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}}))
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let ok: Vec<&Value> = results.iter().filter(|(code, _)| *code == 200).map(|(_, v)| v).collect();
+    let refused =
+        results.iter().filter(|(code, body)| *code == 503 && body["code"] == "at_capacity").count();
+    assert_eq!(ok.len(), CAP, "{:?}", results.iter().map(|(c, _)| c).collect::<Vec<_>>());
+    assert_eq!(refused, ATTEMPTS - CAP);
+    let mut ports: Vec<u64> = ok.iter().map(|v| v["port"].as_u64().expect("port")).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), CAP, "no port handed out twice");
+}
