@@ -2,6 +2,7 @@
 
 mod config_check;
 mod helpers;
+mod keys_file;
 mod logging;
 mod server;
 

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::error::ApiError;
-use crate::routes::{health, sessions};
+use crate::routes::{auth, health, sessions};
 use crate::state::AppState;
 
 /// The whole HTTP surface of the proxy.
@@ -13,6 +13,8 @@ pub fn build(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/auth/status", get(auth::status))
+        .route("/auth/types", get(auth::types))
         .route("/start", post(sessions::start))
         .route("/search", get(sessions::search))
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))

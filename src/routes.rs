@@ -1,5 +1,6 @@
 //! Thin HTTP handlers, one file per resource; the paths themselves live in `router.rs`.
 
+pub mod auth;
 pub mod health;
 pub mod json_body;
 pub mod query;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
@@ -23,6 +24,7 @@ pub struct Inner {
     pub config: Config,
     pub store: Store,
     pub sessions: SessionManager,
+    pub auth: Authenticator,
     /// The one pooled client to agents.
     pub client: UpstreamClient,
     pub shutdown: Shutdown,
@@ -53,6 +55,8 @@ impl AppState {
             Location::Memory
         };
         let store = Store::open(location)?;
+        let auth = Authenticator::new(&config).context("while loading API keys")?;
+        crate::auth::reload::spawn_watcher(auth.keys())?;
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
         let reserved_env = backend.reserved_env_names();
@@ -66,7 +70,7 @@ impl AppState {
         )
         .await
         .context("while loading stored sessions")?;
-        Ok(Self(Arc::new(Inner { config, store, sessions, client, shutdown })))
+        Ok(Self(Arc::new(Inner { config, store, sessions, auth, client, shutdown })))
     }
 }
 

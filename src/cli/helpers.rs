@@ -11,6 +11,32 @@ pub enum HelpersCommand {
     /// environment is handed to git through a credential helper: never in argv, never in
     /// `.git/config`.
     InitGithubRepository(InitRepositoryArgs),
+    /// Create a random API key, print it once, and append its Argon2id hash (or, with
+    /// --plaintext, the key) to the keys file.
+    GenerateToken(GenerateTokenArgs),
+    /// Read a key on stdin and print its Argon2id `key_hash`, to replace a plaintext entry.
+    HashKey,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateTokenArgs {
+    /// The keys file to append to (created 0600 when missing).
+    #[arg(long)]
+    pub output_path: PathBuf,
+    #[arg(long)]
+    pub user_id: String,
+    #[arg(long, default_value = "user")]
+    pub role: String,
+    /// Comma-separated permissions [default: session:create,session:list,session:delete,session:access].
+    #[arg(long, value_delimiter = ',')]
+    pub permissions: Vec<String>,
+    #[arg(long, default_value_t = 365)]
+    pub expiry_days: u32,
+    #[arg(long, default_value = "ap")]
+    pub key_prefix: String,
+    /// Store the key itself instead of its hash (as the Go proxy did).
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +62,18 @@ const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && echo username=x-acc
 pub fn main(command: HelpersCommand) -> ExitCode {
     match command {
         HelpersCommand::InitGithubRepository(args) => init_repository(&args),
+        HelpersCommand::GenerateToken(args) => report(super::keys_file::generate_token(&args)),
+        HelpersCommand::HashKey => report(super::keys_file::hash_stdin()),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(super::EXIT_USAGE)
+        }
     }
 }
 

@@ -76,6 +76,8 @@ impl Drop for TestServer {
 /// The real `agentapi-proxy server` binary as a child process.
 pub struct BinaryServer {
     pub child: Child,
+    /// Every line the server wrote to stderr so far (JSON log lines).
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub address: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -107,8 +109,10 @@ impl BinaryServer {
             .spawn()
             .expect("spawn server");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let address = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stderr") {
+                logs.lock().expect("logs").push(line.clone());
                 if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
                     && entry["message"] == "agentapi-proxy listening"
                 {
@@ -120,9 +124,14 @@ impl BinaryServer {
         })
         .await
         .expect("server listens in time");
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, address, dir, config_path }
+        // Keep reading stderr so the child never blocks on a full pipe.
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().expect("logs").push(line);
+            }
+        });
+        Self { child, logs, address, dir, config_path }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -132,5 +141,12 @@ impl BinaryServer {
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = self.child.id().expect("running") as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
+    }
+}
+
+impl BinaryServer {
+    /// True once a log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().expect("logs").iter().any(|line| line.contains(needle))
     }
 }

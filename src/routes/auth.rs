@@ -1,0 +1,37 @@
+//! `GET /auth/status` (who am I) and `GET /auth/types` (which sign-in methods exist).
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// `GET /auth/status`: the authenticated caller.
+pub async fn status(caller: Caller) -> Json<Value> {
+    Json(json!({
+        "user_id": caller.user_id,
+        "role": caller.role,
+        "permissions": caller.permissions,
+        "auth_type": caller.auth_type.as_str(),
+    }))
+}
+
+/// `GET /auth/types` (no authentication).
+pub async fn types(State(state): State<AppState>) -> Json<Value> {
+    let auth = &state.config.auth;
+    if !auth.enabled {
+        return Json(json!({"enabled": false, "types": []}));
+    }
+    let mut types = Vec::new();
+    if auth.static_keys.enabled {
+        types.push(json!({"type": "api_key", "header": auth.static_keys.header_name}));
+    }
+    if auth.github.enabled {
+        types.push(json!({"type": "github"}));
+    }
+    if auth.github.oauth.is_some() {
+        types.push(json!({"type": "oauth", "login_url": "/oauth/login"}));
+    }
+    Json(json!({"enabled": true, "types": types}))
+}
