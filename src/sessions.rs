@@ -149,13 +149,8 @@ impl SessionManager {
         };
         let (control, commands) = mpsc::unbounded_channel();
         session.attach_supervisor(control);
-        tokio::spawn(supervisor::supervise(
-            self.0.clone(),
-            session.clone(),
-            spec,
-            commands,
-            message,
-        ));
+        let begin = supervisor::Begin::Launch { spec, first_message: message };
+        tokio::spawn(supervisor::supervise(self.0.clone(), session.clone(), begin, commands));
         if wait {
             let state = session.wait_while_starting().await;
             if let Some(failure) = state.failure {
@@ -289,7 +284,7 @@ impl Inner {
 /// The reason recorded when an agent's own exit ends a session.
 fn reason_for_exit(exit: backend::Exit) -> (Option<i32>, ExitReason) {
     match exit {
-        backend::Exit::Code(code) => (Some(code), ExitReason::AgentExited),
         backend::Exit::Signal(_) => (None, ExitReason::KilledBySignal),
+        backend::Exit::Code(_) | backend::Exit::Unknown => (exit.code(), ExitReason::AgentExited),
     }
 }

@@ -34,6 +34,18 @@ pub struct Endpoint {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// It ended, but it was not our child, so how is unknown (an adopted agent).
+    Unknown,
+}
+
+impl Exit {
+    /// The exit code, when the process exited normally and we could see it.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Self::Code(code) => Some(code),
+            Self::Signal(_) | Self::Unknown => None,
+        }
+    }
 }
 
 /// Told as soon as the agent process exists, before it is ready, so the store can record
@@ -82,6 +94,15 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
         port_hint: Option<u16>,
         observer: &dyn LaunchObserver,
     ) -> Result<Launched, LaunchError>;
+
+    /// Takes back an agent left running by a previous proxy process (after a crash or with
+    /// `on_shutdown: keep`): only if it is the same process (pid and start time) and it
+    /// still answers. `None` means it is gone or not ours.
+    async fn adopt(&self, process: &AgentProcess) -> Option<Launched>;
+
+    /// Kills whatever is left of a process group from a previous proxy process, if it is
+    /// still the same process.
+    async fn discard(&self, process: &AgentProcess);
 
     /// Stops the agent: a polite request, then force after `grace`; returns once nothing of
     /// it is left. Safe to call for an agent that already exited.

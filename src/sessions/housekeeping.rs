@@ -6,42 +6,60 @@ use std::time::Duration;
 
 use agentapi_proxy_client::{ExitReason, SessionStatus};
 
-use super::Inner;
-use super::local::procfs;
+use std::net::Ipv4Addr;
+
+use tokio::sync::mpsc;
+
+use super::backend::{AgentProcess, Endpoint};
 use super::session::{LiveState, Session};
+use super::{Inner, supervisor};
 use crate::clock::now_ms;
 
-/// Rebuilds the registry from the store. A session that was live when the previous proxy
-/// stopped cannot be re-adopted yet: its surviving process group is killed and it is shown
-/// as `exited` (`lost_while_down`), or `failed` if it never had a process.
-pub(super) async fn load_stored_sessions(inner: &Inner) -> anyhow::Result<()> {
+/// Rebuilds the registry from the store (sessions.md "Recovery at startup"). A session that
+/// was live when the previous proxy stopped is re-adopted if its agent is the same process
+/// and still answers; otherwise what is left of its process group is killed and it shows as
+/// `exited` (`lost_while_down`), or `failed` if it never had a process.
+pub(super) async fn load_stored_sessions(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let rows = inner.store.all().await?;
     for mut row in rows {
+        let mut adopted = None;
         if row.status.is_live() {
-            if let (Some(pid), Some(ticks)) = (row.pid, row.pid_start_ticks)
-                && procfs::stat(pid)
-                    .is_some_and(|stat| stat.start_ticks == ticks && stat.group == pid)
-            {
-                tracing::warn!(session_id = %row.id, pid, "killing the agent of a session left from a previous run");
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let never_spawned = row.pid.is_none();
-            row.status = if never_spawned { SessionStatus::Failed } else { SessionStatus::Exited };
-            row.exit_reason = Some(if never_spawned {
-                ExitReason::StartFailed
+            let process = match (row.pid, row.port) {
+                (Some(pid), Some(port)) => Some(AgentProcess {
+                    pid,
+                    start_ticks: row.pid_start_ticks,
+                    endpoint: Endpoint { host: Ipv4Addr::LOCALHOST.into(), port },
+                }),
+                _ => None,
+            };
+            adopted = match &process {
+                Some(process) => inner.backend.adopt(process).await,
+                None => None,
+            };
+            if let Some(launched) = &adopted {
+                tracing::info!(session_id = %row.id, pid = launched.process.pid, "re-adopted a running agent");
+                row.status = SessionStatus::Active;
             } else {
-                ExitReason::LostWhileDown
-            });
-            row.exit_code = None;
-            row.ended_at_ms = Some(now_ms());
+                if let Some(process) = &process {
+                    inner.backend.discard(process).await;
+                }
+                let never_spawned = row.pid.is_none();
+                tracing::warn!(session_id = %row.id, never_spawned, "a session did not survive the restart");
+                row.status =
+                    if never_spawned { SessionStatus::Failed } else { SessionStatus::Exited };
+                row.exit_reason = Some(if never_spawned {
+                    ExitReason::StartFailed
+                } else {
+                    ExitReason::LostWhileDown
+                });
+                row.exit_code = None;
+                row.ended_at_ms = Some(now_ms());
+            }
             inner.store.save_state(row.clone()).await?;
         }
         let state = LiveState {
             status: row.status,
-            process: None,
+            process: adopted.as_ref().map(|launched| launched.process),
             port: row.port,
             ended_at_ms: row.ended_at_ms,
             exit_code: row.exit_code,
@@ -51,15 +69,21 @@ pub(super) async fn load_stored_sessions(inner: &Inner) -> anyhow::Result<()> {
             restarts: row.restarts,
             failure: None,
         };
-        let session = Session::from_parts(
+        let session = Arc::new(Session::from_parts(
             row.id.clone(),
             row.user_id,
             row.tags,
             row.env_names,
             row.started_at_ms,
             state,
-        );
-        inner.registry_write().insert(row.id, Arc::new(session));
+        ));
+        if let Some(launched) = adopted {
+            let (control, commands) = mpsc::unbounded_channel();
+            session.attach_supervisor(control);
+            let begin = supervisor::Begin::Adopted(launched);
+            tokio::spawn(supervisor::supervise(inner.clone(), session.clone(), begin, commands));
+        }
+        inner.registry_write().insert(row.id, session);
     }
     Ok(())
 }

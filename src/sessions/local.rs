@@ -228,6 +228,26 @@ impl SessionBackend for LocalBackend {
         launch::launch(self, spec, port_hint, observer).await
     }
 
+    async fn adopt(&self, process: &AgentProcess) -> Option<Launched> {
+        if !same_process(process) {
+            return None;
+        }
+        let port = process.endpoint.port;
+        let answers =
+            crate::upstream::agent_status(&self.client, port, Duration::from_secs(2)).await;
+        if answers.is_none() || procfs::group_listens_on(process.pid, port) == Some(false) {
+            return None;
+        }
+        self.ports.claim(port);
+        Some(Launched { process: *process, exited: watch_foreign_exit(*process) })
+    }
+
+    async fn discard(&self, process: &AgentProcess) {
+        if same_process(process) || procfs::group_alive(process.pid) {
+            self.kill_group(process.pid).await;
+        }
+    }
+
     async fn stop(&self, process: &AgentProcess, grace: Duration) {
         let group = process.pid;
         if Self::signal_group(group, Signal::SIGTERM) && !self.wait_group_gone(group, grace).await {
@@ -263,6 +283,36 @@ impl SessionBackend for LocalBackend {
             tracing::warn!(%error, session_id, "could not cap agent.log");
         }
     }
+}
+
+/// True when `process.pid` is still the process that was recorded (same start time).
+fn same_process(process: &AgentProcess) -> bool {
+    procfs::stat(process.pid).is_some_and(|stat| {
+        !stat.is_zombie()
+            && stat.group == process.pid
+            && Some(stat.start_ticks) == process.start_ticks
+    })
+}
+
+/// Polls for the end of an agent that is not our child (its exit status is unknowable).
+fn watch_foreign_exit(
+    process: AgentProcess,
+) -> tokio::sync::oneshot::Receiver<super::backend::Exit> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut sender = sender;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = sender.closed() => return,
+            }
+            if !same_process(&process) {
+                let _ = sender.send(super::backend::Exit::Unknown);
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -42,31 +42,49 @@ impl LaunchObserver for RecordSpawn<'_> {
     }
 }
 
+/// How a supervisor begins: by launching an agent, or with one adopted from a previous run.
+pub(super) enum Begin {
+    Launch {
+        spec: AgentSpec,
+        first_message: Option<String>,
+    },
+    /// Environment values did not survive the previous run, so it is never restarted.
+    Adopted(Launched),
+}
+
 pub(super) async fn supervise(
     inner: Arc<Inner>,
     session: Arc<Session>,
-    spec: AgentSpec,
+    begin: Begin,
     mut commands: mpsc::UnboundedReceiver<Control>,
-    first_message: Option<String>,
 ) {
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     let mut delay = FIRST_RESTART_DELAY;
-    let mut first_message = first_message;
+    let (spec, mut first_message, mut adopted) = match begin {
+        Begin::Launch { spec, first_message } => (Some(spec), first_message, None),
+        Begin::Adopted(launched) => (None, None, Some(launched)),
+    };
     loop {
-        let port_hint = session.state().port;
-        let observer = RecordSpawn { inner: &inner, session: &session };
-        let launched = tokio::select! {
-            result = inner.backend.launch(&spec, port_hint, &observer) => result,
-            command = commands.recv() => {
-                // Dropping the launch kills whatever it spawned; wait until that is gone.
-                if let Some(process) = session.state().process {
-                    inner.backend.stop(&process, Duration::ZERO).await;
-                    inner.backend.release(&process);
+        let launched = match (adopted.take(), &spec) {
+            (Some(launched), _) => Ok(launched),
+            (None, Some(spec)) => {
+                let port_hint = session.state().port;
+                let observer = RecordSpawn { inner: &inner, session: &session };
+                tokio::select! {
+                    result = inner.backend.launch(spec, port_hint, &observer) => result,
+                    command = commands.recv() => {
+                        // Dropping the launch kills whatever it spawned; wait until that is gone.
+                        if let Some(process) = session.state().process {
+                            inner.backend.stop(&process, Duration::ZERO).await;
+                            inner.backend.release(&process);
+                        }
+                        finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed)).await;
+                        acknowledge(command);
+                        return;
+                    }
                 }
-                finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed)).await;
-                acknowledge(command);
-                return;
             }
+            (None, None) => return,
         };
         let Launched { process, mut exited } = match launched {
             Ok(launched) => launched,
@@ -106,6 +124,7 @@ pub(super) async fn supervise(
 
         let failed = !matches!(exit, Exit::Code(0));
         if inner.policy.restart != RestartPolicy::OnFailure
+            || spec.is_none()
             || !failed
             || inner.shutdown.stage() != Stage::Running
         {
@@ -243,11 +262,7 @@ async fn finish(
 async fn record_start_failure(inner: &Inner, session: &Session, error: LaunchError) {
     let (failure, code, reason) = match error {
         LaunchError::Exited { exit, details } => {
-            let code = match exit {
-                Exit::Code(code) => Some(code),
-                Exit::Signal(_) => None,
-            };
-            (StartFailure::Exited { details }, code, ExitReason::StartFailed)
+            (StartFailure::Exited { details }, exit.code(), ExitReason::StartFailed)
         }
         LaunchError::Timeout { details } => {
             (StartFailure::TimedOut { details }, None, ExitReason::ReadyTimeout)

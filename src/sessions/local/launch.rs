@@ -155,10 +155,10 @@ async fn log_tail(backend: &LocalBackend, session_id: &str) -> String {
 
 /// What the session's owner learns about a failed start: the exit and the log's tail.
 fn failure_details(exit: Option<Exit>, tail: &str) -> Value {
-    let (code, signal) = match exit {
-        Some(Exit::Code(code)) => (Some(code), None),
-        Some(Exit::Signal(signal)) => (None, Some(signal)),
-        None => (None, None),
+    let code = exit.and_then(Exit::code);
+    let signal = match exit {
+        Some(Exit::Signal(signal)) => Some(signal),
+        _ => None,
     };
     json!({ "exit_code": code, "signal": signal, "log_tail": tail })
 }

@@ -70,6 +70,39 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.advance_to(Stage::Immediate);
+        // The runtime ends with the test, before any graceful stop could run.
+        kill_agents_under(self.dir.path());
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        // `kill_on_drop` ends the server; its agents would outlive it.
+        if let Some(dir) = &self.dir {
+            kill_agents_under(dir.path());
+        }
+    }
+}
+
+/// Kills the process group of every process whose working directory lies under `dir`: the
+/// agents of a test's server (they run in `<data_dir>/sessions/<id>`).
+pub fn kill_agents_under(dir: &Path) {
+    let Ok(dir) = std::fs::canonicalize(dir) else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else { continue };
+        if pid as u32 != std::process::id() && cwd.starts_with(&dir) {
+            let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)));
+            if let Ok(group) = group
+                && group.as_raw() > 1
+                && group != nix::unistd::getpgrp()
+            {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 }
 
@@ -79,7 +112,8 @@ pub struct BinaryServer {
     /// Every line the server wrote to stderr so far (JSON log lines).
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub address: SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// Taken when the directory is handed to the next server.
+    dir: Option<tempfile::TempDir>,
     pub config_path: PathBuf,
 }
 
@@ -97,6 +131,15 @@ impl BinaryServer {
         adjust(&mut config);
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, serde_json::to_string(&config).expect("json")).expect("write");
+        Self::launch(dir, config_path, env).await
+    }
+
+    /// Starts `server -c <config_path> -p 0` in `dir`; waits until it reports its address.
+    pub async fn launch(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(super::binary())
             .args(["server", "--log-format", "json", "-p", "0", "-c"])
             .arg(&config_path)
@@ -131,7 +174,7 @@ impl BinaryServer {
                 collected.lock().expect("logs").push(line);
             }
         });
-        Self { child, logs, address, dir, config_path }
+        Self { child, logs, address, dir: Some(dir), config_path }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -148,5 +191,25 @@ impl BinaryServer {
     /// True once a log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
         self.logs.lock().expect("logs").iter().any(|line| line.contains(needle))
+    }
+}
+
+impl BinaryServer {
+    /// Kills the server with SIGKILL (agents stay behind) and hands back its directory and
+    /// configuration so another server can be started on them.
+    pub async fn kill9(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait().await;
+        (self.dir.take().expect("present until handed back"), self.config_path.clone())
+    }
+
+    /// SIGTERM, then waits for the exit status (within 30 s).
+    pub async fn stop(mut self) -> (std::process::ExitStatus, tempfile::TempDir, PathBuf) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server exits in time")
+            .expect("wait");
+        (status, self.dir.take().expect("present until handed back"), self.config_path.clone())
     }
 }
