@@ -156,3 +156,78 @@ async fn a_corrupted_database_stops_startup_and_is_left_untouched() {
     assert!(stderr.contains("agentapi-proxy.db") && stderr.contains("untouched"), "{stderr}");
     assert_eq!(std::fs::read(&database).expect("read"), garbage);
 }
+
+/// A tiny tmpfs, unmounted on drop; `None` where this process may not mount.
+struct TinyDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(Self { path, _dir: dir })
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path.join("filler")).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_new_sessions_with_503_keeps_serving_and_recovers() {
+    let Some(disk) = TinyDisk::mount("4m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let database = disk.path.join("store.db");
+    let db_path = database.display().to_string();
+    let server = BinaryServer::start(|config| config.persistence.sqlite_path = db_path).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", server.address);
+    let env = json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}});
+    let (id, port) = start_ok(&client, &base, env.clone()).await;
+
+    disk.fill();
+    let response = client.post(server.url("/start")).json(&env).send().await.expect("start");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "store_unavailable");
+    let (code, detail) = get_json(&client, &server.url(&format!("/sessions/{id}"))).await;
+    assert_eq!((code, detail["status"].as_str()), (200, Some("active")), "reads keep working");
+    let (code, _) = get_json(&client, &format!("http://127.0.0.1:{port}/status")).await;
+    assert_eq!(code, 200, "the agent keeps working");
+    let (_, search) = get_json(&client, &server.url("/search")).await;
+    assert_eq!(search["total"], 1, "nothing half-written");
+
+    disk.free();
+    start_ok(&client, &base, env).await;
+    let (status, _, _) = server.stop().await;
+    assert_eq!(status.code(), Some(0));
+    let verdict: String = rusqlite::Connection::open(&database)
+        .and_then(|connection| connection.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
+        .expect("integrity check");
+    assert_eq!(verdict, "ok");
+}
