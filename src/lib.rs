@@ -8,11 +8,13 @@ pub mod cli;
 pub mod config;
 pub mod echo_agent;
 pub mod error;
+pub mod proxy;
 pub mod listener;
 pub mod router;
 pub mod routes;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod upstream;
 
 pub use listener::run;
