@@ -6,10 +6,11 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod echo_agent;
 pub mod error;
-pub mod proxy;
 pub mod listener;
+pub mod proxy;
 pub mod router;
 pub mod routes;
 pub mod shutdown;
