@@ -3,5 +3,6 @@
 
 mod cli;
 mod echo_agent;
+mod proxy_path;
 mod server;
 mod support;
