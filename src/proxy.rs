@@ -1,0 +1,380 @@
+//! The reverse-proxy path to agents: request/response rewriting, streaming, SSE heartbeats,
+//! upgrades. Knows no processes: it is given an endpoint (`127.0.0.1:<port>`) and a request,
+//! and reports what it saw through [`Activity`].
+//!
+//! Submodules: `headers` (rewriting, trusted proxies), `body` (request body limit), `sse`
+//! (event streams: frame boundaries, heartbeat, drain), `upgrade` (WebSocket tunnel).
+
+mod body;
+mod headers;
+mod sse;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+
+pub use headers::Cidr;
+pub use sse::{FrameBoundary, PING};
+
+use crate::config::Config;
+use crate::cors::CorsSettings;
+use crate::error::ApiError;
+use crate::shutdown::Shutdown;
+use crate::upstream::UpstreamClient;
+
+/// Everything the proxy path takes from the configuration, prepared once at startup.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Drop the caller's credentials (`credential_header`, `Authorization`, `Cookie`).
+    pub strip_credentials: bool,
+    /// The static API key header (`auth.static.header_name`); `None` if it is not a valid name.
+    pub credential_header: Option<HeaderName>,
+    /// For building the [`UpstreamClient`] (`upstream::client`); the proxy itself does not use it.
+    pub connect_timeout: Duration,
+    /// Longest wait for an agent's response headers; `None` = no limit.
+    pub header_timeout: Option<Duration>,
+    /// Idle time after which an event stream gets a `: ping`; `None` = never.
+    pub sse_heartbeat: Option<Duration>,
+    /// Largest request body passed on; `0` = no limit.
+    pub max_body_bytes: u64,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `cors.allowed_origins`, for installing [`crate::cors::cors`].
+    pub cors: Arc<CorsSettings>,
+}
+
+impl ProxySettings {
+    pub fn from_config(config: &Config) -> Self {
+        let proxy = &config.proxy;
+        let seconds = |value: u64| (value > 0).then(|| Duration::from_secs(value));
+        Self {
+            strip_credentials: proxy.strip_credentials,
+            credential_header: HeaderName::from_bytes(
+                config.auth.static_keys.header_name.as_bytes(),
+            )
+            .ok(),
+            connect_timeout: Duration::from_secs(proxy.connect_timeout_seconds),
+            header_timeout: seconds(proxy.header_timeout_seconds),
+            sse_heartbeat: seconds(proxy.sse_heartbeat_seconds),
+            max_body_bytes: proxy.max_body_bytes,
+            // Validation rejected bad CIDRs already; anything unparsable is simply not trusted.
+            trusted_proxies: proxy.trusted_proxies.iter().filter_map(|c| Cidr::parse(c)).collect(),
+            cors: Arc::new(CorsSettings::from_config(&config.cors)),
+        }
+    }
+}
+
+/// Hooks so the session layer can track idleness and notice dead agents. All methods are
+/// cheap and synchronous; they are called on the request path.
+pub trait Activity: Send + Sync + 'static {
+    /// Every forwarded request, before it is sent.
+    fn request_seen(&self);
+    /// An event stream (`text/event-stream`) or upgraded connection started.
+    fn stream_opened(&self);
+    /// ... and ended: called exactly once per `stream_opened`, also when the client left.
+    fn stream_closed(&self);
+    /// The agent could not be reached, or dropped the connection before answering: a hint
+    /// to check on it.
+    fn upstream_refused(&self);
+}
+
+/// Splits `/{id}/rest/of/path?q=1` (exactly as received, still percent-encoded) into
+/// `("{id}", "/rest/of/path?q=1")`; `/{id}` or `/{id}/` → `("{id}", "/")`, keeping a query
+/// (`/{id}?x` → `"/?x"`). Nothing is decoded or normalised. `None` without an id.
+pub fn split_session_path(path_and_query: &str) -> Option<(&str, String)> {
+    let rest = path_and_query.strip_prefix('/')?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (id, tail) = rest.split_at(end);
+    if id.is_empty() {
+        return None;
+    }
+    let upstream = if tail.starts_with('/') { tail.to_string() } else { format!("/{tail}") };
+    Some((id, upstream))
+}
+
+/// Forwards `request` (whose URI is the original one, e.g. `/{id}/events?x`) to the agent on
+/// `127.0.0.1:port`, targeting `upstream_path_and_query`. Never panics; every failure of our
+/// own is an [`ApiError`] JSON response. Event streams and upgrades live on after this
+/// returns, inside the response body / a spawned tunnel.
+#[allow(clippy::too_many_arguments)] // the interface the session routes call
+pub async fn forward(
+    client: &UpstreamClient,
+    settings: &ProxySettings,
+    shutdown: &Shutdown,
+    port: u16,
+    upstream_path_and_query: &str,
+    peer: SocketAddr,
+    activity: Arc<dyn Activity>,
+    request: Request<Body>,
+) -> Response {
+    activity.request_seen();
+    let target = Target { port, path_and_query: upstream_path_and_query, peer };
+    match forward_inner(client, settings, shutdown, target, activity, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+struct Target<'a> {
+    port: u16,
+    path_and_query: &'a str,
+    peer: SocketAddr,
+}
+
+async fn forward_inner(
+    client: &UpstreamClient,
+    settings: &ProxySettings,
+    shutdown: &Shutdown,
+    target: Target<'_>,
+    activity: Arc<dyn Activity>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let limit = settings.max_body_bytes;
+    let declared = content_length(&parts.headers);
+    if limit > 0 && declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+
+    let client_upgrade = if headers::is_upgrade_request(&parts.headers) {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let upgrading = client_upgrade.is_some();
+
+    let authority = upstream_authority(target.port)?;
+    let upstream_host = HeaderValue::from_str(authority.as_str())
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("agent host header: {error}")))?;
+    let uri = upstream_uri(authority, target.path_and_query)?;
+    let peer_ip = target.peer.ip().to_canonical();
+    let context = headers::RequestContext {
+        upstream_host,
+        peer: peer_ip,
+        peer_trusted: settings.trusted_proxies.iter().any(|cidr| cidr.contains(peer_ip)),
+        strip_credentials: settings.strip_credentials,
+        credential_header: settings.credential_header.as_ref(),
+        uri_authority: parts.uri.authority().map(Authority::as_str),
+    };
+    headers::rewrite_request(&mut parts.headers, &context, upgrading);
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+
+    let body = if limit > 0 && declared.is_none() {
+        Body::new(body::LimitedBody::new(body, limit))
+    } else {
+        body
+    };
+    let sent = client.request(Request::from_parts(parts, body));
+    let result = match settings.header_timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, sent).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::debug!(port = target.port, ?timeout, "agent sent no response headers");
+                return Err(ApiError::AgentTimeout {
+                    message: format!(
+                        "the agent did not answer within {} seconds",
+                        timeout.as_secs_f64()
+                    ),
+                    details: None,
+                });
+            }
+        },
+        None => sent.await,
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => return Err(upstream_failure(&error, limit, target.port, &*activity)),
+    };
+
+    let (mut parts, incoming) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), Some(agent_upgrade)) =
+            (client_upgrade, parts.extensions.remove::<OnUpgrade>())
+        else {
+            tracing::warn!(port = target.port, "agent switched protocols unasked; refusing");
+            return Err(unavailable("the agent sent an invalid answer"));
+        };
+        headers::rewrite_response(&mut parts.headers, true);
+        upgrade::tunnel(client_upgrade, agent_upgrade, shutdown, activity);
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+    headers::rewrite_response(&mut parts.headers, false);
+
+    let body = if is_event_stream(&parts.headers) {
+        let guard = sse::StreamGuard::open(activity);
+        Body::new(sse::SseBody::new(incoming, settings.sse_heartbeat, shutdown, guard))
+    } else {
+        let port = target.port;
+        Body::new(incoming.map_err(move |error| {
+            tracing::warn!(port, %error, "the agent broke off a response; cutting it off");
+            error
+        }))
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+fn upstream_authority(port: u16) -> Result<Authority, ApiError> {
+    Authority::try_from(format!("127.0.0.1:{port}"))
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("agent authority: {error}")))
+}
+
+/// `http://127.0.0.1:<port>` + the path exactly as given. The authority is built on its own,
+/// so nothing in the path can change where the request goes.
+fn upstream_uri(authority: Authority, path_and_query: &str) -> Result<Uri, ApiError> {
+    let invalid = || ApiError::bad_request("invalid_request", "invalid request target");
+    if !path_and_query.starts_with('/') {
+        return Err(invalid());
+    }
+    let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| invalid())?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path_and_query);
+    Uri::from_parts(uri).map_err(|_| invalid())
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.trim_start()
+            .get(..17)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("text/event-stream"))
+    })
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::AgentUnavailable {
+        code: "agent_unavailable",
+        message: message.to_string(),
+        details: None,
+    }
+}
+
+/// Maps a failure before response headers: our body limit → 413, the client's own body
+/// failing → 400, anything else is the agent's → 502 (and the session layer hears of it).
+fn upstream_failure(
+    error: &hyper_util::client::legacy::Error,
+    limit: u64,
+    port: u16,
+    activity: &dyn Activity,
+) -> ApiError {
+    if body::is_body_too_large(error) {
+        return ApiError::PayloadTooLarge { limit };
+    }
+    if client_body_failed(error) {
+        tracing::debug!(port, error = %error_chain(error), "the client's request body failed");
+        return ApiError::bad_request("invalid_request", "the request body could not be read");
+    }
+    tracing::debug!(port, error = %error_chain(error), "agent unreachable");
+    activity.upstream_refused();
+    unavailable("the agent is not reachable")
+}
+
+fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(hyper_error) = error.downcast_ref::<hyper::Error>()
+            && hyper_error.is_user()
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_paths_split_into_id_and_the_rest_as_received() {
+        let id = "11111111-1111-4111-8111-111111111111";
+        let split = |p: &str| split_session_path(p).map(|(i, r)| (i.to_string(), r));
+        let expect = |rest: &str| Some((id.to_string(), rest.to_string()));
+        assert_eq!(split(&format!("/{id}/events")), expect("/events"));
+        assert_eq!(split(&format!("/{id}/events?x=1&y")), expect("/events?x=1&y"));
+        assert_eq!(split(&format!("/{id}")), expect("/"));
+        assert_eq!(split(&format!("/{id}/")), expect("/"));
+        assert_eq!(split(&format!("/{id}?x")), expect("/?x"));
+        assert_eq!(split(&format!("/{id}/?x")), expect("/?x"));
+        assert_eq!(
+            split(&format!("/{id}/..%2F..%2Fetc/passwd?x=%2e")),
+            expect("/..%2F..%2Fetc/passwd?x=%2e")
+        );
+        assert_eq!(split(&format!("/{id}//double//slash")), expect("//double//slash"));
+        assert_eq!(split(&format!("/{id}/%2e%2e/a/./b")), expect("/%2e%2e/a/./b"));
+        assert_eq!(split("/..%2Fadmin/x"), Some(("..%2Fadmin".into(), "/x".into())));
+        assert_eq!(split("/"), None);
+        assert_eq!(split(""), None);
+        assert_eq!(split("//x"), None);
+        assert_eq!(split("/?x"), None);
+        assert_eq!(split("no-slash"), None);
+    }
+
+    #[test]
+    fn upstream_uris_always_target_the_agent() {
+        let uri = |p: &str| upstream_uri(upstream_authority(9001).unwrap(), p);
+        let u = uri("//evil.example/x?y=%2e").unwrap();
+        assert_eq!(u.host(), Some("127.0.0.1"));
+        assert_eq!(u.port_u16(), Some(9001));
+        assert_eq!(u.path_and_query().unwrap().as_str(), "//evil.example/x?y=%2e");
+        assert_eq!(uri("/..%2F..%2Fetc/passwd").unwrap().path(), "/..%2F..%2Fetc/passwd");
+        assert!(uri("@evil.example/").is_err());
+        assert!(uri("evil.example/").is_err());
+        assert!(uri("").is_err());
+    }
+
+    #[test]
+    fn event_streams_are_recognised_by_content_type() {
+        let with = |v: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            is_event_stream(&headers)
+        };
+        assert!(with("text/event-stream"));
+        assert!(with("Text/Event-Stream; charset=utf-8"));
+        assert!(!with("application/json"));
+        assert!(!with("text/event"));
+        assert!(!is_event_stream(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn settings_follow_the_config() {
+        let mut config = Config::default();
+        config.proxy.sse_heartbeat_seconds = 0;
+        config.proxy.trusted_proxies = vec!["10.0.0.0/8".into()];
+        config.auth.static_keys.header_name = "X-My-Key".into();
+        let settings = ProxySettings::from_config(&config);
+        assert_eq!(settings.sse_heartbeat, None);
+        assert_eq!(settings.header_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(settings.credential_header.unwrap().as_str(), "x-my-key");
+        assert!(settings.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+        assert!(settings.strip_credentials);
+    }
+}
