@@ -6,6 +6,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// Marks a response the proxy itself produced from an [`ApiError`] (never one passed on from
+/// an agent), with its stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnError(pub &'static str);
+
 /// An error answer. Variants name what the client sees; `into_response` picks the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -99,6 +104,7 @@ impl IntoResponse for ApiError {
             body["details"] = details.clone();
         }
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(OwnError(code));
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

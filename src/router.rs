@@ -1,14 +1,18 @@
 //! Every route path of the server, written once, and the layers around them.
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{any, get, post};
 
+use crate::cors;
 use crate::error::ApiError;
-use crate::routes::{auth, health, sessions};
+use crate::routes::{auth, health, proxy, sessions};
 use crate::state::AppState;
 
-/// The whole HTTP surface of the proxy.
+/// The whole HTTP surface of the proxy. Static paths win over `/{id}`, so a reserved word
+/// (`search`, `sessions`, ...) is never taken for a session id.
 pub fn build(state: AppState) -> Router {
+    let cors_settings = state.proxy.cors.clone();
     Router::new()
         .route("/health", get(health::live))
         .route("/healthz", get(health::live))
@@ -19,7 +23,11 @@ pub fn build(state: AppState) -> Router {
         .route("/search", get(sessions::search))
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/logs", get(sessions::logs))
+        .route("/{id}", any(proxy::proxy))
+        .route("/{id}/{*rest}", any(proxy::proxy))
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+        // Outermost: CORS preflights are answered before authentication, on every path.
+        .layer(from_fn_with_state(cors_settings, cors::cors))
 }

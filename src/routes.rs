@@ -3,5 +3,6 @@
 pub mod auth;
 pub mod health;
 pub mod json_body;
+pub mod proxy;
 pub mod query;
 pub mod sessions;

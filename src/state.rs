@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::proxy::ProxySettings;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
@@ -27,6 +28,7 @@ pub struct Inner {
     pub auth: Authenticator,
     /// The one pooled client to agents.
     pub client: UpstreamClient,
+    pub proxy: ProxySettings,
     pub shutdown: Shutdown,
 }
 
@@ -70,7 +72,8 @@ impl AppState {
         )
         .await
         .context("while loading stored sessions")?;
-        Ok(Self(Arc::new(Inner { config, store, sessions, auth, client, shutdown })))
+        let proxy = ProxySettings::from_config(&config);
+        Ok(Self(Arc::new(Inner { config, store, sessions, auth, client, proxy, shutdown })))
     }
 }
 

@@ -40,6 +40,8 @@ impl StopReason {
 pub enum Control {
     /// Stop the agent; `done` fires once its process group is gone.
     Stop { reason: StopReason, done: oneshot::Sender<()> },
+    /// The proxy could not reach the agent: look at it now.
+    CheckHealth,
 }
 
 /// Why a session never became ready, as its owner is told.
@@ -189,6 +191,11 @@ impl Session {
     pub(super) fn send(&self, command: Control) -> bool {
         let control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         control.as_ref().is_some_and(|sender| sender.send(command).is_ok())
+    }
+
+    /// Asks the supervisor to check on the agent (the proxy could not reach it).
+    pub fn check_health(&self) {
+        self.send(Control::CheckHealth);
     }
 
     /// Marks proxied traffic now (the idle timeout counts from the last one).

@@ -72,7 +72,7 @@ pub(super) async fn supervise(
                 let observer = RecordSpawn { inner: &inner, session: &session };
                 tokio::select! {
                     result = inner.backend.launch(spec, port_hint, &observer) => result,
-                    command = commands.recv() => {
+                    command = next_stop(&mut commands) => {
                         // Dropping the launch kills whatever it spawned; wait until that is gone.
                         if let Some(process) = session.state().process {
                             inner.backend.stop(&process, Duration::ZERO).await;
@@ -138,7 +138,7 @@ pub(super) async fn supervise(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            command = commands.recv() => {
+            command = next_stop(&mut commands) => {
                 acknowledge(command);
                 return;
             }
@@ -185,6 +185,7 @@ async fn watch_running(
             exit = &mut *exited => return Running::Exited(exit.unwrap_or(Exit::Code(-1))),
             command = commands.recv() => match command {
                 Some(Control::Stop { reason, done }) => return Running::Stopped(reason, done),
+                Some(Control::CheckHealth) => refresh_agent_status(inner, session, process).await,
                 None => {
                     let (done, _) = oneshot::channel();
                     return Running::Stopped(StopReason::ServerShutdown, done);
@@ -281,6 +282,17 @@ async fn record_start_failure(inner: &Inner, session: &Session, error: LaunchErr
 fn acknowledge(command: Option<Control>) {
     if let Some(Control::Stop { done, .. }) = command {
         let _ = done.send(());
+    }
+}
+
+/// The next stop request (or the end of the channel); health checks are moot while no agent
+/// runs.
+async fn next_stop(commands: &mut mpsc::UnboundedReceiver<Control>) -> Option<Control> {
+    loop {
+        match commands.recv().await {
+            Some(Control::CheckHealth) => continue,
+            other => return other,
+        }
     }
 }
 

@@ -1,0 +1,162 @@
+//! `ANY /{id}` and `ANY /{id}/{rest...}`: authenticate, find the caller's session, answer for
+//! sessions that cannot take traffic, and hand everything else to the proxy path. A stream
+//! opened with a key that is later removed or expires is ended.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use agentapi_proxy_client::SessionStatus;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use serde_json::json;
+
+use super::sessions::visible_session;
+use crate::auth::{AuthType, Caller, Permission};
+use crate::error::{ApiError, OwnError};
+use crate::proxy::{Activity, forward, split_session_path};
+use crate::sessions::Session;
+use crate::state::AppState;
+
+/// How often a streaming caller's key is re-checked besides every keys reload.
+const CREDENTIAL_RECHECK: Duration = Duration::from_secs(15);
+
+/// The handler behind both proxy routes.
+pub async fn proxy(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    request: Request,
+) -> Response {
+    match route(state, peer, caller, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn route(
+    state: AppState,
+    peer: SocketAddr,
+    caller: Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let (id, upstream_path) =
+        split_session_path(&path_and_query).ok_or(ApiError::NotFound("no such session"))?;
+    caller.require(Permission::SessionAccess)?;
+    let session = visible_session(&state, &caller, id)?;
+    let (status, port) = session.status_and_port();
+    let port = match (status, port) {
+        (SessionStatus::Active, Some(port)) => port,
+        (SessionStatus::Starting, _) => return Err(ApiError::AgentStarting),
+        (status, _) => {
+            return Err(ApiError::AgentUnavailable {
+                code: "agent_unavailable",
+                message: format!("the session is {}", status.as_str()),
+                details: Some(json!({ "status": status.as_str() })),
+            });
+        }
+    };
+    let activity = Arc::new(SessionActivity(session.clone()));
+    let response = forward(
+        &state.client,
+        &state.proxy,
+        &state.shutdown,
+        port,
+        &upstream_path,
+        peer,
+        activity,
+        request,
+    )
+    .await;
+    if response.extensions().get::<OwnError>() == Some(&OwnError("agent_unavailable")) {
+        // The agent could not be reached: say what the session looks like now.
+        let status = session.status_and_port().0;
+        return Err(ApiError::AgentUnavailable {
+            code: "agent_unavailable",
+            message: "the agent could not be reached".into(),
+            details: Some(json!({ "status": status.as_str() })),
+        });
+    }
+    Ok(end_when_revoked(&state, caller, response))
+}
+
+/// Reports proxied traffic to the session (idle timeout, liveness).
+struct SessionActivity(Arc<Session>);
+
+impl Activity for SessionActivity {
+    fn request_seen(&self) {
+        self.0.touch();
+    }
+
+    fn stream_opened(&self) {
+        self.0.activity.open_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stream_closed(&self) {
+        self.0.touch();
+        self.0.activity.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn upstream_refused(&self) {
+        self.0.check_health();
+    }
+}
+
+/// Wraps long-lived (event-stream) answers to API-key callers so they end once the key stops
+/// being valid: at once on a keys reload, within [`CREDENTIAL_RECHECK`] on expiry.
+fn end_when_revoked(state: &AppState, caller: Caller, response: Response) -> Response {
+    let streaming = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming || caller.auth_type != AuthType::ApiKey {
+        return response;
+    }
+    let state = state.clone();
+    let revoked = Box::pin(async move {
+        let mut changes = state.auth.keys().changes();
+        loop {
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(CREDENTIAL_RECHECK) => {}
+            }
+            if !state.auth.still_valid(&caller) {
+                tracing::info!(user_id = %caller.user_id, "credential no longer valid; ending its stream");
+                return;
+            }
+        }
+    });
+    response.map(|body| Body::new(UntilRevoked { body, revoked }))
+}
+
+/// A body that ends early when `revoked` completes.
+struct UntilRevoked {
+    body: Body,
+    revoked: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl http_body::Body for UntilRevoked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if self.revoked.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
