@@ -11,6 +11,7 @@ pub mod cors;
 pub mod echo_agent;
 pub mod error;
 pub mod listener;
+pub mod profiles;
 pub mod proxy;
 pub mod router;
 pub mod routes;

@@ -6,7 +6,7 @@ use axum::routing::{any, get, post};
 
 use crate::cors;
 use crate::error::ApiError;
-use crate::routes::{auth, health, proxy, sessions};
+use crate::routes::{auth, health, profiles, proxy, sessions, start_with_profile};
 use crate::state::AppState;
 
 /// The whole HTTP surface of the proxy. Static paths win over `/{id}`, so a reserved word
@@ -20,9 +20,14 @@ pub fn build(state: AppState) -> Router {
         .route("/auth/status", get(auth::status))
         .route("/auth/types", get(auth::types))
         .route("/start", post(sessions::start))
+        .route("/start-with-profile", post(start_with_profile::start_with_profile))
         .route("/search", get(sessions::search))
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/logs", get(sessions::logs))
+        .route("/profiles", post(profiles::create).get(profiles::list))
+        .route("/profiles/{id}", get(profiles::read).put(profiles::update).delete(profiles::delete))
+        .route("/profiles/{id}/repositories", post(profiles::add_repository))
+        .route("/profiles/{id}/templates", post(profiles::add_template))
         .route("/{id}", any(proxy::proxy))
         .route("/{id}/{*rest}", any(proxy::proxy))
         .fallback(|| async { ApiError::NotFound("no such route") })

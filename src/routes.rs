@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod health;
 pub mod json_body;
+pub mod profiles;
 pub mod proxy;
 pub mod query;
 pub mod sessions;
+pub mod start_with_profile;

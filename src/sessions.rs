@@ -202,6 +202,11 @@ impl SessionManager {
         Ok(session)
     }
 
+    /// Environment names a request (or profile) may not set.
+    pub fn reserved_env(&self) -> Vec<&str> {
+        self.0.reserved_env.iter().map(String::as_str).collect()
+    }
+
     /// The session with this id, whoever owns it (callers check visibility).
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.0.registry_read().get(id).cloned()

@@ -12,6 +12,7 @@ use crate::proxy::ProxySettings;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
+use crate::store::profiles::{ProfileStore, SqliteProfiles};
 use crate::store::sessions::SqliteSessions;
 use crate::store::{Location, Store};
 use crate::upstream::{self, UpstreamClient};
@@ -25,6 +26,7 @@ pub struct Inner {
     pub config: Config,
     pub store: Store,
     pub sessions: SessionManager,
+    pub profiles: Arc<dyn ProfileStore>,
     pub auth: Authenticator,
     /// The one pooled client to agents.
     pub client: UpstreamClient,
@@ -73,7 +75,17 @@ impl AppState {
         .await
         .context("while loading stored sessions")?;
         let proxy = ProxySettings::from_config(&config);
-        Ok(Self(Arc::new(Inner { config, store, sessions, auth, client, proxy, shutdown })))
+        let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfiles::new(store.clone()));
+        Ok(Self(Arc::new(Inner {
+            config,
+            store,
+            sessions,
+            profiles,
+            auth,
+            client,
+            proxy,
+            shutdown,
+        })))
     }
 }
 

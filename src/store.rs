@@ -3,6 +3,7 @@
 //! workers. Repository traits per resource (sessions, profiles, keys, OAuth) arrive with
 //! their issues and are written in portable SQL; no axum types here.
 
+pub mod profiles;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0001_store_meta.sql"),
     include_str!("store/migrations/0002_sessions.sql"),
+    include_str!("store/migrations/0003_profiles.sql"),
 ];
 
 /// Where the database lives.

@@ -69,13 +69,28 @@ pub async fn start(
         system_prompt: None,
     };
     let session = state.sessions.start_session(&caller.user_id, input, wait).await?;
+    Ok(Json(start_response(&session)))
+}
+
+/// `?wait=false` answers at once; anything else but true/false is a 400.
+pub fn wait_parameter(raw_query: Option<&str>) -> Result<bool, ApiError> {
+    let params = query::pairs(raw_query)?;
+    match query::text(&params, "wait") {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(ApiError::bad_request("invalid_request", "`wait` must be true or false")),
+    }
+}
+
+/// The answer of `/start` and `/start-with-profile`.
+pub fn start_response(session: &Session) -> StartResponse {
     let (status, port) = session.status_and_port();
-    Ok(Json(StartResponse {
+    StartResponse {
         session_id: session.id.clone(),
         status,
         started_at: format_ms(session.started_at_ms),
         port: port.or(session.state().port),
-    }))
+    }
 }
 
 /// `GET /search`

@@ -6,6 +6,7 @@ mod cli;
 mod echo_agent;
 mod hostile_input;
 mod lifecycle;
+mod profiles;
 mod proxy;
 mod proxy_path;
 mod recovery;

@@ -1,0 +1,167 @@
+//! Profile routes: `POST/GET /profiles`, `GET/PUT/DELETE /profiles/{id}`,
+//! `POST /profiles/{id}/repositories`, `POST /profiles/{id}/templates`. Owner-scoped; admins
+//! see all; a profile the caller may not see is 404. Answers never show secret-looking
+//! environment values.
+
+use agentapi_proxy_client::{Profile, ProfileList, ProfileResponse};
+use axum::Json;
+use axum::extract::{Path, State};
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::json_body::JsonObject;
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::profiles::{self, Rules, redacted};
+use crate::state::AppState;
+use crate::store::profiles::Versioned;
+
+/// Attempts of a read-modify-write before answering 409.
+const WRITE_ATTEMPTS: usize = 3;
+
+fn store_error(error: anyhow::Error) -> ApiError {
+    tracing::error!(error = format!("{error:#}"), "profile store failure");
+    ApiError::StoreUnavailable
+}
+
+/// The profile `id` names, if the caller may see it.
+pub async fn visible_profile(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Versioned, ApiError> {
+    const UNKNOWN: ApiError = ApiError::NotFound("no such profile");
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(UNKNOWN);
+    }
+    let found = state.profiles.get(id.to_string()).await.map_err(store_error)?.ok_or(UNKNOWN)?;
+    if !caller.can_see(&found.profile.user_id) {
+        return Err(UNKNOWN);
+    }
+    Ok(found)
+}
+
+/// Reads, changes and writes a profile, retrying when another write came in between.
+pub async fn modify(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    change: impl Fn(&mut Profile) -> Result<(), ApiError>,
+) -> Result<Profile, ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let Versioned { mut profile, version } = visible_profile(state, caller, id).await?;
+        change(&mut profile)?;
+        if state.profiles.replace(profile.clone(), version).await.map_err(store_error)? {
+            return Ok(profile);
+        }
+    }
+    Err(ApiError::Conflict("the profile changed meanwhile; try again".into()))
+}
+
+fn rules_with<'a>(reserved: &'a [&'a str]) -> Rules<'a> {
+    Rules { reserved_env: reserved }
+}
+
+/// `POST /profiles`
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<ProfileResponse>), ApiError> {
+    caller.require(Permission::ProfileCreate)?;
+    let reserved = state.sessions.reserved_env();
+    let profile = profiles::create(&caller.user_id, &body, &rules_with(&reserved))?;
+    state.profiles.insert(profile.clone(), crate::clock::now_ms()).await.map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(ProfileResponse { profile: redacted(profile) })))
+}
+
+/// `GET /profiles`
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ProfileList>, ApiError> {
+    caller.require(Permission::ProfileList)?;
+    let owner = (!caller.is_admin()).then(|| caller.user_id.clone());
+    let profiles: Vec<Profile> =
+        state.profiles.list(owner).await.map_err(store_error)?.into_iter().map(redacted).collect();
+    Ok(Json(ProfileList { total: profiles.len() as u64, profiles }))
+}
+
+/// `GET /profiles/{id}`
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ProfileResponse>, ApiError> {
+    caller.require(Permission::ProfileRead)?;
+    let found = visible_profile(&state, &caller, &id).await?;
+    Ok(Json(ProfileResponse { profile: redacted(found.profile) }))
+}
+
+/// `PUT /profiles/{id}`
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<ProfileResponse>, ApiError> {
+    caller.require(Permission::ProfileUpdate)?;
+    let reserved = state.sessions.reserved_env();
+    let rules = rules_with(&reserved);
+    let profile =
+        modify(&state, &caller, &id, |profile| profiles::update(profile, &body, &rules)).await?;
+    Ok(Json(ProfileResponse { profile: redacted(profile) }))
+}
+
+/// `DELETE /profiles/{id}`
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ProfileDelete)?;
+    let found = visible_profile(&state, &caller, &id).await?;
+    state.profiles.delete(found.profile.id.clone()).await.map_err(store_error)?;
+    Ok(Json(json!({"message": "Profile deleted successfully", "profile_id": found.profile.id})))
+}
+
+/// `POST /profiles/{id}/repositories`
+pub async fn add_repository(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ProfileUpdate)?;
+    let entry = profiles::repository_entry(&body)?;
+    modify(&state, &caller, &id, |profile| {
+        profiles::record_repository(profile, entry.clone());
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"message": "Repository added to profile successfully"})))
+}
+
+/// `POST /profiles/{id}/templates`
+pub async fn add_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ProfileUpdate)?;
+    let template = profiles::message_template(&body)?;
+    modify(&state, &caller, &id, |profile| {
+        profiles::add_template(profile, template.clone());
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"message": "Template added to profile successfully"})))
+}
+
+/// The `template_variables` object of a start request.
+pub fn template_variables(
+    body: &Map<String, Value>,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    super::json_body::string_map(body, "template_variables")
+}

@@ -1,0 +1,84 @@
+//! `POST /start-with-profile`: a session started from a profile, overlaid by the request.
+
+use agentapi_proxy_client::StartResponse;
+use axum::Json;
+use axum::extract::{RawQuery, State};
+
+use super::json_body::{JsonObject, optional_string, string_map};
+use super::profiles::{modify, template_variables, visible_profile};
+use super::sessions::start_response;
+use crate::auth::{Caller, Permission};
+use crate::clock::{format_ms, now_ms};
+use crate::error::ApiError;
+use crate::profiles;
+use crate::sessions::StartInput;
+use crate::state::AppState;
+
+pub async fn start_with_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw_query): RawQuery,
+    JsonObject(body): JsonObject,
+) -> Result<Json<StartResponse>, ApiError> {
+    caller.require(Permission::SessionCreate)?;
+    let wait = super::sessions::wait_parameter(raw_query.as_deref())?;
+    let profile_id = optional_string(&body, "profile_id")?
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "`profile_id` is required"))?;
+    let profile = visible_profile(&state, &caller, &profile_id).await?.profile;
+
+    let mut environment = profile.environment.clone();
+    environment.extend(string_map(&body, "environment")?);
+    let mut tags = profile.tags.clone();
+    tags.extend(string_map(&body, "tags")?);
+    let message = match optional_string(&body, "message")?.filter(|m| !m.is_empty()) {
+        Some(message) => Some(message),
+        None => match tags.get("message").filter(|m| !m.is_empty()) {
+            Some(message) => Some(message.clone()),
+            None => match optional_string(&body, "template_id")?.filter(|t| !t.is_empty()) {
+                Some(template_id) => {
+                    let template = profile
+                        .message_templates
+                        .iter()
+                        .find(|t| t.id == template_id || t.name == template_id)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_request",
+                                "`template_id` names no template of this profile",
+                            )
+                        })?;
+                    Some(profiles::render(&template.content, &template_variables(&body)?)?)
+                }
+                None => None,
+            },
+        },
+    };
+    let repository = tags.get("repository").filter(|r| !r.is_empty()).cloned();
+    let input = StartInput {
+        environment,
+        tags,
+        message,
+        system_prompt: Some(profile.system_prompt.clone()).filter(|p| !p.is_empty()),
+    };
+    let session = state.sessions.start_session(&caller.user_id, input, wait).await?;
+
+    let used_at = format_ms(now_ms());
+    let recorded = modify(&state, &caller, &profile.id, |profile| {
+        profile.last_used_at = Some(used_at.clone());
+        if let Some(url) = &repository {
+            let entry = profiles::repository_entry(
+                &serde_json::json!({"url": url, "accessed_at": used_at})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )?;
+            profiles::record_repository(profile, entry);
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(error) = recorded {
+        tracing::warn!(%error, profile_id = %profile.id, "could not record the profile's use");
+    }
+    Ok(Json(start_response(&session)))
+}
