@@ -35,6 +35,14 @@ async fn after_kill_9_live_agents_are_re_adopted_and_dead_ones_are_shown_ended()
     })
     .await;
 
+    // A client is mid event stream through the proxy when it dies.
+    let events =
+        client.get(server.url(&format!("/{survivor}/events"))).send().await.expect("events");
+    assert_eq!(events.status(), 200);
+    let mut stream = events.bytes_stream();
+    use futures_util::StreamExt;
+    assert!(stream.next().await.is_some_and(|chunk| chunk.is_ok()), "the stream was flowing");
+
     let (dir, config_path) = server.kill9().await;
     // While the proxy is down one agent dies.
     nix::sys::signal::killpg(
@@ -208,7 +216,7 @@ async fn a_full_disk_refuses_new_sessions_with_503_keeps_serving_and_recovers() 
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.address);
     let env = json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}});
-    let (id, port) = start_ok(&client, &base, env.clone()).await;
+    let (id, _) = start_ok(&client, &base, env.clone()).await;
 
     disk.fill();
     let response = client.post(server.url("/start")).json(&env).send().await.expect("start");
@@ -217,8 +225,8 @@ async fn a_full_disk_refuses_new_sessions_with_503_keeps_serving_and_recovers() 
     assert_eq!(body["code"], "store_unavailable");
     let (code, detail) = get_json(&client, &server.url(&format!("/sessions/{id}"))).await;
     assert_eq!((code, detail["status"].as_str()), (200, Some("active")), "reads keep working");
-    let (code, _) = get_json(&client, &format!("http://127.0.0.1:{port}/status")).await;
-    assert_eq!(code, 200, "the agent keeps working");
+    let (code, _) = get_json(&client, &server.url(&format!("/{id}/status"))).await;
+    assert_eq!(code, 200, "proxying keeps working");
     let (_, search) = get_json(&client, &server.url("/search")).await;
     assert_eq!(search["total"], 1, "nothing half-written");
 
