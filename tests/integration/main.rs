@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod client;
 mod echo_agent;
 mod hostile_input;
 mod lifecycle;
