@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and dispatch to one module per command family.
 
+mod client;
 mod config_check;
 mod helpers;
 mod keys_file;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Use a running proxy from the shell.
+    #[command(subcommand)]
+    Client(client::ClientCommand),
     /// Tools for startup scripts and operators.
     #[command(subcommand)]
     Helpers(helpers::HelpersCommand),
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::main(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::main(config),
+        Command::Client(command) => client::main(command),
         Command::Helpers(command) => helpers::main(command),
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
     }

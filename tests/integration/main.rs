@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod cli_client;
 mod client;
 mod echo_agent;
 mod hostile_input;
