@@ -1,10 +1,12 @@
 //! Command-line definitions (clap) and dispatch to one module per command family.
 
+mod claude;
 mod client;
 mod config_check;
 mod helpers;
 mod keys_file;
 mod logging;
+mod repository;
 mod server;
 
 use std::path::PathBuf;

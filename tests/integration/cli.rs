@@ -128,3 +128,30 @@ async fn the_shipped_example_and_demo_configurations_are_valid() {
         assert!(!stderr.contains("unknown configuration key"), "{file}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn setup_claude_code_marks_onboarding_and_trust_done_keeping_other_settings() {
+    let dir = tempfile::tempdir().expect("dir");
+    let claude = dir.path().join("claude");
+    std::fs::create_dir_all(&claude).expect("dir");
+    std::fs::write(claude.join(".claude.json"), r#"{"theme": "dark"}"#).expect("seed");
+    let output = Command::new(binary())
+        .args(["helpers", "setup-claude-code"])
+        .env("CLAUDE_DIR", &claude)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(claude.join(".claude.json")).expect("read"))
+            .expect("json");
+    assert_eq!(settings["theme"], "dark");
+    assert_eq!(settings["hasCompletedOnboarding"], true);
+    let project = std::fs::canonicalize(dir.path()).expect("canonical").display().to_string();
+    assert_eq!(
+        settings["projects"][project.as_str()]["hasTrustDialogAccepted"],
+        true,
+        "{settings}"
+    );
+}

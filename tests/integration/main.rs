@@ -12,6 +12,7 @@ mod profiles;
 mod proxy;
 mod proxy_path;
 mod recovery;
+mod repository;
 mod server;
 mod sessions;
 mod support;
