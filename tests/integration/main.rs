@@ -13,6 +13,8 @@ mod proxy;
 mod proxy_path;
 mod recovery;
 mod repository;
+mod secrets;
 mod server;
 mod sessions;
+mod smuggling;
 mod support;
