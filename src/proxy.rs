@@ -378,3 +378,26 @@ mod tests {
         assert!(settings.strip_credentials);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::split_session_path;
+
+    proptest! {
+        #[test]
+        fn the_id_is_the_first_segment_and_the_rest_is_forwarded_byte_exact(
+            id in "[a-z0-9-]{1,40}",
+            rest in "(/[!-~&&[^?#]]{0,20}){0,4}",
+            query in proptest::option::of("[!-~&&[^#]]{0,20}"),
+        ) {
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            let path = format!("/{id}{rest}{query}");
+            let (found, upstream) = split_session_path(&path).expect("splits");
+            prop_assert_eq!(found, id.as_str());
+            let expected_path = if rest.is_empty() { "/".to_string() } else { rest.clone() };
+            prop_assert_eq!(upstream, format!("{expected_path}{query}"));
+        }
+    }
+}

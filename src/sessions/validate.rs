@@ -373,3 +373,61 @@ mod tests {
         assert!(!is_session_id(&"a".repeat(10_000)));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn one(name: &str, value: &str) -> BTreeMap<String, String> {
+        [(name.to_string(), value.to_string())].into()
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_env_name_is_a_plain_identifier_outside_the_deny_list(name in "\\PC{0,40}") {
+            if environment(&one(&name, "v"), &[]).is_ok() {
+                prop_assert!(crate::config::is_env_name(&name));
+                let upper = name.to_ascii_uppercase();
+                prop_assert!(!DENIED_NAMES.contains(&upper.as_str()));
+                prop_assert!(!DENIED_PREFIXES.iter().any(|prefix| upper.starts_with(prefix)));
+            }
+        }
+
+        #[test]
+        fn plain_identifiers_with_a_safe_prefix_are_accepted(name in "X_[A-Za-z0-9_]{0,100}") {
+            prop_assert!(environment(&one(&name, "v"), &[]).is_ok());
+        }
+
+        #[test]
+        fn any_value_without_nul_is_kept_as_is(value in "[^\\x00]{0,200}") {
+            prop_assert!(environment(&one("VALUE", &value), &[]).is_ok());
+        }
+
+        #[test]
+        fn accepted_tags_have_safe_keys_and_no_control_characters(key in "\\PC{0,70}", value in "\\PC{0,50}") {
+            if tags(&one(&key, &value)).is_ok() {
+                prop_assert!(is_tag_key(&key));
+                prop_assert!(!value.chars().any(|c| c.is_control() && c != '\t'));
+            }
+        }
+
+        #[test]
+        fn accepted_repositories_are_owner_slash_name(text in "\\PC{0,60}") {
+            if let Ok(repository) = repository(&text, &["github.com".to_string()]) {
+                let (owner, name) = repository.full_name.split_once('/').expect("a slash");
+                prop_assert!(is_repo_owner(owner) && is_repo_name(name));
+                prop_assert!(!repository.full_name.contains(['$', '`', ' ', ';', '\'', '"']));
+            }
+        }
+
+        #[test]
+        fn only_lowercase_v4_uuids_are_session_ids(text in "[0-9a-fA-F-]{30,40}") {
+            if is_session_id(&text) {
+                prop_assert!(uuid::Uuid::parse_str(&text).is_ok_and(|id| id.get_version_num() == 4));
+                prop_assert_eq!(text.to_ascii_lowercase(), text);
+            }
+        }
+    }
+}
