@@ -27,3 +27,9 @@ ifeq ($(NEXTEST),yes)
 else
 	$(CARGO) test --locked --workspace --no-fail-fast
 endif
+
+## Benchmark probe against nginx and the agent itself (installs nginx and wrk if missing);
+## prints the ratio table, writes bench/results/latest.json. `bench/run.sh --quick` = smoke run;
+## BENCH_ARGS passes options to bench/bench.py (e.g. BENCH_ARGS="--reps 7 --extra-nginx-w1").
+bench:
+	bench/run.sh $(BENCH_ARGS)
