@@ -175,7 +175,8 @@ impl Authenticator {
         if !self.enabled {
             return Ok(Caller::anonymous_admin());
         }
-        let refused = |why: &str, shown: &str| {
+        let refused = |why: &'static str, shown: &str| {
+            crate::telemetry::auth_failure(why);
             tracing::info!(reason = why, credential = %loggable_prefix(shown), "authentication refused");
             ApiError::Unauthenticated
         };
@@ -198,7 +199,10 @@ impl Authenticator {
                 Err(refused("unknown bearer token", token))
             }
             Presented::Malformed => Err(refused("unreadable Authorization header", "")),
-            Presented::Nothing => Err(ApiError::Unauthenticated),
+            Presented::Nothing => {
+                crate::telemetry::auth_failure("no credential");
+                Err(ApiError::Unauthenticated)
+            }
         }
     }
 

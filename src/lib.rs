@@ -11,6 +11,7 @@ pub mod cors;
 pub mod echo_agent;
 pub mod error;
 pub mod listener;
+pub mod observe;
 pub mod profiles;
 pub mod proxy;
 pub mod router;
@@ -19,6 +20,7 @@ pub mod sessions;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;
 
 pub use listener::{run, run_with};

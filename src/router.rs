@@ -1,12 +1,12 @@
 //! Every route path of the server, written once, and the layers around them.
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{any, get, post};
 
 use crate::cors;
 use crate::error::ApiError;
-use crate::routes::{auth, health, profiles, proxy, sessions, start_with_profile};
+use crate::routes::{auth, health, metrics, profiles, proxy, sessions, start_with_profile};
 use crate::state::AppState;
 
 /// The whole HTTP surface of the proxy. Static paths win over `/{id}`, so a reserved word
@@ -17,6 +17,7 @@ pub fn build(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/auth/status", get(auth::status))
         .route("/auth/types", get(auth::types))
         .route("/start", post(sessions::start))
@@ -33,6 +34,8 @@ pub fn build(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        // Outermost: CORS preflights are answered before authentication, on every path.
+        // CORS preflights are answered before authentication, on every path.
         .layer(from_fn_with_state(cors_settings, cors::cors))
+        // Outermost: every request gets an id, a log line and metrics.
+        .layer(from_fn(crate::observe::observe))
 }

@@ -136,6 +136,7 @@ impl SessionManager {
 
         let session = self.admit(owner, &input.tags, &input.environment)?;
         if let Err(error) = self.0.store.insert(session.to_row()).await {
+            crate::telemetry::store_error();
             tracing::error!(error = format!("{error:#}"), "could not record a new session");
             self.0.registry_write().remove(&session.id);
             return Err(ApiError::StoreUnavailable);
@@ -231,6 +232,7 @@ impl SessionManager {
         }
         self.stop(session, StopReason::Deleted).await;
         if let Err(error) = self.0.store.delete(session.id.clone()).await {
+            crate::telemetry::store_error();
             tracing::error!(error = format!("{error:#}"), "could not delete a session row");
             return Err(ApiError::StoreUnavailable);
         }
@@ -262,6 +264,23 @@ impl SessionManager {
         futures_util::future::join_all(stops).await;
     }
 
+    /// How many sessions are in each state (for metrics).
+    pub fn count_by_status(&self) -> Vec<(&'static str, usize)> {
+        let registry = self.0.registry_read();
+        [
+            SessionStatus::Starting,
+            SessionStatus::Active,
+            SessionStatus::Stopping,
+            SessionStatus::Exited,
+            SessionStatus::Failed,
+        ]
+        .into_iter()
+        .map(|status| {
+            (status.as_str(), registry.values().filter(|s| s.state().status == status).count())
+        })
+        .collect()
+    }
+
     /// Number of sessions that hold a port (starting, active or stopping).
     pub fn live_count(&self) -> usize {
         self.0.registry_read().values().filter(|s| s.state().status.is_live()).count()
@@ -281,6 +300,7 @@ impl Inner {
     /// (the registry stays authoritative while the process lives).
     async fn persist(&self, session: &Session) {
         if let Err(error) = self.store.save_state(session.to_row()).await {
+            crate::telemetry::store_error();
             tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not save session state");
         }
     }

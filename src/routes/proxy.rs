@@ -93,14 +93,17 @@ struct SessionActivity(Arc<Session>);
 impl Activity for SessionActivity {
     fn request_seen(&self) {
         self.0.touch();
+        crate::telemetry::proxied_request();
     }
 
     fn stream_opened(&self) {
         self.0.activity.open_streams.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::stream_opened();
     }
 
     fn stream_closed(&self) {
         self.0.touch();
+        crate::telemetry::stream_closed();
         self.0.activity.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 

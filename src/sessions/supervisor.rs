@@ -86,9 +86,16 @@ pub(super) async fn supervise(
             }
             (None, None) => return,
         };
+        let start_seconds = (now_ms() - session.started_at_ms).max(0) as f64 / 1000.0;
         let Launched { process, mut exited } = match launched {
-            Ok(launched) => launched,
+            Ok(launched) => {
+                crate::telemetry::session_start("active", start_seconds);
+                launched
+            }
             Err(error) => {
+                let outcome =
+                    if matches!(error, LaunchError::Timeout { .. }) { "timeout" } else { "failed" };
+                crate::telemetry::session_start(outcome, start_seconds);
                 record_start_failure(&inner, &session, error).await;
                 return;
             }
@@ -147,6 +154,7 @@ pub(super) async fn supervise(
             return; // purged while waiting
         }
         restarts.push_back(Instant::now());
+        crate::telemetry::session_restart();
         delay = (delay * 2).min(MAX_RESTART_DELAY);
         session.update(|state| {
             state.status = SessionStatus::Starting;
@@ -250,6 +258,9 @@ async fn finish(
     exit_code: Option<i32>,
     exit_reason: Option<ExitReason>,
 ) {
+    if let Some(reason) = exit_reason {
+        crate::telemetry::agent_exit(reason.as_str());
+    }
     session.update(|state| {
         state.status = status;
         state.process = None;

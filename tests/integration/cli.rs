@@ -155,3 +155,31 @@ async fn setup_claude_code_marks_onboarding_and_trust_done_keeping_other_setting
         "{settings}"
     );
 }
+
+#[tokio::test]
+async fn log_lines_are_json_and_carry_the_request_id() {
+    let server = BinaryServer::start_with_env(|_| {}, &[("RUST_LOG", "debug")]).await;
+    let response = reqwest::Client::new()
+        .get(server.url("/healthz?code=secret-oauth-code"))
+        .header("X-Request-Id", "trace-abc-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let line =
+        crate::support::wait_until("the request's log line", Duration::from_secs(10), || async {
+            server
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .find(|line| line.contains("trace-abc-123"))
+                .cloned()
+        })
+        .await;
+    let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(entry["span"]["request_id"], "trace-abc-123", "{entry}");
+    assert_eq!(entry["span"]["path"], "/healthz");
+    let all = server.logs.lock().expect("logs").join("\n");
+    assert!(!all.contains("secret-oauth-code"), "query strings are never logged");
+}

@@ -112,3 +112,96 @@ async fn run_returns_within_the_drain_timeout_with_an_idle_connection_open() {
     server.stop(Duration::from_secs(5)).await.expect("clean stop");
     assert!(started.elapsed() < Duration::from_secs(3), "drain took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn metrics_count_a_scripted_workload_and_need_permission_unless_public() {
+    use agentapi_proxy::config::ApiKeyEntry;
+    let server = TestServer::start(|config| {
+        config.auth.enabled = true;
+        config.auth.static_keys.enabled = true;
+        let entry = |key: &str, permissions: &[&str]| ApiKeyEntry {
+            key: Some(key.into()),
+            user_id: key.into(),
+            role: "user".into(),
+            permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            ..ApiKeyEntry::default()
+        };
+        config.auth.static_keys.api_keys =
+            vec![entry("ap_metrics_reader", &["metrics:read"]), entry("ap_worker", &["*"])];
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let scrape = |key: &'static str| {
+        let request = client.get(server.url("/metrics")).header("X-API-Key", key);
+        async move {
+            let response = request.send().await.expect("scrape");
+            (response.status().as_u16(), response.text().await.expect("text"))
+        }
+    };
+    assert_eq!(scrape("ap_worker").await.0, 200, "* includes metrics:read");
+    let (code, _) = get_json(&server.url("/metrics")).await;
+    assert_eq!(code, 401);
+
+    let worker = |request: reqwest::RequestBuilder| request.header("X-API-Key", "ap_worker");
+    let started: Value = worker(client.post(server.url("/start")))
+        .json(&json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}}))
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    let id = started["session_id"].as_str().expect("id");
+    for _ in 0..3 {
+        let proxied =
+            worker(client.get(server.url(&format!("/{id}/status")))).send().await.expect("proxied");
+        assert_eq!(proxied.status(), 200);
+    }
+    let refused =
+        client.get(server.url("/search")).header("X-API-Key", "nope").send().await.expect("send");
+    assert_eq!(refused.status(), 401);
+    worker(client.delete(server.url(&format!("/sessions/{id}")))).send().await.expect("delete");
+
+    let (code, text) = scrape("ap_metrics_reader").await;
+    assert_eq!(code, 200);
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with(needle))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(value("agentapi_proxy_proxied_requests_total") >= 3.0, "{text}");
+    assert!(value("agentapi_proxy_session_starts_total{outcome=\"active\"}") >= 1.0, "{text}");
+    assert!(value("agentapi_proxy_auth_failures_total") >= 2.0, "{text}");
+    assert!(
+        value(
+            "agentapi_proxy_http_requests_total{route=\"/{id}/{*rest}\",method=\"GET\",status=\"200\"}"
+        ) >= 3.0,
+        "{text}"
+    );
+    assert!(text.contains("agentapi_proxy_sessions{state=\"active\"} 0"), "{text}");
+    assert!(text.contains("agentapi_proxy_http_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_plain_incoming_one_is_kept() {
+    let server = TestServer::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let fresh = client.get(server.url("/healthz")).send().await.expect("send");
+    let id = fresh.headers()["x-request-id"].to_str().expect("ascii").to_string();
+    assert_eq!(id.len(), 36, "{id}");
+    let kept = client
+        .get(server.url("/nope"))
+        .header("X-Request-Id", "trace-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(kept.headers()["x-request-id"], "trace-123");
+    let replaced = client
+        .get(server.url("/healthz"))
+        .header("X-Request-Id", "bad id with spaces")
+        .send()
+        .await
+        .expect("send");
+    assert_ne!(replaced.headers()["x-request-id"], "bad id with spaces");
+}

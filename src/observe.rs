@@ -1,0 +1,57 @@
+//! The outermost request layer: a request id for every request (`X-Request-Id` in and out,
+//! on every log line of the request), a debug log line per request, and HTTP metrics.
+//! Only the path is logged, never the query (OAuth codes and states travel there).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A caller's request id is kept if it is short and plain; otherwise a new one is made.
+fn request_id(request: &Request) -> HeaderValue {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|value| {
+            let bytes = value.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= 128
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        })
+}
+
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |matched| matched.as_str().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %String::from_utf8_lossy(id.as_bytes()),
+        method = %method,
+        path = %path,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    crate::telemetry::http_request(&route, method.as_str(), status, seconds);
+    span.in_scope(|| {
+        tracing::debug!(status, route = %route, ms = seconds * 1000.0, "request");
+    });
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}

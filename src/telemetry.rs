@@ -1,0 +1,91 @@
+//! Prometheus metrics: the recorder (installed once per process), every metric name, and the
+//! small helpers the rest of the code calls. `GET /metrics` renders them.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "agentapi_proxy_http_requests_total";
+pub const HTTP_DURATION: &str = "agentapi_proxy_http_request_duration_seconds";
+pub const PROXIED_REQUESTS: &str = "agentapi_proxy_proxied_requests_total";
+pub const OPEN_STREAMS: &str = "agentapi_proxy_open_event_streams";
+pub const SESSIONS: &str = "agentapi_proxy_sessions";
+pub const SESSION_STARTS: &str = "agentapi_proxy_session_starts_total";
+pub const SESSION_START_DURATION: &str = "agentapi_proxy_session_start_duration_seconds";
+pub const SESSION_RESTARTS: &str = "agentapi_proxy_session_restarts_total";
+pub const AGENT_EXITS: &str = "agentapi_proxy_agent_exits_total";
+pub const AUTH_FAILURES: &str = "agentapi_proxy_auth_failures_total";
+pub const STORE_ERRORS: &str = "agentapi_proxy_store_errors_total";
+
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The process-wide recorder's handle; the first call installs it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(%error, "another metrics recorder is installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+/// One answered HTTP request.
+pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
+    let labels = [
+        ("route", route.to_string()),
+        ("method", method.to_string()),
+        ("status", status.to_string()),
+    ];
+    counter!(HTTP_REQUESTS, &labels).increment(1);
+    histogram!(HTTP_DURATION, "route" => route.to_string()).record(seconds);
+}
+
+pub fn proxied_request() {
+    counter!(PROXIED_REQUESTS).increment(1);
+}
+
+pub fn stream_opened() {
+    gauge!(OPEN_STREAMS).increment(1.0);
+}
+
+pub fn stream_closed() {
+    gauge!(OPEN_STREAMS).decrement(1.0);
+}
+
+/// A start attempt ended: `active`, `failed` or `timeout`; `seconds` from admission.
+pub fn session_start(outcome: &'static str, seconds: f64) {
+    counter!(SESSION_STARTS, "outcome" => outcome).increment(1);
+    histogram!(SESSION_START_DURATION, "outcome" => outcome).record(seconds);
+}
+
+pub fn session_restart() {
+    counter!(SESSION_RESTARTS).increment(1);
+}
+
+pub fn agent_exit(reason: &'static str) {
+    counter!(AGENT_EXITS, "reason" => reason).increment(1);
+}
+
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn store_error() {
+    counter!(STORE_ERRORS).increment(1);
+}
+
+/// Sessions by state, set at scrape time from the registry.
+pub fn set_sessions(counts: &[(&'static str, usize)]) {
+    for (state, count) in counts {
+        gauge!(SESSIONS, "state" => *state).set(*count as f64);
+    }
+}
