@@ -207,7 +207,8 @@ impl Authenticator {
     }
 
     async fn static_key(&self, key: &str) -> Option<Caller> {
-        let identity = self.keys.verify(key).await?;
+        let key_digest = api_keys::digest(key);
+        let identity = self.keys.verify_digested(key, key_digest).await?;
         if identity.is_expired(time::OffsetDateTime::now_utc()) {
             return None;
         }
@@ -216,7 +217,7 @@ impl Authenticator {
             role: identity.role.clone(),
             permissions: identity.permissions.clone(),
             auth_type: AuthType::ApiKey,
-            credential: Some(api_keys::digest(key)),
+            credential: Some(key_digest),
         })
     }
 
@@ -234,11 +235,6 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
-        }
-        let caller = state.auth.authenticate(&parts.headers).await?;
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
+        state.auth.authenticate(&parts.headers).await
     }
 }

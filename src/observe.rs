@@ -24,10 +24,19 @@ fn request_id(request: &Request) -> HeaderValue {
                 && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         })
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-        })
+        .unwrap_or_else(new_request_id)
+}
+
+/// `<random per process>-<counter>`: unique, and cheap enough for every request.
+fn new_request_id() -> HeaderValue {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    let number = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{number}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 pub async fn observe(request: Request, next: Next) -> Response {

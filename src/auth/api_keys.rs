@@ -165,7 +165,15 @@ impl ApiKeys {
 
     /// The identity of a presented key, if it is one of ours (expiry is the caller's check).
     pub async fn verify(&self, presented: &str) -> Option<Arc<KeyIdentity>> {
-        let presented_digest = digest(presented);
+        self.verify_digested(presented, digest(presented)).await
+    }
+
+    /// [`ApiKeys::verify`] for a key whose digest the caller already computed.
+    pub async fn verify_digested(
+        &self,
+        presented: &str,
+        presented_digest: KeyDigest,
+    ) -> Option<Arc<KeyIdentity>> {
         let set = self.current();
         if let Some((stored, identity)) = set.by_digest.get(&presented_digest) {
             return bool::from(stored.ct_eq(&presented_digest)).then(|| identity.clone());
