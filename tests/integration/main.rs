@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod echo_agent;
+mod github;
 mod hostile_input;
 mod lifecycle;
 mod profiles;
