@@ -19,6 +19,8 @@ use crate::error::ApiError;
 
 /// Most cached identities; past this the cache starts over.
 const CACHE_LIMIT: usize = 10_000;
+/// How long a token GitHub refused is refused without asking again.
+const REFUSAL_CACHE: Duration = Duration::from_secs(30);
 
 /// Who a GitHub token belongs to. Organisation logins and teams (`org/team-slug`) are kept
 /// in lower case, as GitHub compares them.
@@ -73,6 +75,8 @@ pub struct GithubAuth {
     config: GithubConfig,
     cache_for: Duration,
     cache: Mutex<HashMap<KeyDigest, Cached>>,
+    /// Tokens GitHub refused recently, so guessing does not turn into traffic to GitHub.
+    refused: Mutex<HashMap<KeyDigest, Instant>>,
 }
 
 impl GithubAuth {
@@ -82,6 +86,7 @@ impl GithubAuth {
             config: config.clone(),
             cache_for: Duration::from_secs(config.cache_seconds),
             cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,6 +112,9 @@ impl GithubAuth {
         if let Some(identity) = self.cached(&key) {
             return Ok(identity);
         }
+        if self.recently_refused(&key) {
+            return Err(ApiError::Unauthenticated);
+        }
         match self.api.identity(token).await {
             Ok(identity) => {
                 let identity = Arc::new(identity);
@@ -115,6 +123,7 @@ impl GithubAuth {
             }
             Err(GithubError::Rejected(why)) => {
                 tracing::info!(reason = %why, "GitHub did not accept a token");
+                self.remember_refusal(key);
                 Err(ApiError::Unauthenticated)
             }
             Err(GithubError::Unavailable(why)) => {
@@ -153,6 +162,19 @@ impl GithubAuth {
     fn cached(&self, key: &KeyDigest) -> Option<Arc<GithubIdentity>> {
         let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.get(key).filter(|entry| entry.until > Instant::now()).map(|e| e.identity.clone())
+    }
+
+    fn recently_refused(&self, key: &KeyDigest) -> bool {
+        let refused = self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        refused.get(key).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn remember_refusal(&self, key: KeyDigest) {
+        let mut refused = self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if refused.len() >= CACHE_LIMIT {
+            refused.clear();
+        }
+        refused.insert(key, Instant::now() + REFUSAL_CACHE);
     }
 
     fn remember(&self, key: KeyDigest, identity: Arc<GithubIdentity>) {

@@ -158,10 +158,13 @@ async fn a_github_token_becomes_its_login_with_roles_from_teams_on_every_page() 
         assert_eq!(code, 200);
     }
     assert_eq!(fake.calls().api(), before, "every identity came from the cache");
-    // A token GitHub does not know is the uniform 401.
-    let (code, body) =
-        status_with(&base, "Authorization", "Bearer ghp_unknown_00000000000000000000000000").await;
-    assert_eq!((code, body["code"].as_str()), (401, Some("unauthenticated")));
+    // A token GitHub does not know is the uniform 401, and is not asked about again soon.
+    for _ in 0..2 {
+        let unknown = "Bearer ghp_unknown_00000000000000000000000000";
+        let (code, body) = status_with(&base, "Authorization", unknown).await;
+        assert_eq!((code, body["code"].as_str()), (401, Some("unauthenticated")));
+    }
+    assert_eq!(fake.calls().user.load(Ordering::SeqCst), 4, "three users and one refusal");
 }
 
 #[tokio::test]
