@@ -1,25 +1,32 @@
 //! Who the caller is and what they may do. The [`Caller`] identity is extracted once per
 //! request from the first credential present (api.md "Authentication"; no falling through to
 //! another credential), and every handler checks its [`Permission`] explicitly.
-//! GitHub tokens and proxy-issued OAuth tokens arrive with the GitHub issue; until then they
-//! are refused like any unknown credential.
+//! Static API keys, GitHub tokens (validated against GitHub, cached) and proxy-issued OAuth
+//! sessions (`aps_` bearer tokens and the browser cookie) each have their module.
 
 pub mod api_keys;
 mod credentials;
+pub mod github;
+pub mod oauth;
 pub mod reload;
+pub mod roles;
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{AUTHORIZATION, HeaderName};
 use http::request::Parts;
+use http::{HeaderMap, Method};
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::Store;
+use crate::store::oauth::{OAuthStore, SqliteOAuth};
 use api_keys::{ApiKeys, KeyDigest, loggable_prefix};
-use credentials::Presented;
+use credentials::{Presented, Sources};
+use github::{GithubAuth, HttpGitHub};
+use oauth::OAuth;
 
 /// Every permission name a key, a role mapping or a default may grant (`*` = all).
 pub const PERMISSIONS: &[&str] = &[
@@ -144,22 +151,55 @@ pub struct Authenticator {
     enabled: bool,
     static_header: Option<HeaderName>,
     github_enabled: bool,
+    /// `auth.github.token_header` when GitHub tokens are on and it is not `Authorization`.
+    token_header: Option<HeaderName>,
     keys: Arc<ApiKeys>,
+    /// Present when GitHub tokens or the OAuth flows are configured.
+    github: Option<Arc<GithubAuth>>,
+    oauth: Option<Arc<OAuth>>,
+    session_cookie: Option<String>,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, store: &Store) -> anyhow::Result<Self> {
         let statics = &config.auth.static_keys;
         let static_header = statics
             .enabled
             .then(|| HeaderName::from_bytes(statics.header_name.as_bytes()))
             .transpose()?;
+        let github_config = &config.auth.github;
+        let token_header = github_config
+            .enabled
+            .then(|| HeaderName::from_bytes(github_config.token_header.as_bytes()))
+            .transpose()?
+            .filter(|name| *name != AUTHORIZATION);
+        let github = if github_config.enabled || github_config.oauth.is_some() {
+            let web_base = github_config.oauth.as_ref().map_or("", |oauth| oauth.base_url.as_str());
+            let api = HttpGitHub::new(&github_config.base_url, web_base)?;
+            Some(Arc::new(GithubAuth::new(Arc::new(api), github_config)))
+        } else {
+            None
+        };
+        let oauth = github.as_ref().and_then(|github| {
+            let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
+            OAuth::new(config, store, github.clone()).map(Arc::new)
+        });
+        let session_cookie = oauth.as_ref().map(|oauth| oauth.cookies().session_name());
         Ok(Self {
             enabled: config.auth.enabled,
             static_header,
-            github_enabled: config.auth.github.enabled,
+            github_enabled: github_config.enabled,
+            token_header,
             keys: Arc::new(ApiKeys::load(config)?),
+            github,
+            oauth,
+            session_cookie,
         })
+    }
+
+    /// The OAuth flows, when `auth.github.oauth` is configured.
+    pub fn oauth(&self) -> Option<&Arc<OAuth>> {
+        self.oauth.as_ref()
     }
 
     pub fn enabled(&self) -> bool {
@@ -171,7 +211,11 @@ impl Authenticator {
     }
 
     /// The caller behind these headers, or the one uniform 401.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
         if !self.enabled {
             return Ok(Caller::anonymous_admin());
         }
@@ -180,12 +224,30 @@ impl Authenticator {
             tracing::info!(reason = why, credential = %loggable_prefix(shown), "authentication refused");
             ApiError::Unauthenticated
         };
-        match credentials::presented(headers, self.static_header.as_ref()) {
+        let sources = Sources {
+            static_header: self.static_header.as_ref(),
+            token_header: self.token_header.as_ref(),
+            session_cookie: self.session_cookie.as_deref(),
+        };
+        match credentials::presented(headers, sources) {
             Presented::StaticKey(key) => {
                 self.static_key(key).await.ok_or_else(|| refused("unknown or expired API key", key))
             }
-            Presented::Bearer(token) if token.starts_with("aps_") => {
-                Err(refused("proxy-issued tokens are not accepted yet", token))
+            Presented::Bearer(token) if token.starts_with("aps_") => match &self.oauth {
+                Some(oauth) => oauth.authenticate(token).await.map_err(|error| match error {
+                    ApiError::Unauthenticated => refused("unknown or expired proxy token", token),
+                    other => other,
+                }),
+                None => Err(refused("proxy-issued tokens need auth.github.oauth", token)),
+            },
+            Presented::SessionCookie(token) => {
+                let Some(oauth) = &self.oauth else { return Err(ApiError::Unauthenticated) };
+                let caller = oauth.authenticate(token).await.map_err(|error| match error {
+                    ApiError::Unauthenticated => refused("unknown or expired session cookie", ""),
+                    other => other,
+                })?;
+                oauth.cookies().guard(method, headers)?;
+                Ok(caller)
             }
             Presented::Bearer(token) => {
                 if self.static_header.is_some()
@@ -193,8 +255,11 @@ impl Authenticator {
                 {
                     return Ok(caller);
                 }
-                if self.github_enabled && credentials::looks_like_github_token(token) {
-                    return Err(refused("GitHub token authentication is not built yet", token));
+                if self.github_enabled
+                    && credentials::looks_like_github_token(token)
+                    && let Some(github) = &self.github
+                {
+                    return github.authenticate(token).await;
                 }
                 Err(refused("unknown bearer token", token))
             }
@@ -222,10 +287,18 @@ impl Authenticator {
     }
 
     /// Whether a credential presented earlier (by digest) still authenticates: a removed or
-    /// expired key ends the caller's open streams.
-    pub fn still_valid(&self, caller: &Caller) -> bool {
+    /// expired key, a logged-out or expired OAuth session, or a GitHub identity whose cache
+    /// entry expired ends the caller's open streams.
+    pub async fn still_valid(&self, caller: &Caller) -> bool {
         match (caller.auth_type, caller.credential) {
             (AuthType::ApiKey, Some(credential)) => self.keys.still_valid(&credential),
+            (AuthType::Github, Some(credential)) => {
+                self.github.as_ref().is_some_and(|github| github.still_cached(&credential))
+            }
+            (AuthType::Oauth, Some(credential)) => match &self.oauth {
+                Some(oauth) => oauth.still_valid(&credential).await,
+                None => false,
+            },
             _ => true,
         }
     }
@@ -235,6 +308,6 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.authenticate(&parts.headers).await
+        state.auth.authenticate(&parts.method, &parts.headers).await
     }
 }

@@ -40,6 +40,9 @@ pub enum ApiError {
     Draining,
     #[error("the session store cannot be written right now")]
     StoreUnavailable,
+    /// GitHub could not be asked (down, timeout) and the token is not in the cache.
+    #[error("GitHub cannot be reached to check this credential; try again shortly")]
+    GithubUnavailable,
     /// The agent behind a session refused, died or sent garbage; details go to its owner.
     #[error("{message}")]
     AgentUnavailable { code: &'static str, message: String, details: Option<Value> },
@@ -80,6 +83,9 @@ impl ApiError {
             }
             Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", None),
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
+            Self::GithubUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "github_unavailable", Some(5))
+            }
             Self::AgentUnavailable { code, .. } => (StatusCode::BAD_GATEWAY, code, None),
             Self::AgentStarting => (StatusCode::SERVICE_UNAVAILABLE, "agent_starting", Some(1)),
             Self::AgentTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "agent_timeout", None),

@@ -6,14 +6,24 @@ use axum::routing::{any, get, post};
 
 use crate::cors;
 use crate::error::ApiError;
-use crate::routes::{auth, health, metrics, profiles, proxy, sessions, start_with_profile};
+use crate::routes::{auth, health, metrics, oauth, profiles, proxy, sessions, start_with_profile};
 use crate::state::AppState;
 
 /// The whole HTTP surface of the proxy. Static paths win over `/{id}`, so a reserved word
 /// (`search`, `sessions`, ...) is never taken for a session id.
 pub fn build(state: AppState) -> Router {
     let cors_settings = state.proxy.cors.clone();
-    Router::new()
+    let mut router = Router::new();
+    // The OAuth routes exist only when `auth.github.oauth` is configured.
+    if state.auth.oauth().is_some() {
+        router = router
+            .route("/oauth/authorize", post(oauth::authorize))
+            .route("/oauth/login", get(oauth::login))
+            .route("/oauth/callback", get(oauth::callback))
+            .route("/oauth/refresh", post(oauth::refresh))
+            .route("/oauth/logout", post(oauth::logout));
+    }
+    router
         .route("/health", get(health::live))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))

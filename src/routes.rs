@@ -4,6 +4,7 @@ pub mod auth;
 pub mod health;
 pub mod json_body;
 pub mod metrics;
+pub mod oauth;
 pub mod profiles;
 pub mod proxy;
 pub mod query;

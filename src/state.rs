@@ -59,8 +59,15 @@ impl AppState {
             Location::Memory
         };
         let store = Store::open(location)?;
-        let auth = Authenticator::new(&config).context("while loading API keys")?;
+        let auth =
+            Authenticator::new(&config, &store).context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
+        if auth.oauth().is_some() {
+            crate::auth::oauth::OAuth::spawn_purger(
+                Arc::new(crate::store::oauth::SqliteOAuth::new(store.clone())),
+                shutdown.clone(),
+            );
+        }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
         let reserved_env = backend.reserved_env_names();

@@ -3,6 +3,7 @@
 //! workers. Repository traits per resource (sessions, profiles, keys, OAuth) arrive with
 //! their issues and are written in portable SQL; no axum types here.
 
+pub mod oauth;
 pub mod profiles;
 pub mod sessions;
 
@@ -17,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0001_store_meta.sql"),
     include_str!("store/migrations/0002_sessions.sql"),
     include_str!("store/migrations/0003_profiles.sql"),
+    include_str!("store/migrations/0004_oauth.sql"),
 ];
 
 /// Where the database lives.

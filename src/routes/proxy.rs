@@ -112,14 +112,15 @@ impl Activity for SessionActivity {
     }
 }
 
-/// Wraps long-lived (event-stream) answers to API-key callers so they end once the key stops
-/// being valid: at once on a keys reload, within [`CREDENTIAL_RECHECK`] on expiry.
+/// Wraps long-lived (event-stream) answers to authenticated callers so they end once their
+/// credential stops being valid: at once on a keys reload, within [`CREDENTIAL_RECHECK`] on
+/// expiry or OAuth logout.
 fn end_when_revoked(state: &AppState, caller: Caller, response: Response) -> Response {
     let streaming = response
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
-    if !streaming || caller.auth_type != AuthType::ApiKey {
+    if !streaming || caller.auth_type == AuthType::None || caller.credential.is_none() {
         return response;
     }
     let state = state.clone();
@@ -130,7 +131,7 @@ fn end_when_revoked(state: &AppState, caller: Caller, response: Response) -> Res
                 _ = changes.changed() => {}
                 () = tokio::time::sleep(CREDENTIAL_RECHECK) => {}
             }
-            if !state.auth.still_valid(&caller) {
+            if !state.auth.still_valid(&caller).await {
                 tracing::info!(user_id = %caller.user_id, "credential no longer valid; ending its stream");
                 return;
             }

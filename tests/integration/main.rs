@@ -6,6 +6,7 @@ mod cli;
 mod cli_client;
 mod client;
 mod echo_agent;
+mod github;
 mod hostile_input;
 mod lifecycle;
 mod profiles;
