@@ -34,10 +34,11 @@ use crate::upstream::UpstreamClient;
 /// Everything the proxy path takes from the configuration, prepared once at startup.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    /// Drop the caller's credentials (`credential_header`, `Authorization`, `Cookie`).
+    /// Drop the caller's credentials (`credential_headers`, `Authorization`, `Cookie`).
     pub strip_credentials: bool,
-    /// The static API key header (`auth.static.header_name`); `None` if it is not a valid name.
-    pub credential_header: Option<HeaderName>,
+    /// Headers that carry credentials besides `Authorization`: the static API key header
+    /// (`auth.static.header_name`) and a custom GitHub token header.
+    pub credential_headers: Vec<HeaderName>,
     /// For building the [`UpstreamClient`] (`upstream::client`); the proxy itself does not use it.
     pub connect_timeout: Duration,
     /// Longest wait for an agent's response headers; `None` = no limit.
@@ -58,10 +59,14 @@ impl ProxySettings {
         let seconds = |value: u64| (value > 0).then(|| Duration::from_secs(value));
         Self {
             strip_credentials: proxy.strip_credentials,
-            credential_header: HeaderName::from_bytes(
-                config.auth.static_keys.header_name.as_bytes(),
-            )
-            .ok(),
+            credential_headers: [
+                &config.auth.static_keys.header_name,
+                &config.auth.github.token_header,
+            ]
+            .into_iter()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| name != header::AUTHORIZATION)
+            .collect(),
             connect_timeout: Duration::from_secs(proxy.connect_timeout_seconds),
             header_timeout: seconds(proxy.header_timeout_seconds),
             sse_heartbeat: seconds(proxy.sse_heartbeat_seconds),
@@ -162,7 +167,7 @@ async fn forward_inner(
         peer: peer_ip,
         peer_trusted: settings.trusted_proxies.iter().any(|cidr| cidr.contains(peer_ip)),
         strip_credentials: settings.strip_credentials,
-        credential_header: settings.credential_header.as_ref(),
+        credential_headers: &settings.credential_headers,
         uri_authority: parts.uri.authority().map(Authority::as_str),
     };
     headers::rewrite_request(&mut parts.headers, &context, upgrading);
@@ -373,7 +378,7 @@ mod tests {
         let settings = ProxySettings::from_config(&config);
         assert_eq!(settings.sse_heartbeat, None);
         assert_eq!(settings.header_timeout, Some(Duration::from_secs(120)));
-        assert_eq!(settings.credential_header.unwrap().as_str(), "x-my-key");
+        assert_eq!(settings.credential_headers[0].as_str(), "x-my-key");
         assert!(settings.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
         assert!(settings.strip_credentials);
     }

@@ -49,9 +49,9 @@ pub struct RequestContext<'a> {
     pub upstream_host: HeaderValue,
     pub peer: IpAddr,
     pub peer_trusted: bool,
-    /// Drop `credential_header`, `Authorization` and `Cookie`.
+    /// Drop `credential_headers`, `Authorization` and `Cookie`.
     pub strip_credentials: bool,
-    pub credential_header: Option<&'a HeaderName>,
+    pub credential_headers: &'a [HeaderName],
     /// The authority of an absolute-form request target, used when no `Host` was sent.
     pub uri_authority: Option<&'a str>,
 }
@@ -115,7 +115,7 @@ fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
 pub fn rewrite_request(headers: &mut HeaderMap, context: &RequestContext<'_>, upgrading: bool) {
     remove_hop_by_hop(headers, upgrading);
     if context.strip_credentials {
-        if let Some(name) = context.credential_header {
+        for name in context.credential_headers {
             headers.remove(name);
         }
         headers.remove(header::AUTHORIZATION);
@@ -193,7 +193,7 @@ mod tests {
             peer: peer.parse().unwrap(),
             peer_trusted: trusted,
             strip_credentials: true,
-            credential_header: Some(&KEY),
+            credential_headers: std::slice::from_ref(&KEY),
             uri_authority: None,
         }
     }

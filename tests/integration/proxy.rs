@@ -326,3 +326,21 @@ async fn sigterm_with_open_event_streams_exits_0_within_the_drain_timeout() {
         assert!(ended);
     }
 }
+
+#[tokio::test]
+async fn a_custom_github_token_header_is_not_passed_to_agents() {
+    let server =
+        TestServer::start(|config| config.auth.github.token_header = "X-GitHub-Token".into()).await;
+    let client = reqwest::Client::new();
+    let (id, _) = start_ok(&client, &server.base(), json!({})).await;
+    let seen: Value = client
+        .get(server.url(&format!("/{id}/debug/request")))
+        .header("X-GitHub-Token", "ghp_must_not_reach_the_agent")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(!seen.to_string().contains("ghp_must_not_reach_the_agent"), "{seen}");
+}
