@@ -1,6 +1,7 @@
 //! The HTTP listener: accepts connections, serves the router over HTTP/1.1 with a
 //! header-read timeout and bounded headers, and drains gracefully on shutdown.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +43,7 @@ pub async fn run_with(
     let app = crate::router::build(state.clone());
     let address = listener.local_addr().context("while reading the listening address")?;
     tracing::info!(%address, "agentapi-proxy listening");
-    serve(listener, app, &state.config, &shutdown).await;
+    serve(listener, app, &state, &shutdown).await;
     match state.config.session.on_shutdown {
         OnShutdown::Terminate => state.sessions.terminate_all().await,
         OnShutdown::Keep => {
@@ -56,7 +58,8 @@ pub async fn run_with(
     Ok(())
 }
 
-async fn serve(listener: TcpListener, app: Router, config: &Config, shutdown: &Shutdown) {
+async fn serve(listener: TcpListener, app: Router, state: &AppState, shutdown: &Shutdown) {
+    let config = &state.config;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(config.server.header_read_timeout_seconds))
@@ -67,7 +70,8 @@ async fn serve(listener: TcpListener, app: Router, config: &Config, shutdown: &S
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(http.clone(), stream, peer, app.clone(), shutdown.clone()));
+                    let service = Service { app: app.clone(), state: state.clone(), peer };
+                    connections.spawn(serve_connection(http.clone(), stream, service, shutdown.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -92,18 +96,42 @@ async fn serve(listener: TcpListener, app: Router, config: &Config, shutdown: &S
     connections.shutdown().await;
 }
 
+/// What one connection's requests are handed to: proxied session paths straight to the
+/// proxy route, everything else to the router.
+#[derive(Clone)]
+struct Service {
+    app: Router,
+    state: AppState,
+    peer: SocketAddr,
+}
+
+impl Service {
+    fn call(
+        &self,
+        mut request: hyper::Request<Incoming>,
+    ) -> impl std::future::Future<Output = Result<axum::response::Response, Infallible>> + use<>
+    {
+        let cors_enabled = self.state.proxy.cors.is_enabled();
+        if crate::routes::proxy::takes_fast_path(&request, cors_enabled) {
+            let (state, peer) = (self.state.clone(), self.peer);
+            Either::Left(async move {
+                Ok(crate::routes::proxy::fast(state, peer, request.map(Body::new)).await)
+            })
+        } else {
+            request.extensions_mut().insert(ConnectInfo(self.peer));
+            Either::Right(self.app.clone().oneshot(request.map(Body::new)))
+        }
+    }
+}
+
 async fn serve_connection(
     http: hyper::server::conn::http1::Builder,
     stream: TcpStream,
-    peer: SocketAddr,
-    app: Router,
+    service: Service,
     shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request.map(Body::new))
-    });
+    let service = hyper::service::service_fn(move |request| service.call(request));
     let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     tokio::select! {

@@ -2,6 +2,7 @@
 //! on every log line of the request), a debug log line per request, and HTTP metrics.
 //! Only the path is logged, never the query (OAuth codes and states travel there).
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -39,25 +40,35 @@ fn new_request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// The middleware the router installs outermost.
 pub async fn observe(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id(&request);
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |matched| matched.as_str().to_string());
+    observed(&route, request, |request| next.run(request)).await
+}
+
+/// Runs `handle` for `request` inside the request's span, then records its metrics and log
+/// line and sets `X-Request-Id` on the answer. `route` is the matched route pattern.
+pub async fn observed<F, Fut>(route: &str, request: Request, handle: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let started = Instant::now();
+    let id = request_id(&request);
+    let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
-        request_id = %String::from_utf8_lossy(id.as_bytes()),
+        request_id = id.to_str().unwrap_or_default(),
         method = %method,
-        path = %path,
+        path = request.uri().path(),
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = handle(request).instrument(span.clone()).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
-    crate::telemetry::http_request(&route, method.as_str(), status, seconds);
+    crate::telemetry::http_request(route, method.as_str(), status, seconds);
     span.in_scope(|| {
         tracing::debug!(status, route = %route, ms = seconds * 1000.0, "request");
     });

@@ -27,6 +27,38 @@ use crate::state::AppState;
 /// How often a streaming caller's key is re-checked besides every keys reload.
 const CREDENTIAL_RECHECK: Duration = Duration::from_secs(15);
 
+/// The route pattern proxied requests are counted under.
+const PROXY_ROUTE: &str = "/{id}/{*rest}";
+
+/// Whether `request` may skip the router: a session path, and nothing the router's layers
+/// would change (a CORS preflight, or an `Origin` to answer when CORS is on).
+pub fn takes_fast_path<B>(request: &http::Request<B>, cors_enabled: bool) -> bool {
+    if request.method() == http::Method::OPTIONS
+        || (cors_enabled && request.headers().contains_key(http::header::ORIGIN))
+    {
+        return false;
+    }
+    let first_segment =
+        request.uri().path().strip_prefix('/').and_then(|rest| rest.split('/').next());
+    first_segment.is_some_and(crate::sessions::validate::is_session_id)
+}
+
+/// The proxy route without the router: the same checks and answers as [`proxy`], with the
+/// request id, log line and metrics the router's outer layer would add.
+pub async fn fast(state: AppState, peer: SocketAddr, request: Request) -> Response {
+    crate::observe::observed(PROXY_ROUTE, request, |request| async move {
+        let caller = match state.auth.authenticate(request.method(), request.headers()).await {
+            Ok(caller) => caller,
+            Err(error) => return error.into_response(),
+        };
+        match route(state, peer, caller, request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    })
+    .await
+}
+
 /// The handler behind both proxy routes.
 pub async fn proxy(
     State(state): State<AppState>,
