@@ -2,6 +2,7 @@
 //! real loopback sockets; nothing of our own is mocked.
 
 mod auth;
+mod bench_smoke;
 mod cli;
 mod cli_client;
 mod client;

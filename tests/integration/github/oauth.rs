@@ -319,3 +319,27 @@ async fn a_logged_out_tokens_event_stream_ends() {
     assert!(ended.is_ok(), "the stream outlived its logged-out token");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[tokio::test]
+async fn the_client_crate_drives_the_whole_oauth_api_flow() {
+    use agentapi_proxy_client::Client;
+    let fake = fake().await;
+    let server = TestServer::start(|config| with_oauth(config, &fake)).await;
+    let anonymous = Client::builder(server.base()).build().expect("client");
+    let started = anonymous.oauth_authorize(REDIRECT).await.expect("authorize");
+    fake.approve_as(OCTOCAT);
+    let back = query_of(&fake.approve(&started.auth_url).await);
+    assert_eq!(back["state"], started.state);
+    let session = anonymous.oauth_callback(&back["code"], &back["state"]).await.expect("callback");
+    assert!(session.access_token.starts_with("aps_"));
+    let signed_in =
+        Client::builder(server.base()).bearer_token(&session.access_token).build().expect("client");
+    assert_eq!(signed_in.auth_status().await.expect("whoami").auth_type, "oauth");
+    let refreshed = anonymous.oauth_refresh(Some(&session.session_id)).await.expect("refresh");
+    assert!(refreshed.expires_at >= session.expires_at);
+    signed_in.oauth_logout().await.expect("logout");
+    let error = signed_in.auth_status().await.expect_err("logged out");
+    assert_eq!((error.status(), error.code()), (Some(401), Some("unauthenticated")));
+    let error = anonymous.oauth_callback("code", "never-issued").await.expect_err("bad state");
+    assert_eq!((error.status(), error.code()), (Some(400), Some("invalid_state")));
+}
