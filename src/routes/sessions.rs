@@ -54,14 +54,7 @@ pub async fn start(
     JsonObject(body): JsonObject,
 ) -> Result<Json<StartResponse>, ApiError> {
     caller.require(Permission::SessionCreate)?;
-    let params = query::pairs(raw_query.as_deref())?;
-    let wait = match query::text(&params, "wait") {
-        None | Some("true") | Some("1") => true,
-        Some("false") | Some("0") => false,
-        Some(_) => {
-            return Err(ApiError::bad_request("invalid_request", "`wait` must be true or false"));
-        }
-    };
+    let wait = wait_parameter(raw_query.as_deref())?;
     let input = StartInput {
         environment: string_map(&body, "environment")?,
         tags: string_map(&body, "tags")?,
