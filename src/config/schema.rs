@@ -240,6 +240,22 @@ pub struct AgentConfig {
     pub pass_env: Vec<String>,
     pub repository_hosts: Vec<String>,
     pub log_max_bytes: u64,
+    /// New: when the proxy runs as root, agents run as this user (no supplementary groups).
+    pub run_as_user: String,
+    /// New: resource limits for every agent process (0 = no limit).
+    pub limits: AgentLimits,
+}
+
+/// `agent.limits`: applied to each agent with `prlimit` before the startup script runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentLimits {
+    /// `RLIMIT_NPROC`: processes of the agent's user.
+    pub max_processes: u64,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: u64,
+    /// `RLIMIT_AS` in bytes.
+    pub address_space_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -253,6 +269,8 @@ impl Default for AgentConfig {
             pass_env: Vec::new(),
             repository_hosts: vec!["github.com".into()],
             log_max_bytes: 10 * 1024 * 1024,
+            run_as_user: String::new(),
+            limits: AgentLimits::default(),
         }
     }
 }

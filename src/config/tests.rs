@@ -274,3 +274,13 @@ fn redaction_hides_every_secret() {
     assert!(printed.contains("ANTHROPIC_API_KEY"));
     assert!(printed.contains(REDACTED));
 }
+
+#[test]
+fn run_as_user_must_name_an_existing_unprivileged_user() {
+    let fixture = Fixture::new();
+    for (user, needle) in [("no-such-user-xyz", "no user"), ("root", "must not be root")] {
+        let file = fixture.write("c.json", &json!({"agent": {"run_as_user": user}}).to_string());
+        let found = problems(load(&fixture.options(Some(file), &[])));
+        assert!(found.iter().any(|p| p.contains(needle)), "{user}: {found:?}");
+    }
+}

@@ -289,6 +289,18 @@ fn agent(config: &Config, out: &mut Findings) {
             out.problems.push(format!("`{path}`: {name} is set by the proxy itself"));
         }
     }
+    if !agent.run_as_user.is_empty() {
+        if !nix::unistd::geteuid().is_root() {
+            out.problems.push("`agent.run_as_user` needs the proxy to run as root".into());
+        }
+        match nix::unistd::User::from_name(&agent.run_as_user) {
+            Ok(Some(user)) if user.uid.is_root() => {
+                out.problems.push("`agent.run_as_user` must not be root".into())
+            }
+            Ok(Some(_)) => {}
+            _ => out.problems.push(format!("`agent.run_as_user`: no user {:?}", agent.run_as_user)),
+        }
+    }
     if agent.repository_hosts.is_empty() {
         out.warnings
             .push("`agent.repository_hosts` is empty: no `repository` tag can be used".into());

@@ -3,6 +3,7 @@
 //! group-wide (polite signal, grace period, then force).
 
 pub mod agent_log;
+mod isolation;
 mod launch;
 pub mod ports;
 pub mod procfs;
@@ -21,6 +22,7 @@ use super::backend::{
 };
 use crate::config::{AgentConfig, BUILTIN_ECHO_AGENT, Config};
 use crate::upstream::UpstreamClient;
+use isolation::Isolation;
 use ports::PortAllocator;
 use reaper::Reaper;
 
@@ -42,6 +44,7 @@ pub struct LocalBackend {
     path_env: String,
     lang_env: String,
     ready_timeout: Duration,
+    isolation: Isolation,
     ports: Arc<PortAllocator>,
     reaper: Reaper,
     client: UpstreamClient,
@@ -69,9 +72,13 @@ impl LocalBackend {
             .with_context(|| format!("while resolving data_dir {}", config.data_dir))?;
         let sessions_dir = data_dir.join("sessions");
         create_private_dir(&sessions_dir)?;
+        let isolation = Isolation::from_config(&config.agent)?;
+        isolation.open_path(&[&data_dir, &sessions_dir])?;
         let script = if config.agent.script.is_empty() {
             let path = data_dir.join("agentapi_default.sh");
-            write_private_file(&path, DEFAULT_SCRIPT.as_bytes(), 0o700)?;
+            // The script holds no secret; a separate agent user must be able to read it.
+            let mode = if isolation.separate_user() { 0o755 } else { 0o700 };
+            write_private_file(&path, DEFAULT_SCRIPT.as_bytes(), mode)?;
             path
         } else {
             std::fs::canonicalize(&config.agent.script)
@@ -99,6 +106,7 @@ impl LocalBackend {
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             lang_env: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             ready_timeout: Duration::from_secs(config.session.ready_timeout_seconds),
+            isolation,
             ports: Arc::new(PortAllocator::new(config.start_port..=config.end_port)),
             reaper: Reaper::start(options.reap_all_children)?,
             client,

@@ -4,7 +4,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -36,6 +36,7 @@ pub(super) async fn launch(
 ) -> Result<Launched, LaunchError> {
     let dir = backend.session_dir(&spec.session_id);
     create_private_dir(&dir.join("tmp")).map_err(LaunchError::Internal)?;
+    backend.isolation.hand_over(&[&dir, &dir.join("tmp")]).map_err(LaunchError::Internal)?;
     let deadline = Instant::now() + backend.ready_timeout;
     let mut hint = port_hint;
     for attempt in 1..=PORT_ATTEMPTS {
@@ -93,7 +94,7 @@ fn spawn(
     use anyhow::Context;
     let log =
         agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
-    let mut command = Command::new("bash");
+    let mut command = backend.isolation.command("bash");
     command
         .arg("--noprofile")
         .arg("--norc")
