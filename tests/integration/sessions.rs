@@ -233,7 +233,14 @@ async fn a_repository_that_cannot_be_cloned_fails_the_start_with_gits_message() 
 #[tokio::test]
 async fn parallel_starts_never_exceed_the_cap_or_share_a_port() {
     const CAP: usize = 20;
-    const ATTEMPTS: usize = 200;
+    const ATTEMPTS: usize = 500;
+    // Client and server share this process: make room for 2 × 500 sockets.
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < 4096
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(4096), hard);
+    }
     let server = TestServer::start(|config| config.session.max_sessions = CAP as u64).await;
     let client = reqwest::Client::new();
     let base = server.base();
