@@ -105,6 +105,10 @@ async fn bad_and_dangerous_environment_names_are_refused_naming_the_key() {
         }
     }
     nothing_started(&server, &client).await;
+    // The operator's value is what agents get.
+    let (_, port) = start_ok(&client, &server.base(), json!({})).await;
+    let seen = crate::support::sessions::agent_debug_env(&client, port).await;
+    assert_eq!(seen["env"]["ANTHROPIC_API_KEY"], "operator-value");
 }
 
 #[tokio::test]
