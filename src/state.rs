@@ -50,6 +50,8 @@ impl AppState {
         host: &HostOptions,
     ) -> anyhow::Result<Self> {
         prepare_data_dir(Path::new(&config.data_dir))?;
+        // Installed before anything is counted: metrics recorded earlier would be lost.
+        crate::telemetry::handle();
         let location = if config.persistence.enabled {
             Location::File(config.sqlite_path())
         } else {

@@ -17,6 +17,7 @@ pub const SESSION_RESTARTS: &str = "agentapi_proxy_session_restarts_total";
 pub const AGENT_EXITS: &str = "agentapi_proxy_agent_exits_total";
 pub const AUTH_FAILURES: &str = "agentapi_proxy_auth_failures_total";
 pub const STORE_ERRORS: &str = "agentapi_proxy_store_errors_total";
+pub const GITHUB_LOOKUPS: &str = "agentapi_proxy_github_token_lookups_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -77,6 +78,11 @@ pub fn agent_exit(reason: &'static str) {
 
 pub fn auth_failure(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// A GitHub token lookup: answered from the cache, or by GitHub (and how).
+pub fn github_lookup(outcome: &'static str) {
+    counter!(GITHUB_LOOKUPS, "outcome" => outcome).increment(1);
 }
 
 pub fn store_error() {

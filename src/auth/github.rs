@@ -110,12 +110,20 @@ impl GithubAuth {
         key: KeyDigest,
     ) -> Result<Arc<GithubIdentity>, ApiError> {
         if let Some(identity) = self.cached(&key) {
+            crate::telemetry::github_lookup("cache_hit");
             return Ok(identity);
         }
         if self.recently_refused(&key) {
+            crate::telemetry::github_lookup("cached_refusal");
             return Err(ApiError::Unauthenticated);
         }
-        match self.api.identity(token).await {
+        let answer = self.api.identity(token).await;
+        crate::telemetry::github_lookup(match &answer {
+            Ok(_) => "github_ok",
+            Err(GithubError::Rejected(_)) => "github_rejected",
+            Err(GithubError::Unavailable(_)) => "github_unavailable",
+        });
+        match answer {
             Ok(identity) => {
                 let identity = Arc::new(identity);
                 self.remember(key, identity.clone());

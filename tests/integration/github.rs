@@ -129,7 +129,11 @@ async fn api_login(base: &str, fake: &FakeGithub, as_token: &str) -> (Value, Vec
 #[tokio::test]
 async fn a_github_token_becomes_its_login_with_roles_from_teams_on_every_page() {
     let fake = fake().await;
-    let server = TestServer::start(|config| github(config, &fake)).await;
+    let server = TestServer::start(|config| {
+        github(config, &fake);
+        config.metrics.public = true;
+    })
+    .await;
     let base = server.base();
     let (code, me) = status_with(&base, "Authorization", &format!("Bearer {HUBOT}")).await;
     assert_eq!(code, 200, "{me}");
@@ -167,6 +171,14 @@ async fn a_github_token_becomes_its_login_with_roles_from_teams_on_every_page() 
         assert_eq!((code, body["code"].as_str()), (401, Some("unauthenticated")));
     }
     assert_eq!(fake.calls().user.load(Ordering::SeqCst), 4, "three users and one refusal");
+    let metrics =
+        reqwest::get(server.url("/metrics")).await.expect("scrape").text().await.expect("text");
+    let count = |outcome: &str| -> f64 {
+        let prefix = format!("agentapi_proxy_github_token_lookups_total{{outcome=\"{outcome}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
+    };
+    assert!(count("cache_hit") >= 3.0, "{metrics}");
+    assert!(count("github_ok") >= 3.0 && count("github_rejected") >= 1.0, "{metrics}");
 }
 
 #[tokio::test]
