@@ -9,6 +9,7 @@ mod echo_agent;
 mod github;
 mod hostile_input;
 mod lifecycle;
+mod openapi;
 mod profiles;
 mod proxy;
 mod proxy_path;
