@@ -28,6 +28,7 @@ pub fn build(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(crate::routes::openapi::openapi))
         .route("/auth/status", get(auth::status))
         .route("/auth/types", get(auth::types))
         .route("/start", post(sessions::start))

@@ -5,6 +5,7 @@ pub mod health;
 pub mod json_body;
 pub mod metrics;
 pub mod oauth;
+pub mod openapi;
 pub mod profiles;
 pub mod proxy;
 pub mod query;

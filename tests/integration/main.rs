@@ -11,6 +11,7 @@ mod github;
 mod hostile_input;
 mod isolation;
 mod lifecycle;
+mod openapi;
 mod profiles;
 mod proxy;
 mod proxy_path;
