@@ -42,6 +42,18 @@ TARGETS = {
     "T3": ("SSE POST->frame median, proxy/nginx", "<=", 1.1),
     "T7": ("GET /status throughput, auth on/off", ">=", 0.97),
 }
+# Extra gated rows: (id, ratio) -> (comparator, bound). Memory rows are absolute MB (1e6 bytes).
+EXTRA_TARGETS = {
+    ("T4", "start p50/floor p50"): ("<=", 2.0),
+    ("T4", "N concurrent/floor p50"): ("<=", 20.0),
+    ("T5", "idle RSS MB"): ("<=", 15.0),
+    ("T5", "N sessions RSS MB"): ("<=", 40.0),
+    ("T5", "T1 load RSS MB (peak)"): ("<=", 60.0),
+    ("T6", "search/health p50"): ("<=", 5.0),
+    ("T8", "GET big proxy/nginx MiB/s"): (">=", 0.8),
+    ("T8", "1MiB upload proxy/nginx"): (">=", 0.8),
+    ("T8", "big GET RSS growth MB"): ("<=", 10.0),
+}
 
 
 def log(*args):
@@ -61,6 +73,27 @@ class Procs:
         p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, **kw)
         self.groups.append((name, p, term_signal, grace))
         return p
+
+    def stop(self, p, sig=signal.SIGTERM, grace=5.0):
+        """Stop one spawned group now (sig, then SIGKILL after grace) and forget it."""
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.groups = [g for g in self.groups if g[1] is not p]
 
     def cleanup(self):
         # Gentle first (proxies stop their agents on SIGTERM), then SIGKILL the groups.
@@ -181,6 +214,47 @@ def proc_status(pid):
     return out
 
 
+def rss_kib(pid):
+    """VmRSS of one process (children excluded), KiB; None if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class RssSampler:
+    """Samples one pid's VmRSS every `period` seconds in a thread; .peak / .samples (KiB)."""
+
+    def __init__(self, pid, period=0.02):
+        import threading
+        self.pid, self.period, self.samples = pid, period, []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            v = rss_kib(self.pid)
+            if v is not None:
+                self.samples.append(v)
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(5)
+
+    @property
+    def peak(self):
+        return max(self.samples) if self.samples else None
+
+
 def children_of(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -194,11 +268,12 @@ def children_of(pid):
 # --------------------------------------------------------------------------------------------
 
 class Proxy:
-    def __init__(self, procs, binary, tmp, name, auth):
+    def __init__(self, procs, binary, tmp, name, auth, ports=8, session_cfg=None):
         self.name = name
+        self.binary = binary
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir)
-        lo, hi = free_port_range(8)
+        lo, hi = free_port_range(ports)
         cfg = {
             "agent": {"server": "builtin:echo"},
             "auth": {
@@ -214,25 +289,35 @@ class Proxy:
             "start_port": lo,
             "end_port": hi,
         }
+        if session_cfg:
+            cfg["session"] = session_cfg
+        self.db_path = os.path.join(self.dir, "data", "agentapi-proxy.db")
         self.config_path = os.path.join(self.dir, "config.json")
         with open(self.config_path, "w") as f:
             json.dump(cfg, f, indent=2)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.dir, "proxy.log")
+        self.procs = procs
+        self.spawn()
+
+    def spawn(self):
         env = dict(os.environ, RUST_LOG="warn")
         for k in list(env):
             if k.startswith("AGENTAPI_PROXY_"):
                 del env[k]
-        logf = open(self.log_path, "wb")
-        self.proc = procs.spawn(
-            f"proxy-{name}",
-            [binary, "server", "-c", self.config_path, "-p", str(self.port), "--log-format", "json"],
+        logf = open(self.log_path, "ab")
+        self.proc = self.procs.spawn(
+            f"proxy-{self.name}",
+            [self.binary, "server", "-c", self.config_path, "-p", str(self.port), "--log-format", "json"],
             stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=self.dir,
         )
         logf.close()
-        self.procs = procs
-        wait_http(self.base + "/health", 30, proc=self.proc, name=f"proxy-{name}")
+        wait_http(self.base + "/health", 30, proc=self.proc, name=f"proxy-{self.name}")
+
+    def stop(self):
+        """SIGTERM (the proxy stops its agents), wait, forget the process group."""
+        self.procs.stop(self.proc, signal.SIGTERM, 20)
 
     def start_session(self):
         t0 = time.monotonic()
@@ -291,6 +376,9 @@ http {{
             proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_buffering off;
+            # T8: a 1 MiB body must pass, streamed like the proxy does.
+            client_max_body_size 64m;
+            proxy_request_buffering off;
             proxy_read_timeout 3600s;
         }}
     }}
@@ -337,16 +425,23 @@ def _ms(text):
     return float(m.group(1)) * _UNITS[m.group(2)] if m else None
 
 
-def run_wrk(url, seconds, conns, cpu_pids):
-    """One bounded wrk run. Returns rps, p50/p99 (ms), errors, and CPU seconds per cpu_pids."""
+def run_wrk(url, seconds, conns, cpu_pids, rss_pid=None):
+    """One bounded wrk run. Returns rps, p50/p99 (ms), errors, and CPU seconds per cpu_pids
+    (and the peak VmRSS of rss_pid during the run, KiB, when given)."""
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s",
             "-H", f"{KEY_HEADER}: {API_KEY}", url]
     before = {k: sum(filter(None, (proc_cpu_seconds(p) for p in v))) for k, v in cpu_pids.items()}
     t0 = time.monotonic()
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    if rss_pid:
+        with RssSampler(rss_pid, 0.1) as smp:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    else:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     wall = time.monotonic() - t0
     after = {k: sum(filter(None, (proc_cpu_seconds(p) for p in v))) for k, v in cpu_pids.items()}
     res = {"url": url, "rc": out.returncode, "wall_s": round(wall, 3)}
+    if rss_pid:
+        res["rss_peak_kib"] = smp.peak
     txt = out.stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", txt)
     res["rps"] = float(m.group(1)) if m else 0.0
@@ -527,6 +622,281 @@ async def wait_stable(cmd, prefix, timeout):
 
 
 # --------------------------------------------------------------------------------------------
+# T4 (start latency), T5 (proxy memory), T6 (/search on a large store), T8 (large bodies)
+# --------------------------------------------------------------------------------------------
+
+def _pool(n):
+    from concurrent.futures import ThreadPoolExecutor
+    return ThreadPoolExecutor(max_workers=max(1, n))
+
+
+def poll_agent_status(port, deadline_s=10.0):
+    """Poll GET /status on an agent's port every ~1 ms until it answers 200."""
+    import http.client
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            c.request("GET", "/status")
+            r = c.getresponse()
+            r.read()
+            if r.status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            c.close()
+        time.sleep(0.001)
+    raise RuntimeError(f"echo agent on :{port} did not answer within {deadline_s}s")
+
+
+def floor_start_ms(procs, binary, tmp):
+    """The floor of T4: spawn the echo agent directly and poll it until it answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTAPI_PROXY_")}
+    env["ECHO_AGENT_BOOT_MS"] = "0"
+    t0 = time.perf_counter()
+    p = procs.spawn("floor-agent", [binary, "echo-agent", "server", "--port", str(port)],
+                    grace=5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp)
+    try:
+        poll_agent_status(port)
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        procs.stop(p, signal.SIGTERM, 5)
+
+
+def proxy_start(px, wait=True, timeout=60):
+    """POST /start on px; returns (ms, session_id). Raises on a non-200."""
+    t0 = time.perf_counter()
+    st, body = http("POST", px.base + "/start" + ("" if wait else "?wait=false"),
+                    {"environment": {"ECHO_AGENT_BOOT_MS": "0"}}, headers={KEY_HEADER: API_KEY},
+                    timeout=timeout)
+    ms = (time.perf_counter() - t0) * 1000
+    if st != 200:
+        raise RuntimeError(f"proxy-{px.name}: POST /start -> {st} {body[:300]!r}")
+    return ms, json.loads(body)["session_id"]
+
+
+def proxy_delete(px, sid):
+    st, body = http("DELETE", f"{px.base}/sessions/{sid}", headers={KEY_HEADER: API_KEY}, timeout=60)
+    if st != 200:
+        raise RuntimeError(f"proxy-{px.name}: DELETE /sessions/{sid} -> {st} {body[:200]!r}")
+
+
+def delete_all(px, sids, par=20):
+    with _pool(par) as ex:
+        list(ex.map(lambda s: proxy_delete(px, s), sids))
+
+
+def search_total(px, query):
+    st, body = http("GET", f"{px.base}/search?{query}", headers={KEY_HEADER: API_KEY}, timeout=30)
+    if st != 200:
+        raise RuntimeError(f"proxy-{px.name}: GET /search?{query} -> {st} {body[:200]!r}")
+    return json.loads(body).get("total")
+
+
+def measure_t5_sessions(px, n, batch=20, deadline_s=120):
+    """T5: idle RSS, then n live sessions (?wait=false in batches, all active), RSS, delete."""
+    time.sleep(0.5)
+    out = {"idle_kib": rss_kib(px.proc.pid), "sessions": n}
+    sids = []
+    t0 = time.monotonic()
+    with RssSampler(px.proc.pid, 0.05) as smp:
+        try:
+            with _pool(batch) as ex:
+                for i in range(0, n, batch):
+                    k = min(batch, n - i)
+                    sids += [sid for _, sid in ex.map(lambda _: proxy_start(px, wait=False), range(k))]
+            end = time.monotonic() + deadline_s
+            while True:
+                active = search_total(px, "status=active&limit=1")
+                if active >= n:
+                    break
+                if time.monotonic() > end:
+                    raise RuntimeError(f"only {active}/{n} sessions active after {deadline_s}s")
+                time.sleep(0.1)
+            out["all_active_s"] = round(time.monotonic() - t0, 3)
+            time.sleep(0.5)
+            out["live_kib"] = rss_kib(px.proc.pid)
+        finally:
+            delete_all(px, sids)
+    out["peak_while_starting_kib"] = smp.peak
+    time.sleep(0.3)
+    out["after_delete_kib"] = rss_kib(px.proc.pid)
+    return out
+
+
+def measure_t4(px, procs, binary, tmp, reps, serial, conc):
+    """T4: interleaved serial starts (proxy vs floor) and `conc` concurrent starts per repetition."""
+    out = []
+    for rep in range(reps):
+        floors, starts = [], []
+        for j in range(serial):
+            # Alternate which goes first so neither always runs on a warmer cache.
+            order = (0, 1) if j % 2 == 0 else (1, 0)
+            for which in order:
+                if which == 0:
+                    floors.append(floor_start_ms(procs, binary, tmp))
+                else:
+                    ms, sid = proxy_start(px)
+                    starts.append(ms)
+                    proxy_delete(px, sid)
+        sids = []
+        t0 = time.perf_counter()
+        with _pool(conc) as ex:
+            res = list(ex.map(lambda _: proxy_start(px), range(conc)))
+        wall = (time.perf_counter() - t0) * 1000
+        sids = [sid for _, sid in res]
+        delete_all(px, sids)
+        r = {"rep": rep, "floor_ms": [round(x, 3) for x in floors],
+             "start_ms": [round(x, 3) for x in starts],
+             "floor_p50_ms": statistics.median(floors), "start_p50_ms": statistics.median(starts),
+             "concurrent": conc, "concurrent_wall_ms": round(wall, 3),
+             "concurrent_each_p50_ms": round(statistics.median(ms for ms, _ in res), 3)}
+        out.append(r)
+        log(f"T4 rep {rep + 1}/{reps}: start p50 {r['start_p50_ms']:.2f} ms, floor p50 "
+            f"{r['floor_p50_ms']:.2f} ms, {conc} concurrent starts {wall:.0f} ms")
+    return out
+
+
+def seed_sessions(db_path, n):
+    """Insert n finished sessions straight into the (stopped) proxy's SQLite store."""
+    import sqlite3
+    import uuid
+    now = int(time.time() * 1000)
+    rows = []
+    for i in range(n):
+        started = now - (n - i) * 1000  # one per second, the newest a second ago
+        rows.append((str(uuid.uuid4()), "bench", "exited", None, None, None, "{}", "[]", started,
+                     started + 500, 0, "agent_exited", "stable", None, 0))
+    con = sqlite3.connect(db_path, timeout=10)
+    try:
+        with con:
+            con.executemany(
+                "INSERT INTO sessions (id, user_id, status, port, pid, pid_start_ticks, tags, "
+                "env_names, started_at, ended_at, exit_code, exit_reason, agent_status, "
+                "initial_message, restarts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    finally:
+        con.close()
+
+
+def measure_t6(px, rows, reps, seconds, conns=8):
+    px.stop()
+    seed_sessions(px.db_path, rows)
+    px.spawn()
+    total = search_total(px, "limit=100")
+    if total != rows:
+        raise RuntimeError(f"T6: /search total {total} after seeding {rows} rows")
+    st, body = http("GET", px.base + "/search?limit=100", headers={KEY_HEADER: API_KEY})
+    got = len(json.loads(body)["sessions"])
+    if got != min(100, rows):
+        raise RuntimeError(f"T6: /search?limit=100 returned {got} sessions")
+    out = []
+    cpu = {"proxy": [px.proc.pid]}
+    for rep in range(reps):
+        s = run_wrk(px.base + "/search?limit=100", seconds, conns, cpu)
+        h = run_wrk(px.base + "/health", seconds, conns, cpu)
+        out.append({"rep": rep, "search": s, "health": h})
+        log(f"T6 rep {rep + 1}/{reps}: /search?limit=100 {s['rps']:.0f} req/s p50 {s['p50_ms']} ms; "
+            f"/health {h['rps']:.0f} req/s p50 {h['p50_ms']} ms")
+    return {"rows": rows, "search_total": total, "reps": out}
+
+
+def timed_get(host, port, path, chunk=1 << 20):
+    """GET path, read it fully without keeping it; returns (seconds, bytes)."""
+    import http.client
+    c = http.client.HTTPConnection(host, port, timeout=120)
+    try:
+        t0 = time.perf_counter()
+        c.request("GET", path, headers={KEY_HEADER: API_KEY})
+        r = c.getresponse()
+        n = 0
+        while True:
+            b = r.read(chunk)
+            if not b:
+                break
+            n += len(b)
+        dt = time.perf_counter() - t0
+        if r.status != 200:
+            raise RuntimeError(f"GET :{port}{path} -> {r.status}")
+        return dt, n
+    finally:
+        c.close()
+
+
+def timed_upload(host, port, path, payload):
+    """POST a multipart upload (field `file`) of payload; returns seconds."""
+    import http.client
+    boundary = "benchboundary7MA4YWxkTrZu0gW"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.bin\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + payload + \
+        f"\r\n--{boundary}--\r\n".encode()
+    c = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        c.connect()
+        # http.client sends headers and a large body in two writes: without NODELAY, Nagle
+        # plus delayed ACK can add ~40 ms on any path.
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.perf_counter()
+        c.request("POST", path, body=body, headers={
+            KEY_HEADER: API_KEY, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        r = c.getresponse()
+        resp = r.read()
+        dt = time.perf_counter() - t0
+        if r.status != 200:
+            raise RuntimeError(f"POST :{port}{path} -> {r.status} {resp[:200]!r}")
+        return dt
+    finally:
+        c.close()
+
+
+def measure_t8(on, ngx, sid, aport, reps, big_kib, uploads):
+    """T8: a big streamed GET /messages and a 1 MiB multipart upload, direct/nginx/proxy."""
+    st, body = http("POST", f"{on.base}/{sid}/message",
+                    {"content": f"/fake big {big_kib}", "type": "user"},
+                    headers={KEY_HEADER: API_KEY}, timeout=60)
+    if st != 200:
+        raise RuntimeError(f"T8: POST /message /fake big -> {st} {body[:200]!r}")
+    end = time.monotonic() + 60
+    while True:
+        st, body = http("GET", f"{on.base}/{sid}/status", headers={KEY_HEADER: API_KEY})
+        if st == 200 and json.loads(body).get("status") == "stable":
+            break
+        if time.monotonic() > end:
+            raise RuntimeError("T8: agent not stable 60 s after /fake big")
+        time.sleep(0.02)
+    paths = {"direct": ("127.0.0.1", aport, ""), "nginx": ("127.0.0.1", ngx.port, f"/{sid}"),
+             "proxy": ("127.0.0.1", on.port, f"/{sid}")}
+    payload = os.urandom(1 << 20)
+    pid = on.proc.pid
+    out = {"big_kib": big_kib, "reps": []}
+    for rep in range(reps):
+        r = {"rep": rep, "get": {}, "upload": {}}
+        for name, (h, p, pre) in paths.items():
+            before = rss_kib(pid)
+            with RssSampler(pid, 0.01) as smp:
+                dt, n = timed_get(h, p, pre + "/messages")
+            r["get"][name] = {"s": round(dt, 4), "bytes": n, "mib_s": round(n / dt / 2**20, 1),
+                              "proxy_rss_before_kib": before, "proxy_rss_peak_kib": smp.peak,
+                              "proxy_rss_after_kib": rss_kib(pid)}
+            if n < big_kib * 1024:
+                raise RuntimeError(f"T8: {name} GET /messages returned {n} bytes < {big_kib} KiB")
+        for name, (h, p, pre) in paths.items():
+            before = rss_kib(pid)
+            with RssSampler(pid, 0.01) as smp:
+                times = [timed_upload(h, p, pre + "/upload", payload) for _ in range(uploads)]
+            r["upload"][name] = {"s": [round(t, 5) for t in times], "median_s": statistics.median(times),
+                                 "proxy_rss_before_kib": before, "proxy_rss_peak_kib": smp.peak}
+        out["reps"].append(r)
+        g, u = r["get"], r["upload"]
+        log(f"T8 rep {rep + 1}/{reps}: GET /messages ({g['proxy']['bytes'] / 2**20:.1f} MiB) MiB/s "
+            + " ".join(f"{k}={v['mib_s']}" for k, v in g.items())
+            + f"; proxy RSS {g['proxy']['proxy_rss_before_kib']}->{g['proxy']['proxy_rss_peak_kib']} KiB; "
+            + "1 MiB upload ms " + " ".join(f"{k}={v['median_s'] * 1000:.2f}" for k, v in u.items()))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Statistics and the table
 # --------------------------------------------------------------------------------------------
 
@@ -555,11 +925,22 @@ def main():
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--extra-nginx-w1", action="store_true",
                     help="also run an nginx with worker_processes 1 (fairness check)")
+    ap.add_argument("--t4-serial", type=int, default=5,
+                    help="T4: serial starts (and floor spawns) per repetition")
+    ap.add_argument("--t4-concurrent", type=int, default=100, help="T4: concurrent starts per repetition")
+    ap.add_argument("--t5-sessions", type=int, default=200, help="T5: live sessions")
+    ap.add_argument("--t6-rows", type=int, default=10000, help="T6: sessions seeded into the store")
+    ap.add_argument("--t6-duration", type=int, default=5, help="T6: seconds per wrk run (-c8)")
+    ap.add_argument("--t8-kib", type=int, default=51200, help="T8: size of the big reply (KiB)")
+    ap.add_argument("--t8-uploads", type=int, default=5, help="T8: 1 MiB uploads per path per repetition")
+    ap.add_argument("--skip-extra", action="store_true", help="only T1/T2/T3/T7")
     ap.add_argument("--out", default=None, help="JSON results path")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.duration, args.sse_samples = 1, 1, 3
+        args.t4_serial, args.t4_concurrent, args.t5_sessions = 3, 5, 5
+        args.t6_rows, args.t6_duration, args.t8_kib, args.t8_uploads = 100, 1, 2048, 2
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
@@ -616,7 +997,8 @@ def run(args, procs, tmp):
     }
     for rep in range(args.reps):
         for name, (url, cpu) in paths.items():
-            r = run_wrk(url, args.duration, args.conns, cpu)
+            r = run_wrk(url, args.duration, args.conns, cpu,
+                        rss_pid=on.proc.pid if name == "proxy" else None)
             r["rep"] = rep
             results["wrk"][name].append(r)
             log(f"rep {rep + 1}/{args.reps} wrk {name:13s} {r['rps']:9.0f} req/s  "
@@ -631,6 +1013,38 @@ def run(args, procs, tmp):
             log(f"rep {rep + 1}/{args.reps} sse {name:7s} median {med and round(med, 3)} ms "
                 f"({len(samples)} samples, {misses} missed)")
     results["proxy_status_after"] = proc_status(on.proc.pid)
+
+    # T8, T5, T4, T6: after the interleaved loop, so the big reply and the extra proxies do not
+    # disturb T1-T3. A measure that fails is recorded and makes the run exit 1.
+    extra_errors = {}
+
+    def attempt(tid, fn):
+        if args.skip_extra:
+            return None
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - reported, not hidden
+            log(f"{tid} failed: {e!r}")
+            extra_errors[tid] = repr(e)
+            return None
+
+    results["t8"] = attempt("T8", lambda: measure_t8(on, ngx, sid, aport, args.reps, args.t8_kib,
+                                                      args.t8_uploads))
+    n_ports = max(args.t5_sessions, args.t4_concurrent) + 20
+    sess = attempt("T4/T5 proxy", lambda: Proxy(
+        procs, args.bin, tmp, "sessions", auth=True, ports=n_ports,
+        session_cfg={"max_sessions": n_ports + 50}))
+    if sess:
+        results["t5"] = attempt("T5", lambda: measure_t5_sessions(sess, args.t5_sessions))
+        results["t4"] = attempt("T4", lambda: measure_t4(sess, procs, args.bin, tmp, args.reps,
+                                                          args.t4_serial, args.t4_concurrent))
+        sess.stop()
+    if not args.skip_extra:
+        t6 = attempt("T6 proxy", lambda: Proxy(procs, args.bin, tmp, "store", auth=True,
+                                               session_cfg={"retain_finished_seconds": 30 * 86400}))
+        if t6:
+            results["t6"] = attempt("T6", lambda: measure_t6(t6, args.t6_rows, args.reps, args.t6_duration))
+            t6.stop()
 
     # Per-repetition ratios.
     def per_rep(fn):
@@ -657,16 +1071,28 @@ def run(args, procs, tmp):
         rows.append(("T2", "proxy/nginx(1 worker)",
                      per_rep(lambda i: safe(W["proxy"][i]["p99_ms"], W["nginx_w1"][i]["p99_ms"]))))
 
+    rows += extra_rows(args, results)
+
     table = []
     all_pass = True
     for tid, what, vals in rows:
         st = ratio_stats(vals)
-        row = {"id": tid, "ratio": what, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
+        label = what.replace("N ", f"{args.t4_concurrent} ", 1) if tid == "T4" else \
+            what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
+        row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
         gated = what in ("proxy/nginx", "on/off")
         if gated and not args.quick and st:
             row["target"] = f"{TARGETS[tid][1]} {TARGETS[tid][2]}"
             row["pass"] = verdict(tid, st["median"])
             all_pass &= row["pass"]
+        if (tid, what) in EXTRA_TARGETS and not args.quick and st:
+            op, bound = EXTRA_TARGETS[(tid, what)]
+            row["target"] = f"{op} {bound:g}"
+            row["pass"] = st["median"] >= bound if op == ">=" else st["median"] <= bound
+            all_pass &= row["pass"]
+        if tid in extra_errors or f"{tid} proxy" in extra_errors or (
+                tid in ("T4", "T5") and "T4/T5 proxy" in extra_errors):
+            row["error"] = True
         table.append(row)
 
     # Absolute context (medians over repetitions).
@@ -687,14 +1113,14 @@ def run(args, procs, tmp):
     print()
     print(f"agentapi-proxy bench: {args.reps} interleaved repetitions, wrk -t1 -c{args.conns} "
           f"-d{args.duration}s, {args.sse_samples} SSE samples/path/rep, nginx {args.nginx_workers} workers")
-    print(f"{'id':3s} {'ratio':24s} {'median':>7s} {'min':>7s} {'max':>7s}  {'target':8s} result")
+    print(f"{'id':3s} {'ratio':28s} {'median':>8s} {'min':>8s} {'max':>8s}  {'target':8s} result")
     for row in table:
         if "median" not in row:
-            print(f"{row['id']:3s} {row['ratio']:24s}   (no data)")
+            print(f"{row['id']:3s} {row['ratio']:28s}   (no data{', error' if row.get('error') else ''})")
             continue
         res = "" if "pass" not in row else ("PASS" if row["pass"] else "FAIL")
-        print(f"{row['id']:3s} {row['ratio']:24s} {row['median']:7.3f} {row['min']:7.3f} "
-              f"{row['max']:7.3f}  {row.get('target', ''):8s} {res}")
+        print(f"{row['id']:3s} {row['ratio']:28s} {row['median']:8.3f} {row['min']:8.3f} "
+              f"{row['max']:8.3f}  {row.get('target', ''):8s} {res}")
     print()
     print(f"{'path':13s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}  CPU us/req (median)")
     for name in W:
@@ -704,10 +1130,17 @@ def run(args, procs, tmp):
     print("SSE POST->user frame median ms: "
           + ", ".join(f"{n}={absolute['sse_' + n]['median_ms']}" for n in S))
     print(f"proxy threads: {results['proxy_threads']}; after load: {results['proxy_status_after']}")
+    for line in extra_context(results):
+        print(line)
+    for tid, err in extra_errors.items():
+        print(f"{tid}: ERROR {err}")
 
     # Did every path answer?
     answered = all(r["requests"] > 0 and r["non2xx"] == 0 for lst in W.values() for r in lst) and \
-        all(x["samples_ms"] and x["misses"] == 0 for lst in S.values() for x in lst)
+        all(x["samples_ms"] and x["misses"] == 0 for lst in S.values() for x in lst) and \
+        not extra_errors and all(r["search"]["requests"] > 0 and r["search"]["non2xx"] == 0 and
+                                 r["health"]["requests"] > 0 and r["health"]["non2xx"] == 0
+                                 for r in (results.get("t6") or {}).get("reps", []))
     doc = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": git_info(),
@@ -717,8 +1150,13 @@ def run(args, procs, tmp):
         "params": {"reps": args.reps, "duration_s": args.duration, "conns": args.conns,
                    "sse_samples": args.sse_samples, "nginx_workers": args.nginx_workers,
                    "quick": args.quick, "agent_env": AGENT_ENV,
+                   "t4_serial": args.t4_serial, "t4_concurrent": args.t4_concurrent,
+                   "t5_sessions": args.t5_sessions, "t6_rows": args.t6_rows,
+                   "t6_duration_s": args.t6_duration, "t8_kib": args.t8_kib,
+                   "t8_uploads": args.t8_uploads,
                    "t3_definition": "POST /message sent -> the user message's own message_update "
                                     "frame (role user, message == content) on an open /events stream"},
+        "extra_errors": extra_errors,
         "table": table, "absolute": absolute, "all_paths_answered": answered,
         "all_targets_pass": None if args.quick else all_pass, "raw": results,
     }
@@ -732,6 +1170,79 @@ def run(args, procs, tmp):
         log("some path did not answer every request (see JSON)")
         return 1
     return 0
+
+
+def extra_rows(args, results):
+    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8."""
+    rows = []
+    mb = lambda kib: kib * 1024 / 1e6 if kib is not None else None  # noqa: E731
+
+    def safe(a, b):
+        return a / b if a is not None and b else None
+
+    t4 = results.get("t4") or []
+    if t4 or "t4" in results:
+        rows.append(("T4", "start p50/floor p50", [safe(r["start_p50_ms"], r["floor_p50_ms"]) for r in t4]))
+        rows.append(("T4", "N concurrent/floor p50",
+                     [safe(r["concurrent_wall_ms"], r["floor_p50_ms"]) for r in t4]))
+    if "t5" in results:
+        t5 = results.get("t5") or {}
+        rows.append(("T5", "idle RSS MB", [mb(t5.get("idle_kib"))]))
+        rows.append(("T5", "N sessions RSS MB", [mb(t5.get("live_kib"))]))
+    load = [r.get("rss_peak_kib") for r in results["wrk"].get("proxy", [])]
+    if any(load) and not args.skip_extra:
+        rows.append(("T5", "T1 load RSS MB (peak)", [mb(x) for x in load]))
+    if "t6" in results:
+        t6 = (results.get("t6") or {}).get("reps", [])
+        rows.append(("T6", "search/health p50", [safe(r["search"]["p50_ms"], r["health"]["p50_ms"]) for r in t6]))
+    if "t8" in results:
+        t8 = (results.get("t8") or {}).get("reps", [])
+        rows.append(("T8", "GET big proxy/nginx MiB/s",
+                     [safe(r["get"]["proxy"]["mib_s"], r["get"]["nginx"]["mib_s"]) for r in t8]))
+        rows.append(("T8", "GET big proxy/direct MiB/s",
+                     [safe(r["get"]["proxy"]["mib_s"], r["get"]["direct"]["mib_s"]) for r in t8]))
+        # Throughput ratio = inverse of the time ratio.
+        rows.append(("T8", "1MiB upload proxy/nginx",
+                     [safe(r["upload"]["nginx"]["median_s"], r["upload"]["proxy"]["median_s"]) for r in t8]))
+        rows.append(("T8", "big GET RSS growth MB",
+                     [mb(r["get"]["proxy"]["proxy_rss_peak_kib"] - r["get"]["proxy"]["proxy_rss_before_kib"])
+                      if r["get"]["proxy"]["proxy_rss_peak_kib"] is not None else None for r in t8]))
+    return rows
+
+
+def extra_context(results):
+    """Absolute figures behind T4, T5, T6, T8 (context lines for the printed table)."""
+    out = []
+    t4 = results.get("t4") or []
+    if t4:
+        med = lambda k: round(statistics.median(r[k] for r in t4), 2)  # noqa: E731
+        out.append(f"T4 ms (median of reps): POST /start p50 {med('start_p50_ms')}, floor p50 "
+                   f"{med('floor_p50_ms')}, {t4[0]['concurrent']} concurrent starts wall "
+                   f"{med('concurrent_wall_ms')} (each p50 {med('concurrent_each_p50_ms')})")
+    t5 = results.get("t5")
+    if t5:
+        out.append(f"T5 proxy VmRSS KiB: idle {t5['idle_kib']}, {t5['sessions']} sessions {t5['live_kib']} "
+                   f"(peak while starting {t5['peak_while_starting_kib']}, all active after "
+                   f"{t5.get('all_active_s')} s), after deleting them {t5['after_delete_kib']}")
+    t6 = (results.get("t6") or {}).get("reps")
+    if t6:
+        med = lambda a, k: round(statistics.median(r[a][k] for r in t6), 3)  # noqa: E731
+        out.append(f"T6 ({results['t6']['rows']} rows, wrk -c8): /search?limit=100 {med('search', 'rps'):.0f} "
+                   f"req/s p50 {med('search', 'p50_ms')} ms; /health {med('health', 'rps'):.0f} req/s p50 "
+                   f"{med('health', 'p50_ms')} ms")
+    t8 = (results.get("t8") or {}).get("reps")
+    if t8:
+        g = {k: round(statistics.median(r["get"][k]["mib_s"] for r in t8), 1) for k in t8[0]["get"]}
+        u = {k: round(statistics.median(r["upload"][k]["median_s"] for r in t8) * 1000, 2) for k in t8[0]["upload"]}
+        p = t8[-1]["get"]["proxy"]
+        up = t8[-1]["upload"]["proxy"]
+        out.append(f"T8 GET /messages ({p['bytes'] / 2**20:.1f} MiB) MiB/s: "
+                   + ", ".join(f"{k}={v}" for k, v in g.items())
+                   + f"; 1 MiB upload ms: " + ", ".join(f"{k}={v}" for k, v in u.items()))
+        out.append(f"T8 proxy VmRSS KiB (last rep): GET before {p['proxy_rss_before_kib']} peak "
+                   f"{p['proxy_rss_peak_kib']} after {p['proxy_rss_after_kib']}; upload before "
+                   f"{up['proxy_rss_before_kib']} peak {up['proxy_rss_peak_kib']}")
+    return out
 
 
 def git_info():
