@@ -231,19 +231,19 @@ impl Authenticator {
         };
         match credentials::presented(headers, sources) {
             Presented::StaticKey(key) => {
-                self.static_key(key).await.ok_or_else(|| refused("unknown or expired API key", key))
+                self.static_key(key).await.ok_or_else(|| refused("unknown_api_key", key))
             }
             Presented::Bearer(token) if token.starts_with("aps_") => match &self.oauth {
                 Some(oauth) => oauth.authenticate(token).await.map_err(|error| match error {
-                    ApiError::Unauthenticated => refused("unknown or expired proxy token", token),
+                    ApiError::Unauthenticated => refused("unknown_proxy_token", token),
                     other => other,
                 }),
-                None => Err(refused("proxy-issued tokens need auth.github.oauth", token)),
+                None => Err(refused("oauth_not_configured", token)),
             },
             Presented::SessionCookie(token) => {
                 let Some(oauth) = &self.oauth else { return Err(ApiError::Unauthenticated) };
                 let caller = oauth.authenticate(token).await.map_err(|error| match error {
-                    ApiError::Unauthenticated => refused("unknown or expired session cookie", ""),
+                    ApiError::Unauthenticated => refused("unknown_session_cookie", ""),
                     other => other,
                 })?;
                 oauth.cookies().guard(method, headers)?;
@@ -261,11 +261,11 @@ impl Authenticator {
                 {
                     return github.authenticate(token).await;
                 }
-                Err(refused("unknown bearer token", token))
+                Err(refused("unknown_bearer_token", token))
             }
-            Presented::Malformed => Err(refused("unreadable Authorization header", "")),
+            Presented::Malformed => Err(refused("malformed_credential", "")),
             Presented::Nothing => {
-                crate::telemetry::auth_failure("no credential");
+                crate::telemetry::auth_failure("no_credential");
                 Err(ApiError::Unauthenticated)
             }
         }

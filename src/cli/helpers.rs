@@ -54,7 +54,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(super::EXIT_USAGE)
+            ExitCode::FAILURE
         }
     }
 }

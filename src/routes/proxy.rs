@@ -46,26 +46,33 @@ pub fn takes_fast_path<B>(request: &http::Request<B>, cors_enabled: bool) -> boo
 /// The proxy route without the router: the same checks and answers as [`proxy`], with the
 /// request id, log line and metrics the router's outer layer would add.
 pub async fn fast(state: AppState, peer: SocketAddr, request: Request) -> Response {
-    crate::observe::observed(PROXY_ROUTE, request, |request| async move {
-        let caller = match state.auth.authenticate(request.method(), request.headers()).await {
-            Ok(caller) => caller,
-            Err(error) => return error.into_response(),
-        };
-        match route(state, peer, caller, request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        }
-    })
-    .await
+    crate::observe::observed(PROXY_ROUTE, request, |request| authenticated(state, peer, request))
+        .await
 }
 
-/// The handler behind both proxy routes.
+/// The handler behind both proxy routes. A first segment that is not a session id is a 404
+/// before anything else, authentication included.
 pub async fn proxy(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: Caller,
     request: Request,
 ) -> Response {
+    if !first_segment_is_session_id(request.uri().path()) {
+        return ApiError::NotFound("no such session").into_response();
+    }
+    authenticated(state, peer, request).await
+}
+
+fn first_segment_is_session_id(path: &str) -> bool {
+    let first = path.strip_prefix('/').and_then(|rest| rest.split('/').next());
+    first.is_some_and(crate::sessions::validate::is_session_id)
+}
+
+async fn authenticated(state: AppState, peer: SocketAddr, request: Request) -> Response {
+    let caller = match state.auth.authenticate(request.method(), request.headers()).await {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
     match route(state, peer, caller, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

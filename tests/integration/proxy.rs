@@ -344,3 +344,18 @@ async fn a_custom_github_token_header_is_not_passed_to_agents() {
         .expect("json");
     assert!(!seen.to_string().contains("ghp_must_not_reach_the_agent"), "{seen}");
 }
+
+#[tokio::test]
+async fn a_path_that_is_not_a_session_id_is_404_even_without_credentials() {
+    let server = TestServer::start(with_keys).await;
+    let client = reqwest::Client::new();
+    for path in
+        ["/not-a-session/status", "/..%2Fadmin/x", "/3F2B8C1E-9D4A-4B6E-8F21-0A1B2C3D4E5F/status"]
+    {
+        let (code, body) = get_json(&client, &server.url(path)).await;
+        assert_eq!((code, body["code"].as_str()), (404, Some("not_found")), "{path}");
+    }
+    let unknown = uuid::Uuid::new_v4();
+    let (code, _) = get_json(&client, &server.url(&format!("/{unknown}/status"))).await;
+    assert_eq!(code, 401, "a real session path asks for credentials first");
+}
