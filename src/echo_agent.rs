@@ -77,11 +77,11 @@ async fn serve(
     initial_prompt: Option<String>,
 ) -> ExitCode {
     let timing = Timing::from_env();
-    if std::env::var("ECHO_AGENT_SPAWN_GRANDCHILD").as_deref() == Ok("1") {
-        if let Err(err) = process::spawn_grandchild() {
-            eprintln!("echo-agent: cannot spawn the grandchild: {err}");
-            return ExitCode::FAILURE;
-        }
+    if std::env::var("ECHO_AGENT_SPAWN_GRANDCHILD").as_deref() == Ok("1")
+        && let Err(err) = process::spawn_grandchild()
+    {
+        eprintln!("echo-agent: cannot spawn the grandchild: {err}");
+        return ExitCode::FAILURE;
     }
     let listener = match tokio::net::TcpListener::bind((args.bind, args.port)).await {
         Ok(listener) => listener,

@@ -63,10 +63,10 @@ fn auth(config: &Config, out: &mut Findings) {
             out.problems.push(format!("`auth.static.api_keys[{index}]`: {problem}"));
         }
     }
-    if !statics.keys_file.is_empty() {
-        if let Err(problem) = read_keys_file(Path::new(&statics.keys_file)) {
-            out.problems.push(format!("`auth.static.keys_file`: {problem}"));
-        }
+    if !statics.keys_file.is_empty()
+        && let Err(problem) = read_keys_file(Path::new(&statics.keys_file))
+    {
+        out.problems.push(format!("`auth.static.keys_file`: {problem}"));
     }
     let github = &auth.github;
     check_url(&github.base_url, "auth.github.base_url", out);

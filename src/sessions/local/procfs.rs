@@ -81,10 +81,11 @@ fn listening_inodes(port: u16) -> HashSet<u64> {
             };
             let local_port =
                 local.rsplit_once(':').and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
-            if local_port == Some(port) && *state == "0A" {
-                if let Ok(inode) = inode.parse() {
-                    inodes.insert(inode);
-                }
+            if local_port == Some(port)
+                && *state == "0A"
+                && let Ok(inode) = inode.parse()
+            {
+                inodes.insert(inode);
             }
         }
     }
