@@ -19,6 +19,8 @@ use crate::sessions::backend::{
 const PORT_ATTEMPTS: usize = 3;
 /// Log lines returned to the session's owner when its agent fails to start.
 const FAILURE_LOG_LINES: usize = 20;
+/// How long readiness is polled at the fastest rate.
+const FAST_POLLING: Duration = Duration::from_millis(100);
 /// Longest time one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -49,9 +51,14 @@ pub(super) async fn launch(
             start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
             endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
         };
-        observer.spawned(&process).await;
+        // Recording the process (a durable write) and polling for readiness overlap; both
+        // finish before the launch reports anything, so the store never sees `active` first.
+        let (_, readiness) = tokio::join!(
+            observer.spawned(&process),
+            wait_until_ready(backend, port, &mut exited, deadline)
+        );
         let last_attempt = attempt == PORT_ATTEMPTS;
-        match wait_until_ready(backend, port, &mut exited, deadline).await {
+        match readiness {
             Readiness::Ready => match procfs::group_listens_on(pid, port) {
                 Some(false) if !last_attempt => {
                     tracing::warn!(port, "another process answers on the agent's port; retrying");
@@ -116,14 +123,15 @@ fn spawn(
     Ok((pid, exited))
 }
 
-/// Polls `/status` from 5 ms, doubling to 200 ms, until the agent answers like agentapi,
-/// exits, or the deadline passes.
+/// Polls `/status` every 5 ms for the first 100 ms (most agents are up by then), then
+/// doubling to 200 ms, until the agent answers like agentapi, exits, or the deadline passes.
 async fn wait_until_ready(
     backend: &LocalBackend,
     port: u16,
     exited: &mut oneshot::Receiver<Exit>,
     deadline: Instant,
 ) -> Readiness {
+    let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
         if let Ok(exit) = exited.try_recv() {
@@ -145,7 +153,9 @@ async fn wait_until_ready(
             }
             () = tokio::time::sleep(pause.min(deadline - now)) => {}
         }
-        pause = (pause * 2).min(Duration::from_millis(200));
+        if started.elapsed() >= FAST_POLLING {
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 }
 
