@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::cors::CorsSettings;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
+use crate::telemetry::Direction;
 use crate::upstream::UpstreamClient;
 
 /// Everything the proxy path takes from the configuration, prepared once at startup.
@@ -175,10 +176,13 @@ async fn forward_inner(
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
 
-    let body = if limit > 0 && declared.is_none() {
-        Body::new(body::LimitedBody::new(body, limit))
-    } else {
+    // Bodiless requests (most of them) skip both wrappers: the size limit and the byte count.
+    let body = if http_body::Body::is_end_stream(&body) {
         body
+    } else if limit > 0 && declared.is_none() {
+        Body::new(counted(body::LimitedBody::new(body, limit), Direction::ToAgent))
+    } else {
+        Body::new(counted(body, Direction::ToAgent))
     };
     let sent = client.request(Request::from_parts(parts, body));
     let result = match settings.header_timeout {
@@ -218,15 +222,36 @@ async fn forward_inner(
 
     let body = if is_event_stream(&parts.headers) {
         let guard = sse::StreamGuard::open(activity);
-        Body::new(sse::SseBody::new(incoming, settings.sse_heartbeat, shutdown, guard))
+        let stream = sse::SseBody::new(incoming, settings.sse_heartbeat, shutdown, guard);
+        Body::new(counted(stream, Direction::ToClient))
     } else {
         let port = target.port;
-        Body::new(incoming.map_err(move |error| {
+        Body::new(counted(incoming, Direction::ToClient).map_err(move |error| {
             tracing::warn!(port, %error, "the agent broke off a response; cutting it off");
             error
         }))
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// `body`, with its data bytes added to the proxied-bytes metric as they pass.
+fn counted<B>(
+    body: B,
+    direction: Direction,
+) -> http_body_util::combinators::MapFrame<
+    B,
+    impl FnMut(http_body::Frame<bytes::Bytes>) -> http_body::Frame<bytes::Bytes>,
+>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+{
+    let bytes = crate::telemetry::proxied_bytes(direction);
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes.increment(data.len() as u64);
+        }
+        frame
+    })
 }
 
 fn upstream_authority(port: u16) -> Result<Authority, ApiError> {

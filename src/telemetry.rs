@@ -18,6 +18,7 @@ pub const AGENT_EXITS: &str = "agentapi_proxy_agent_exits_total";
 pub const AUTH_FAILURES: &str = "agentapi_proxy_auth_failures_total";
 pub const STORE_ERRORS: &str = "agentapi_proxy_store_errors_total";
 pub const GITHUB_LOOKUPS: &str = "agentapi_proxy_github_token_lookups_total";
+pub const PROXIED_BYTES: &str = "agentapi_proxy_proxied_bytes_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -52,6 +53,28 @@ pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
 
 pub fn proxied_request() {
     counter!(PROXIED_REQUESTS).increment(1);
+}
+
+/// Counts body bytes through the proxy: `to_agent` (request bodies) or `to_client`.
+/// The handles are made once; counting a frame is one atomic add.
+pub fn proxied_bytes(direction: Direction) -> &'static metrics::Counter {
+    static TO_AGENT: OnceLock<metrics::Counter> = OnceLock::new();
+    static TO_CLIENT: OnceLock<metrics::Counter> = OnceLock::new();
+    match direction {
+        Direction::ToAgent => {
+            TO_AGENT.get_or_init(|| counter!(PROXIED_BYTES, "direction" => "to_agent"))
+        }
+        Direction::ToClient => {
+            TO_CLIENT.get_or_init(|| counter!(PROXIED_BYTES, "direction" => "to_client"))
+        }
+    }
+}
+
+/// Which way proxied bytes went.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    ToAgent,
+    ToClient,
 }
 
 pub fn stream_opened() {

@@ -171,6 +171,7 @@ async fn metrics_count_a_scripted_workload_and_need_permission_unless_public() {
             .sum()
     };
     assert!(value("agentapi_proxy_proxied_requests_total") >= 3.0, "{text}");
+    assert!(value("agentapi_proxy_proxied_bytes_total{direction=\"to_client\"}") > 100.0, "{text}");
     assert!(value("agentapi_proxy_session_starts_total{outcome=\"active\"}") >= 1.0, "{text}");
     assert!(value("agentapi_proxy_auth_failures_total") >= 2.0, "{text}");
     assert!(
