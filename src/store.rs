@@ -29,10 +29,16 @@ pub enum Location {
     Memory,
 }
 
-/// A handle to the database; cheap to clone. Queries run on blocking threads.
+/// Read-only connections beside the one that writes (WAL lets them read concurrently).
+const READERS: usize = 2;
+
+/// A handle to the database; cheap to clone. Queries run on blocking threads: writes on one
+/// connection, reads on a small pool of read-only ones (file databases only).
 #[derive(Debug, Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     location: Location,
 }
 
@@ -48,7 +54,18 @@ impl Store {
         };
         configure(&connection).context("while setting database pragmas")?;
         migrate(&connection).context("while migrating the database schema")?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)), location })
+        let readers = match &location {
+            Location::File(path) => (0..READERS)
+                .map(|_| open_reader(path).map(Mutex::new))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            Location::Memory => Vec::new(),
+        };
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            readers: readers.into(),
+            next_reader: Arc::default(),
+            location,
+        })
     }
 
     pub fn location(&self) -> &Location {
@@ -72,6 +89,34 @@ impl Store {
         .context("while waiting for a database call")?
     }
 
+    /// Runs a read-only `work` on a reader connection (the writer when there is none), so
+    /// reads neither wait for nor block writes.
+    pub async fn read<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.call(work).await;
+        }
+        let readers = self.readers.clone();
+        let first = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // Take a free reader if there is one; otherwise wait for the next in turn.
+            let count = readers.len();
+            let free = (0..count).find_map(|step| readers[(first + step) % count].try_lock().ok());
+            let mut guard = match free {
+                Some(guard) => guard,
+                None => readers[first % count]
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a database call panicked earlier"))?,
+            };
+            work(&mut guard)
+        })
+        .await
+        .context("while waiting for a database read")?
+    }
+
     /// Folds the write-ahead log into the main file (at clean shutdown).
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
         self.call(|connection| {
@@ -86,6 +131,14 @@ impl Store {
     pub async fn schema_version(&self) -> anyhow::Result<usize> {
         self.call(|connection| Ok(user_version(connection)?)).await
     }
+}
+
+fn open_reader(path: &Path) -> anyhow::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("while opening a reader on {}", path.display()))?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
 }
 
 fn open_file(path: &Path) -> anyhow::Result<Connection> {

@@ -64,7 +64,7 @@ impl ProfileStore for SqliteProfiles {
 
     async fn get(&self, id: String) -> anyhow::Result<Option<Versioned>> {
         self.store
-            .call(move |connection| {
+            .read(move |connection| {
                 Ok(connection
                     .query_row(
                         "SELECT document, version FROM profiles WHERE id = ?1",
@@ -82,7 +82,7 @@ impl ProfileStore for SqliteProfiles {
 
     async fn list(&self, user_id: Option<String>) -> anyhow::Result<Vec<Profile>> {
         self.store
-            .call(move |connection| {
+            .read(move |connection| {
                 let mut statement = connection.prepare(
                     "SELECT document FROM profiles WHERE (?1 IS NULL OR user_id = ?1) \
                      ORDER BY created_at DESC, id DESC",

@@ -186,7 +186,7 @@ impl SessionStore for SqliteSessions {
 
     async fn get(&self, id: String) -> anyhow::Result<Option<SessionRow>> {
         self.store
-            .call(move |connection| {
+            .read(move |connection| {
                 Ok(connection
                     .query_row(
                         &format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"),
@@ -201,7 +201,7 @@ impl SessionStore for SqliteSessions {
 
     async fn search(&self, filter: SessionFilter) -> anyhow::Result<(Vec<SessionRow>, u64)> {
         self.store
-            .call(move |connection| {
+            .read(move |connection| {
                 let mut conditions = Vec::new();
                 let mut values: Vec<String> = Vec::new();
                 if let Some(user_id) = &filter.user_id {
@@ -249,7 +249,7 @@ impl SessionStore for SqliteSessions {
 
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>> {
         self.store
-            .call(|connection| {
+            .read(|connection| {
                 let mut statement = connection
                     .prepare(&format!("SELECT {COLUMNS} FROM sessions ORDER BY started_at"))?;
                 let rows = statement.query_map([], from_row)?.collect::<rusqlite::Result<_>>()?;
