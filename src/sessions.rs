@@ -296,12 +296,21 @@ impl Inner {
         self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes the session's current state to the store; a failure is logged, not fatal
-    /// (the registry stays authoritative while the process lives).
-    async fn persist(&self, session: &Session) {
-        if let Err(error) = self.store.save_state(session.to_row()).await {
+    /// Applies `change` to the session: first to the store, then to the live state, so
+    /// anyone who sees the change (a waiting `/start`, a `/search`) finds it stored too. A
+    /// store failure is logged, not fatal (the registry stays authoritative meanwhile).
+    async fn record(&self, session: &Session, change: impl Fn(&mut LiveState)) {
+        let mut next = session.state();
+        change(&mut next);
+        self.save(session.row_with(&next)).await;
+        session.update(change);
+    }
+
+    async fn save(&self, row: SessionRow) {
+        let session_id = row.id.clone();
+        if let Err(error) = self.store.save_state(row).await {
             crate::telemetry::store_error();
-            tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not save session state");
+            tracing::error!(%session_id, error = format!("{error:#}"), "could not save session state");
         }
     }
 }

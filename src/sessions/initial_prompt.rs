@@ -16,8 +16,9 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) async fn deliver(inner: Arc<Inner>, session: Arc<Session>, content: String) {
-    session.update(|state| state.initial_message = Some(InitialMessageState::Pending));
-    inner.persist(&session).await;
+    inner
+        .record(&session, |state| state.initial_message = Some(InitialMessageState::Pending))
+        .await;
     let give_up = Instant::now() + GIVE_UP_AFTER;
     let mut pause = Duration::from_millis(50);
     let outcome = loop {
@@ -57,6 +58,5 @@ pub(super) async fn deliver(inner: Arc<Inner>, session: Arc<Session>, content: S
         pause = (pause * 2).min(Duration::from_secs(2));
     };
     tracing::info!(session_id = %session.id, outcome = outcome.as_str(), "initial prompt");
-    session.update(|state| state.initial_message = Some(outcome));
-    inner.persist(&session).await;
+    inner.record(&session, |state| state.initial_message = Some(outcome)).await;
 }

@@ -204,7 +204,11 @@ impl Session {
     }
 
     pub fn to_row(&self) -> SessionRow {
-        let state = self.state.borrow();
+        self.row_with(&self.state.borrow())
+    }
+
+    /// The stored form of this session with `state` as its live state.
+    pub fn row_with(&self, state: &LiveState) -> SessionRow {
         SessionRow {
             id: self.id.clone(),
             user_id: self.user_id.clone(),

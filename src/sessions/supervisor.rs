@@ -34,11 +34,13 @@ struct RecordSpawn<'a> {
 #[async_trait::async_trait]
 impl LaunchObserver for RecordSpawn<'_> {
     async fn spawned(&self, process: &AgentProcess) {
-        self.session.update(|state| {
-            state.process = Some(*process);
-            state.port = Some(process.endpoint.port);
-        });
-        self.inner.persist(self.session).await;
+        let process = *process;
+        self.inner
+            .record(self.session, |state| {
+                state.process = Some(process);
+                state.port = Some(process.endpoint.port);
+            })
+            .await;
     }
 }
 
@@ -100,13 +102,14 @@ pub(super) async fn supervise(
                 return;
             }
         };
-        session.update(|state| {
-            state.status = SessionStatus::Active;
-            state.process = Some(process);
-            state.port = Some(process.endpoint.port);
-        });
         session.touch();
-        inner.persist(&session).await;
+        inner
+            .record(&session, |state| {
+                state.status = SessionStatus::Active;
+                state.process = Some(process);
+                state.port = Some(process.endpoint.port);
+            })
+            .await;
         tracing::info!(session_id = %session.id, port = process.endpoint.port, "session active");
         if let Some(message) = first_message.take() {
             tokio::spawn(initial_prompt::deliver(inner.clone(), session.clone(), message));
@@ -156,15 +159,17 @@ pub(super) async fn supervise(
         restarts.push_back(Instant::now());
         crate::telemetry::session_restart();
         delay = (delay * 2).min(MAX_RESTART_DELAY);
-        session.update(|state| {
-            state.status = SessionStatus::Starting;
-            state.restarts += 1;
-            state.ended_at_ms = None;
-            state.exit_code = None;
-            state.exit_reason = None;
-            state.process = None;
-        });
-        inner.persist(&session).await;
+        let restarted = session.state().restarts + 1;
+        inner
+            .record(&session, |state| {
+                state.status = SessionStatus::Starting;
+                state.restarts = restarted;
+                state.ended_at_ms = None;
+                state.exit_code = None;
+                state.exit_reason = None;
+                state.process = None;
+            })
+            .await;
         tracing::info!(session_id = %session.id, "restarting the agent after a failure");
     }
 }
@@ -218,8 +223,7 @@ async fn refresh_agent_status(inner: &Inner, session: &Session, process: &AgentP
     if let Some(status) = status
         && session.state().agent_status.as_deref() != Some(status.as_str())
     {
-        session.update(|state| state.agent_status = Some(status));
-        inner.persist(session).await;
+        inner.record(session, |state| state.agent_status = Some(status.clone())).await;
     }
 }
 
@@ -239,8 +243,7 @@ async fn stop_agent(
     exited: &mut oneshot::Receiver<Exit>,
     reason: StopReason,
 ) {
-    session.update(|state| state.status = SessionStatus::Stopping);
-    inner.persist(session).await;
+    inner.record(session, |state| state.status = SessionStatus::Stopping).await;
     inner.backend.stop(process, inner.policy.stop_grace).await;
     inner.backend.release(process);
     let code = match exited.try_recv() {
@@ -261,14 +264,16 @@ async fn finish(
     if let Some(reason) = exit_reason {
         crate::telemetry::agent_exit(reason.as_str());
     }
-    session.update(|state| {
-        state.status = status;
-        state.process = None;
-        state.ended_at_ms = Some(now_ms());
-        state.exit_code = exit_code;
-        state.exit_reason = exit_reason;
-    });
-    inner.persist(session).await;
+    let ended_at = now_ms();
+    inner
+        .record(session, |state| {
+            state.status = status;
+            state.process = None;
+            state.ended_at_ms = Some(ended_at);
+            state.exit_code = exit_code;
+            state.exit_reason = exit_reason;
+        })
+        .await;
 }
 
 async fn record_start_failure(inner: &Inner, session: &Session, error: LaunchError) {
