@@ -43,9 +43,17 @@ fn script_pid(server: &TestServer, id: &str) -> i32 {
 async fn an_agent_that_exits_at_once_fails_the_start_with_its_output_and_frees_the_port() {
     let scripts = tempfile::tempdir().expect("dir");
     let script = write_test_script(scripts.path());
+    // One port, which the system just handed out and nobody else's range contains: the next
+    // start proves it was freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let server = TestServer::start(|config| {
         config.agent.script = script.display().to_string();
-        config.end_port = config.start_port; // one port: the next start proves it was freed
+        config.start_port = port;
+        config.end_port = port;
     })
     .await;
     let client = reqwest::Client::new();

@@ -19,7 +19,8 @@ pub fn test_config(dir: &Path) -> Config {
         Config { data_dir: dir.join("data").display().to_string(), ..Config::default() };
     config.agent.server = agentapi_proxy::config::BUILTIN_ECHO_AGENT.into();
     // Tests run in parallel, each with its own server: give each its own port range.
-    config.start_port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 38_000) as u16;
+    // Below Linux's ephemeral range (32768–60999), so client sockets never sit in it.
+    config.start_port = 10_000 + (uuid::Uuid::new_v4().as_u128() % 22_000) as u16;
     config.end_port = config.start_port + 200;
     config.server.drain_timeout_seconds = 5;
     config.session.stop_grace_seconds = 2;
