@@ -266,19 +266,21 @@ impl SessionManager {
 
     /// How many sessions are in each state (for metrics).
     pub fn count_by_status(&self) -> Vec<(&'static str, usize)> {
-        let registry = self.0.registry_read();
-        [
+        let statuses = [
             SessionStatus::Starting,
             SessionStatus::Active,
             SessionStatus::Stopping,
             SessionStatus::Exited,
             SessionStatus::Failed,
-        ]
-        .into_iter()
-        .map(|status| {
-            (status.as_str(), registry.values().filter(|s| s.state().status == status).count())
-        })
-        .collect()
+        ];
+        let mut counts = [0usize; 5];
+        for session in self.0.registry_read().values() {
+            let status = session.status_and_port().0;
+            if let Some(index) = statuses.iter().position(|known| *known == status) {
+                counts[index] += 1;
+            }
+        }
+        statuses.iter().zip(counts).map(|(status, count)| (status.as_str(), count)).collect()
     }
 
     /// Number of sessions that hold a port (starting, active or stopping).

@@ -39,7 +39,6 @@ pub struct Store {
     connection: Arc<Mutex<Connection>>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
-    location: Location,
 }
 
 impl Store {
@@ -64,12 +63,7 @@ impl Store {
             connection: Arc::new(Mutex::new(connection)),
             readers: readers.into(),
             next_reader: Arc::default(),
-            location,
         })
-    }
-
-    pub fn location(&self) -> &Location {
-        &self.location
     }
 
     /// Runs `work` with the connection on a blocking thread.

@@ -228,10 +228,6 @@ impl Session {
         }
     }
 
-    pub fn summary(&self) -> SessionSummary {
-        summary_of_row(&self.to_row())
-    }
-
     pub fn detail(&self) -> SessionDetail {
         detail_of_row(&self.to_row())
     }

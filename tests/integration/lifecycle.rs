@@ -148,30 +148,38 @@ async fn the_agent_sees_exactly_the_proxy_operator_and_request_variables() {
     assert!(!argv.iter().any(|arg| arg.contains("touch")), "request data never reaches argv");
 }
 
+/// Waits until the session reports its initial prompt `sent`, then returns the user messages
+/// the agent holds, in order.
+async fn user_messages_once_prompt_sent(
+    client: &reqwest::Client,
+    server: &TestServer,
+    id: &str,
+    port: u16,
+) -> Vec<String> {
+    let detail_url = server.url(&format!("/sessions/{id}"));
+    wait_until("the initial prompt to be sent", Duration::from_secs(30), || {
+        let (client, url) = (client.clone(), detail_url.clone());
+        async move { (get_json(&client, &url).await.1["initial_message"] == "sent").then_some(()) }
+    })
+    .await;
+    let (_, messages) = get_json(client, &format!("http://127.0.0.1:{port}/messages")).await;
+    messages["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_str().map(str::to_string))
+        .collect()
+}
+
 #[tokio::test]
 async fn the_initial_prompt_is_delivered_once_the_agent_is_stable() {
     let server = TestServer::start(|_| {}).await;
     let client = reqwest::Client::new();
     let body = json!({"message": "first prompt", "environment": {"ECHO_AGENT_BOOT_MS": "700"}});
     let (id, port) = start_ok(&client, &server.base(), body).await;
-    let base = server.base();
-    wait_until("the initial prompt to be sent", Duration::from_secs(20), || {
-        let (client, base, id) = (client.clone(), base.clone(), id.clone());
-        async move {
-            let (_, detail) = get_json(&client, &format!("{base}/sessions/{id}")).await;
-            (detail["initial_message"] == "sent").then_some(())
-        }
-    })
-    .await;
-    let (_, messages) = get_json(&client, &format!("http://127.0.0.1:{port}/messages")).await;
-    let contents: Vec<&str> = messages["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .filter_map(|m| m["content"].as_str())
-        .collect();
-    assert_eq!(contents, vec!["first prompt"], "delivered exactly once");
+    let users = user_messages_once_prompt_sent(&client, &server, &id, port).await;
+    assert_eq!(users, vec!["first prompt"], "delivered exactly once");
 }
 
 #[tokio::test]
@@ -186,23 +194,7 @@ async fn the_initial_prompt_is_retried_while_the_agent_is_busy() {
     let body = json!({"tags": {"message": "ours"},
                       "environment": {"ECHO_AGENT_BOOT_MS": "300", "ECHO_AGENT_REPLY_MS": "1500"}});
     let (id, port) = start_ok(&client, &server.base(), body).await;
-    let base = server.base();
-    wait_until("the initial prompt to be sent", Duration::from_secs(30), || {
-        let (client, base, id) = (client.clone(), base.clone(), id.clone());
-        async move {
-            let (_, detail) = get_json(&client, &format!("{base}/sessions/{id}")).await;
-            (detail["initial_message"] == "sent").then_some(())
-        }
-    })
-    .await;
-    let (_, messages) = get_json(&client, &format!("http://127.0.0.1:{port}/messages")).await;
-    let users: Vec<&str> = messages["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .filter_map(|m| m["content"].as_str())
-        .collect();
+    let users = user_messages_once_prompt_sent(&client, &server, &id, port).await;
     assert_eq!(users, vec!["self prompt", "ours"]);
 }
 

@@ -64,11 +64,6 @@ impl PortAllocator {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.held.remove(&port);
     }
-
-    /// How many ports are held now.
-    pub fn held(&self) -> usize {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).held.len()
-    }
 }
 
 /// True when nothing listens on `port` on any interface or on loopback.
