@@ -101,9 +101,9 @@ impl AuthType {
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub user_id: String,
-    pub role: String,
-    pub permissions: Vec<String>,
+    pub user_id: Arc<str>,
+    pub role: Arc<str>,
+    pub permissions: Arc<[String]>,
     pub auth_type: AuthType,
     /// SHA-256 of the credential, so long-lived streams can re-check it.
     pub credential: Option<KeyDigest>,
@@ -115,14 +115,14 @@ impl Caller {
         Self {
             user_id: "anonymous".into(),
             role: "admin".into(),
-            permissions: vec!["*".into()],
+            permissions: Arc::new(["*".to_string()]),
             auth_type: AuthType::None,
             credential: None,
         }
     }
 
     pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+        &*self.role == "admin"
     }
 
     pub fn has(&self, permission: Permission) -> bool {
@@ -141,7 +141,7 @@ impl Caller {
     /// Whether the caller may see and control something owned by `owner`. Everything else
     /// is answered as if it did not exist (404).
     pub fn can_see(&self, owner: &str) -> bool {
-        self.is_admin() || self.user_id == owner
+        self.is_admin() || &*self.user_id == owner
     }
 }
 

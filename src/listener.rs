@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::config::{Config, OnShutdown};
+use crate::proxy::Peer;
 use crate::sessions::local::HostOptions;
 use crate::shutdown::{Shutdown, Stage};
 use crate::state::AppState;
@@ -70,7 +71,7 @@ async fn serve(listener: TcpListener, app: Router, state: &AppState, shutdown: &
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let service = Service { app: app.clone(), state: state.clone(), peer };
+                    let service = Service::new(app.clone(), state.clone(), peer);
                     connections.spawn(serve_connection(http.clone(), stream, service, shutdown.clone()));
                 }
                 Err(error) => {
@@ -103,9 +104,16 @@ struct Service {
     app: Router,
     state: AppState,
     peer: SocketAddr,
+    /// The peer as the proxy path needs it, prepared once per connection.
+    proxy_peer: Peer,
 }
 
 impl Service {
+    fn new(app: Router, state: AppState, peer: SocketAddr) -> Self {
+        let proxy_peer = Peer::new(peer, &state.proxy.trusted_proxies);
+        Self { app, state, peer, proxy_peer }
+    }
+
     fn call(
         &self,
         mut request: hyper::Request<Incoming>,
@@ -113,7 +121,7 @@ impl Service {
     {
         let cors_enabled = self.state.proxy.cors.is_enabled();
         if crate::routes::proxy::takes_fast_path(&request, cors_enabled) {
-            let (state, peer) = (self.state.clone(), self.peer);
+            let (state, peer) = (self.state.clone(), self.proxy_peer.clone());
             Either::Left(async move {
                 Ok(crate::routes::proxy::fast(state, peer, request.map(Body::new)).await)
             })

@@ -36,8 +36,8 @@ fn new_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
     let number = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{number}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let id = [prefix.as_str(), "-", itoa::Buffer::new().format(number)].concat();
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The middleware the router installs outermost.
@@ -68,7 +68,7 @@ where
     let mut response = handle(request).instrument(span.clone()).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
-    crate::telemetry::http_request(route, method.as_str(), status, seconds);
+    crate::telemetry::http_request(route, &method, status, seconds);
     span.in_scope(|| {
         tracing::debug!(status, route = %route, ms = seconds * 1000.0, "request");
     });

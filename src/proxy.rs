@@ -10,19 +10,20 @@ mod headers;
 mod sse;
 mod upgrade;
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
-pub use headers::Cidr;
+pub use headers::{Cidr, Peer};
 pub use sse::{FrameBoundary, PING};
 
 use crate::config::Config;
@@ -96,14 +97,15 @@ pub trait Activity: Send + Sync + 'static {
 /// Splits `/{id}/rest/of/path?q=1` (exactly as received, still percent-encoded) into
 /// `("{id}", "/rest/of/path?q=1")`; `/{id}` or `/{id}/` → `("{id}", "/")`, keeping a query
 /// (`/{id}?x` → `"/?x"`). Nothing is decoded or normalised. `None` without an id.
-pub fn split_session_path(path_and_query: &str) -> Option<(&str, String)> {
+pub fn split_session_path(path_and_query: &str) -> Option<(&str, Cow<'_, str>)> {
     let rest = path_and_query.strip_prefix('/')?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (id, tail) = rest.split_at(end);
     if id.is_empty() {
         return None;
     }
-    let upstream = if tail.starts_with('/') { tail.to_string() } else { format!("/{tail}") };
+    let upstream =
+        if tail.starts_with('/') { Cow::Borrowed(tail) } else { Cow::Owned(format!("/{tail}")) };
     Some((id, upstream))
 }
 
@@ -118,7 +120,7 @@ pub async fn forward(
     shutdown: &Shutdown,
     port: u16,
     upstream_path_and_query: &str,
-    peer: SocketAddr,
+    peer: &Peer,
     activity: Arc<dyn Activity>,
     request: Request<Body>,
 ) -> Response {
@@ -133,7 +135,7 @@ pub async fn forward(
 struct Target<'a> {
     port: u16,
     path_and_query: &'a str,
-    peer: SocketAddr,
+    peer: &'a Peer,
 }
 
 async fn forward_inner(
@@ -158,15 +160,11 @@ async fn forward_inner(
     };
     let upgrading = client_upgrade.is_some();
 
-    let authority = upstream_authority(target.port)?;
-    let upstream_host = HeaderValue::from_str(authority.as_str())
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("agent host header: {error}")))?;
+    let (authority, upstream_host) = upstream_authority(target.port)?;
     let uri = upstream_uri(authority, target.path_and_query)?;
-    let peer_ip = target.peer.ip().to_canonical();
     let context = headers::RequestContext {
         upstream_host,
-        peer: peer_ip,
-        peer_trusted: settings.trusted_proxies.iter().any(|cidr| cidr.contains(peer_ip)),
+        peer: target.peer,
         strip_credentials: settings.strip_credentials,
         credential_headers: &settings.credential_headers,
         uri_authority: parts.uri.authority().map(Authority::as_str),
@@ -254,9 +252,16 @@ where
     })
 }
 
-fn upstream_authority(port: u16) -> Result<Authority, ApiError> {
-    Authority::try_from(format!("127.0.0.1:{port}"))
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("agent authority: {error}")))
+/// `127.0.0.1:<port>` as the upstream URI's authority and as the `Host` header, sharing one
+/// buffer.
+fn upstream_authority(port: u16) -> Result<(Authority, HeaderValue), ApiError> {
+    let text = Bytes::from(["127.0.0.1:", itoa::Buffer::new().format(port)].concat());
+    let failed = |error: &dyn std::fmt::Display| {
+        ApiError::Internal(anyhow::anyhow!("agent authority {port}: {error}"))
+    };
+    let host = HeaderValue::from_maybe_shared(text.clone()).map_err(|e| failed(&e))?;
+    let authority = Authority::from_maybe_shared(text).map_err(|e| failed(&e))?;
+    Ok((authority, host))
 }
 
 /// `http://127.0.0.1:<port>` + the path exactly as given. The authority is built on its own,
@@ -345,7 +350,7 @@ mod tests {
     #[test]
     fn session_paths_split_into_id_and_the_rest_as_received() {
         let id = "11111111-1111-4111-8111-111111111111";
-        let split = |p: &str| split_session_path(p).map(|(i, r)| (i.to_string(), r));
+        let split = |p: &str| split_session_path(p).map(|(i, r)| (i.to_string(), r.into_owned()));
         let expect = |rest: &str| Some((id.to_string(), rest.to_string()));
         assert_eq!(split(&format!("/{id}/events")), expect("/events"));
         assert_eq!(split(&format!("/{id}/events?x=1&y")), expect("/events?x=1&y"));
@@ -369,7 +374,7 @@ mod tests {
 
     #[test]
     fn upstream_uris_always_target_the_agent() {
-        let uri = |p: &str| upstream_uri(upstream_authority(9001).unwrap(), p);
+        let uri = |p: &str| upstream_uri(upstream_authority(9001).unwrap().0, p);
         let u = uri("//evil.example/x?y=%2e").unwrap();
         assert_eq!(u.host(), Some("127.0.0.1"));
         assert_eq!(u.port_u16(), Some(9001));

@@ -40,19 +40,89 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// One answered HTTP request.
-pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
-    let labels = [
-        ("route", route.to_string()),
-        ("method", method.to_string()),
-        ("status", status.to_string()),
-    ];
-    counter!(HTTP_REQUESTS, &labels).increment(1);
-    histogram!(HTTP_DURATION, "route" => route.to_string()).record(seconds);
+/// One answered HTTP request. The handles for a (route, method, status) are looked up in the
+/// registry once per thread and kept, so counting a request costs two atomic updates.
+pub fn http_request(route: &str, method: &http::Method, status: u16, seconds: f64) {
+    let method = method_label(method);
+    let counted = HTTP_HANDLES.with_borrow_mut(|cache| {
+        if let Some(handles) =
+            cache.iter().find(|h| h.status == status && h.method == method && &*h.route == route)
+        {
+            handles.record(seconds);
+            return true;
+        }
+        if cache.len() >= HTTP_HANDLES_PER_THREAD {
+            return false;
+        }
+        let handles = HttpHandles::register(route, method, status);
+        handles.record(seconds);
+        cache.push(handles);
+        true
+    });
+    if !counted {
+        HttpHandles::register(route, method, status).record(seconds);
+    }
+}
+
+/// Most cached (route, method, status) handle sets per thread; more are registered per call.
+const HTTP_HANDLES_PER_THREAD: usize = 512;
+
+thread_local! {
+    static HTTP_HANDLES: std::cell::RefCell<Vec<HttpHandles>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct HttpHandles {
+    route: Box<str>,
+    method: &'static str,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpHandles {
+    fn register(route: &str, method: &'static str, status: u16) -> Self {
+        let labels = [
+            ("route", route.to_string()),
+            ("method", method.to_string()),
+            ("status", status.to_string()),
+        ];
+        Self {
+            route: route.into(),
+            method,
+            status,
+            requests: counter!(HTTP_REQUESTS, &labels),
+            duration: histogram!(HTTP_DURATION, "route" => route.to_string()),
+        }
+    }
+
+    fn record(&self, seconds: f64) {
+        self.requests.increment(1);
+        self.duration.record(seconds);
+    }
+}
+
+/// The method as a metric label: the standard ones by name, anything else as `other`, so a
+/// client inventing methods cannot grow the metrics without bound.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 pub fn proxied_request() {
-    counter!(PROXIED_REQUESTS).increment(1);
+    static PROXIED: OnceLock<metrics::Counter> = OnceLock::new();
+    PROXIED.get_or_init(|| counter!(PROXIED_REQUESTS)).increment(1);
 }
 
 /// Counts body bytes through the proxy: `to_agent` (request bodies) or `to_client`.
@@ -77,12 +147,17 @@ pub enum Direction {
     ToClient,
 }
 
+fn open_streams() -> &'static metrics::Gauge {
+    static OPEN: OnceLock<metrics::Gauge> = OnceLock::new();
+    OPEN.get_or_init(|| gauge!(OPEN_STREAMS))
+}
+
 pub fn stream_opened() {
-    gauge!(OPEN_STREAMS).increment(1.0);
+    open_streams().increment(1.0);
 }
 
 pub fn stream_closed() {
-    gauge!(OPEN_STREAMS).decrement(1.0);
+    open_streams().decrement(1.0);
 }
 
 /// A start attempt ended: `active`, `failed` or `timeout`; `seconds` from admission.

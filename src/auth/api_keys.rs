@@ -33,9 +33,9 @@ pub fn digest(key: &str) -> KeyDigest {
 /// Who a key belongs to and what it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyIdentity {
-    pub user_id: String,
-    pub role: String,
-    pub permissions: Vec<String>,
+    pub user_id: Arc<str>,
+    pub role: Arc<str>,
+    pub permissions: Arc<[String]>,
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -64,9 +64,13 @@ impl KeySet {
         let mut set = KeySet::default();
         for entry in entries {
             let identity = Arc::new(KeyIdentity {
-                user_id: entry.user_id.clone(),
-                role: if entry.role.is_empty() { "user".into() } else { entry.role.clone() },
-                permissions: entry.permissions.clone(),
+                user_id: entry.user_id.as_str().into(),
+                role: if entry.role.is_empty() {
+                    "user".into()
+                } else {
+                    entry.role.as_str().into()
+                },
+                permissions: entry.permissions.as_slice().into(),
                 expires_at: entry.expires_at.as_deref().and_then(parse_timestamp),
             });
             match (&entry.key, &entry.key_hash) {
@@ -307,7 +311,7 @@ mod tests {
         for (key, user) in
             [("ap_alice_secret", "alice"), ("ap_bob_secret", "bob"), ("ap_carol_secret", "carol")]
         {
-            assert_eq!(keys.verify(key).await.expect(key).user_id, user);
+            assert_eq!(&*keys.verify(key).await.expect(key).user_id, user);
         }
         for wrong in [
             "ap_alice_secreT",

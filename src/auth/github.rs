@@ -154,9 +154,9 @@ impl GithubAuth {
         }
         let (role, permissions) = roles::map_teams(&self.config.user_mapping, &identity.teams);
         Ok(Caller {
-            user_id: identity.login.clone(),
-            role,
-            permissions,
+            user_id: identity.login.as_str().into(),
+            role: role.into(),
+            permissions: permissions.into(),
             auth_type: AuthType::Github,
             credential: None,
         })

@@ -207,9 +207,9 @@ impl OAuth {
         let row = OAuthSessionRow {
             token_hash: secrets::hash_hex(&token),
             session_id: uuid::Uuid::new_v4().to_string(),
-            user_id: caller.user_id.clone(),
-            role: caller.role.clone(),
-            permissions: caller.permissions.clone(),
+            user_id: caller.user_id.to_string(),
+            role: caller.role.to_string(),
+            permissions: caller.permissions.to_vec(),
             kind: if pending.binding_hash.is_some() { "browser" } else { "api" }.into(),
             created_at_ms: now,
             expires_at_ms: (now + self.ttl_ms()).min(max_expires_at_ms),
@@ -249,9 +249,9 @@ impl OAuth {
             .filter(|row| row.expires_at_ms > now_ms())
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Caller {
-            user_id: row.user_id,
-            role: row.role,
-            permissions: row.permissions,
+            user_id: row.user_id.into(),
+            role: row.role.into(),
+            permissions: row.permissions.into(),
             auth_type: AuthType::Oauth,
             credential: Some(digest(token)),
         })

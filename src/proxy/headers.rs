@@ -3,7 +3,7 @@
 //! `X-Forwarded-*` family with trusted-proxy handling, and the response-side filter that drops
 //! agents' `Set-Cookie` and `Access-Control-*` (sessions.md "Proxying").
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -11,7 +11,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +42,34 @@ impl Cidr {
     }
 }
 
+/// The client end of a connection, prepared once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    /// Whether `ip` is in `proxy.trusted_proxies` (its forwarding headers are kept).
+    pub trusted: bool,
+    /// `ip` as an `X-Forwarded-For` entry.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(address: SocketAddr, trusted_proxies: &[Cidr]) -> Self {
+        let ip = address.ip().to_canonical();
+        let forwarded_for = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, trusted: trusted_proxies.iter().any(|cidr| cidr.contains(ip)), forwarded_for }
+    }
+
+    fn text(&self) -> &str {
+        self.forwarded_for.to_str().unwrap_or("unknown")
+    }
+}
+
 /// What the request rewrite needs to know besides the headers themselves.
 pub struct RequestContext<'a> {
     /// `127.0.0.1:<port>`, the only `Host` an agent ever sees.
     pub upstream_host: HeaderValue,
-    pub peer: IpAddr,
-    pub peer_trusted: bool,
+    pub peer: &'a Peer,
     /// Drop `credential_headers`, `Authorization` and `Cookie`.
     pub strip_credentials: bool,
     pub credential_headers: &'a [HeaderName],
@@ -67,12 +88,27 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
-/// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// Whether `name` is hop-by-hop: `Connection` and every name it `listed`, `Keep-Alive`,
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, and `Upgrade` unless `upgrading` (then
-/// `Connection: upgrade` is put back so the next hop sees the request).
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    // Names listed in `Connection` are rare; an empty Vec does not allocate.
-    let mut listed: Vec<HeaderName> = Vec::new();
+/// [`restore_upgrade`] puts `Connection: upgrade` back so the next hop sees the request).
+fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName], upgrading: bool) -> bool {
+    let fixed = match name.as_str() {
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" => true,
+        "upgrade" => !upgrading,
+        other => other.starts_with("proxy-"),
+    };
+    fixed || (listed.contains(name) && !(upgrading && name == header::UPGRADE))
+}
+
+fn restore_upgrade(headers: &mut HeaderMap, upgrading: bool) {
+    if upgrading {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The header names `Connection` lists (rare; an empty Vec does not allocate).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut listed = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
@@ -81,79 +117,68 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
             }
         }
     }
-    for name in listed {
-        if !(upgrading && name == header::UPGRADE) {
-            headers.remove(name);
-        }
-    }
-    headers.remove(header::CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    remove_prefixed(headers, "proxy-");
-    if upgrading {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
+    listed
 }
 
-/// Removes every header whose (lower-case) name starts with `prefix`.
-fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
-    if !headers.keys().any(|name| name.as_str().starts_with(prefix)) {
-        return;
-    }
-    let doomed: Vec<HeaderName> =
-        headers.keys().filter(|name| name.as_str().starts_with(prefix)).cloned().collect();
-    for name in doomed {
+/// Removes every header `doomed` picks, looking at each name once.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|name| doomed(name)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
 }
 
 /// Rewrites a client's request headers for an agent, in place.
 pub fn rewrite_request(headers: &mut HeaderMap, context: &RequestContext<'_>, upgrading: bool) {
-    remove_hop_by_hop(headers, upgrading);
-    if context.strip_credentials {
-        for name in context.credential_headers {
-            headers.remove(name);
-        }
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(header::COOKIE);
-    }
+    let peer = context.peer;
+    let listed = connection_listed(headers);
+    remove_where(headers, |name| {
+        is_hop_by_hop(name, &listed, upgrading)
+            || (context.strip_credentials && is_credential(name, context.credential_headers))
+            || (!peer.trusted && is_forwarding(name))
+    });
     let client_host = match headers.get(header::HOST) {
         Some(host) => Some(host.clone()),
         None => context.uri_authority.and_then(|a| HeaderValue::from_str(a).ok()),
     };
+    let prior_forwarded_for = if peer.trusted { forwarded_for_chain(headers) } else { None };
+    restore_upgrade(headers, upgrading);
     headers.insert(header::HOST, context.upstream_host.clone());
-    let peer = context.peer.to_canonical().to_string();
-    if context.peer_trusted {
-        let prior: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .collect();
-        let chain = if prior.is_empty() { peer } else { format!("{}, {peer}", prior.join(", ")) };
-        set(headers, &X_FORWARDED_FOR, &chain);
-        if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Some(host) = client_host
-        {
-            headers.insert(&X_FORWARDED_HOST, host);
+    match prior_forwarded_for {
+        Some(prior) => set(headers, &X_FORWARDED_FOR, &format!("{prior}, {}", peer.text())),
+        None => {
+            headers.insert(&X_FORWARDED_FOR, peer.forwarded_for.clone());
         }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        }
-    } else {
-        remove_prefixed(headers, "x-forwarded-");
-        headers.remove(&FORWARDED);
-        set(headers, &X_FORWARDED_FOR, &peer);
-        if let Some(host) = client_host {
-            headers.insert(&X_FORWARDED_HOST, host);
-        }
+    }
+    if let Some(host) = client_host
+        && !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST))
+    {
+        headers.insert(&X_FORWARDED_HOST, host);
+    }
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
+}
+
+fn is_credential(name: &HeaderName, credential_headers: &[HeaderName]) -> bool {
+    name == header::AUTHORIZATION || name == header::COOKIE || credential_headers.contains(name)
+}
+
+/// `X-Forwarded-*` and `Forwarded`: only a trusted proxy in front may set them.
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == FORWARDED || name.as_str().starts_with("x-forwarded-")
+}
+
+/// The `X-Forwarded-For` entries a trusted proxy sent, joined; `None` when there are none.
+fn forwarded_for_chain(headers: &HeaderMap) -> Option<String> {
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .collect();
+    (!prior.is_empty()).then(|| prior.join(", "))
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -166,9 +191,13 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 /// Rewrites an agent's response headers, in place: hop-by-hop (keeping the upgrade pair of a
 /// `101`), `Set-Cookie`, and every `Access-Control-*` (CORS is the proxy's job).
 pub fn rewrite_response(headers: &mut HeaderMap, upgrading: bool) {
-    remove_hop_by_hop(headers, upgrading);
-    headers.remove(header::SET_COOKIE);
-    remove_prefixed(headers, "access-control-");
+    let listed = connection_listed(headers);
+    remove_where(headers, |name| {
+        is_hop_by_hop(name, &listed, upgrading)
+            || name == header::SET_COOKIE
+            || name.as_str().starts_with("access-control-")
+    });
+    restore_upgrade(headers, upgrading);
 }
 
 #[cfg(test)]
@@ -186,12 +215,24 @@ mod tests {
         headers
     }
 
-    fn context(peer: &str, trusted: bool) -> RequestContext<'static> {
+    /// Only the hop-by-hop part of the rewrites.
+    fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+        let listed = connection_listed(headers);
+        remove_where(headers, |name| is_hop_by_hop(name, &listed, upgrading));
+        restore_upgrade(headers, upgrading);
+    }
+
+    fn peer(address: &str, trusted: bool) -> Peer {
+        let ip: IpAddr = address.parse().unwrap();
+        let trusted_all = [Cidr::parse("0.0.0.0/0").unwrap(), Cidr::parse("::/0").unwrap()];
+        Peer::new(SocketAddr::new(ip, 40000), if trusted { &trusted_all } else { &[] })
+    }
+
+    fn context(peer: &Peer) -> RequestContext<'_> {
         static KEY: HeaderName = HeaderName::from_static("x-api-key");
         RequestContext {
             upstream_host: HeaderValue::from_static("127.0.0.1:9001"),
-            peer: peer.parse().unwrap(),
-            peer_trusted: trusted,
+            peer,
             strip_credentials: true,
             credential_headers: std::slice::from_ref(&KEY),
             uri_authority: None,
@@ -277,7 +318,7 @@ mod tests {
             ("cookie", "a=b"),
             ("accept", "text/html"),
         ]);
-        rewrite_request(&mut headers, &context("203.0.113.7", false), false);
+        rewrite_request(&mut headers, &context(&peer("203.0.113.7", false)), false);
         assert_eq!(get(&headers, "host"), Some("127.0.0.1:9001"));
         assert_eq!(get(&headers, "x-api-key"), None);
         assert_eq!(get(&headers, "authorization"), None);
@@ -286,7 +327,8 @@ mod tests {
         assert_eq!(get(&headers, "x-forwarded-host"), Some("proxy.example:8080"));
 
         let mut kept = map(&[("authorization", "Bearer t"), ("cookie", "a=b")]);
-        let keep = RequestContext { strip_credentials: false, ..context("203.0.113.7", false) };
+        let client = peer("203.0.113.7", false);
+        let keep = RequestContext { strip_credentials: false, ..context(&client) };
         rewrite_request(&mut kept, &keep, false);
         assert_eq!(get(&kept, "authorization"), Some("Bearer t"));
         assert_eq!(get(&kept, "cookie"), Some("a=b"));
@@ -302,7 +344,7 @@ mod tests {
             ("x-forwarded-port", "443"),
             ("forwarded", "for=1.2.3.4"),
         ]);
-        rewrite_request(&mut headers, &context("::ffff:198.51.100.2", false), false);
+        rewrite_request(&mut headers, &context(&peer("::ffff:198.51.100.2", false)), false);
         assert_eq!(get(&headers, "x-forwarded-for"), Some("198.51.100.2"));
         assert_eq!(get(&headers, "x-forwarded-host"), Some("evil.example"));
         assert_eq!(get(&headers, "x-forwarded-proto"), Some("http"));
@@ -320,14 +362,14 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.2.3.4"),
         ]);
-        rewrite_request(&mut headers, &context("10.0.0.2", true), false);
+        rewrite_request(&mut headers, &context(&peer("10.0.0.2", true)), false);
         assert_eq!(get(&headers, "x-forwarded-for"), Some("1.2.3.4, 5.6.7.8, 10.0.0.2"));
         assert_eq!(get(&headers, "x-forwarded-host"), Some("public.example"));
         assert_eq!(get(&headers, "x-forwarded-proto"), Some("https"));
         assert_eq!(get(&headers, "forwarded"), Some("for=1.2.3.4"));
 
         let mut bare = map(&[("host", "internal:8080")]);
-        rewrite_request(&mut bare, &context("10.0.0.2", true), false);
+        rewrite_request(&mut bare, &context(&peer("10.0.0.2", true)), false);
         assert_eq!(get(&bare, "x-forwarded-for"), Some("10.0.0.2"));
         assert_eq!(get(&bare, "x-forwarded-host"), Some("internal:8080"));
         assert_eq!(get(&bare, "x-forwarded-proto"), Some("http"));
@@ -336,8 +378,8 @@ mod tests {
     #[test]
     fn absolute_form_authority_stands_in_for_a_missing_host() {
         let mut headers = HeaderMap::new();
-        let absolute =
-            RequestContext { uri_authority: Some("evil.example"), ..context("127.0.0.1", false) };
+        let local = peer("127.0.0.1", false);
+        let absolute = RequestContext { uri_authority: Some("evil.example"), ..context(&local) };
         rewrite_request(&mut headers, &absolute, false);
         assert_eq!(get(&headers, "host"), Some("127.0.0.1:9001"));
         assert_eq!(get(&headers, "x-forwarded-host"), Some("evil.example"));

@@ -81,7 +81,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<ProfileList>, ApiError> {
     caller.require(Permission::ProfileList)?;
-    let owner = (!caller.is_admin()).then(|| caller.user_id.clone());
+    let owner = (!caller.is_admin()).then(|| caller.user_id.to_string());
     let profiles: Vec<Profile> =
         state.profiles.list(owner).await.map_err(store_error)?.into_iter().map(redacted).collect();
     Ok(Json(ProfileList { total: profiles.len() as u64, profiles }))

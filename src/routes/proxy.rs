@@ -20,7 +20,7 @@ use serde_json::json;
 use super::sessions::visible_session;
 use crate::auth::{AuthType, Caller, Permission};
 use crate::error::{ApiError, OwnError};
-use crate::proxy::{Activity, forward, split_session_path};
+use crate::proxy::{Activity, Peer, forward, split_session_path};
 use crate::sessions::Session;
 use crate::state::AppState;
 
@@ -45,7 +45,7 @@ pub fn takes_fast_path<B>(request: &http::Request<B>, cors_enabled: bool) -> boo
 
 /// The proxy route without the router: the same checks and answers as [`proxy`], with the
 /// request id, log line and metrics the router's outer layer would add.
-pub async fn fast(state: AppState, peer: SocketAddr, request: Request) -> Response {
+pub async fn fast(state: AppState, peer: Peer, request: Request) -> Response {
     crate::observe::observed(PROXY_ROUTE, request, |request| authenticated(state, peer, request))
         .await
 }
@@ -60,6 +60,7 @@ pub async fn proxy(
     if !first_segment_is_session_id(request.uri().path()) {
         return ApiError::NotFound("no such session").into_response();
     }
+    let peer = Peer::new(peer, &state.proxy.trusted_proxies);
     authenticated(state, peer, request).await
 }
 
@@ -68,12 +69,12 @@ fn first_segment_is_session_id(path: &str) -> bool {
     first.is_some_and(crate::sessions::validate::is_session_id)
 }
 
-async fn authenticated(state: AppState, peer: SocketAddr, request: Request) -> Response {
+async fn authenticated(state: AppState, peer: Peer, request: Request) -> Response {
     let caller = match state.auth.authenticate(request.method(), request.headers()).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
-    match route(state, peer, caller, request).await {
+    match route(state, &peer, caller, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -81,13 +82,14 @@ async fn authenticated(state: AppState, peer: SocketAddr, request: Request) -> R
 
 async fn route(
     state: AppState,
-    peer: SocketAddr,
+    peer: &Peer,
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let uri = request.uri().clone();
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
     let (id, upstream_path) =
-        split_session_path(&path_and_query).ok_or(ApiError::NotFound("no such session"))?;
+        split_session_path(path_and_query).ok_or(ApiError::NotFound("no such session"))?;
     caller.require(Permission::SessionAccess)?;
     let session = visible_session(&state, &caller, id)?;
     let (status, port) = session.status_and_port();
@@ -102,7 +104,7 @@ async fn route(
             });
         }
     };
-    let activity = Arc::new(SessionActivity(session.clone()));
+    let activity: Arc<dyn Activity> = session.clone();
     let response = forward(
         &state.client,
         &state.proxy,
@@ -126,28 +128,26 @@ async fn route(
     Ok(end_when_revoked(&state, caller, response))
 }
 
-/// Reports proxied traffic to the session (idle timeout, liveness).
-struct SessionActivity(Arc<Session>);
-
-impl Activity for SessionActivity {
+/// Proxied traffic counts for the session (idle timeout, liveness).
+impl Activity for Session {
     fn request_seen(&self) {
-        self.0.touch();
+        self.touch();
         crate::telemetry::proxied_request();
     }
 
     fn stream_opened(&self) {
-        self.0.activity.open_streams.fetch_add(1, Ordering::Relaxed);
+        self.activity.open_streams.fetch_add(1, Ordering::Relaxed);
         crate::telemetry::stream_opened();
     }
 
     fn stream_closed(&self) {
-        self.0.touch();
+        self.touch();
         crate::telemetry::stream_closed();
-        self.0.activity.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.activity.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn upstream_refused(&self) {
-        self.0.check_health();
+        self.check_health();
     }
 }
 

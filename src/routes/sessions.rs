@@ -108,10 +108,10 @@ pub async fn search(
         requested_user.map(str::to_string)
     } else {
         match requested_user {
-            Some(other) if other != caller.user_id => {
+            Some(other) if other != &*caller.user_id => {
                 return Ok(Json(SearchResponse { sessions: Vec::new(), total: 0 }));
             }
-            _ => Some(caller.user_id.clone()),
+            _ => Some(caller.user_id.to_string()),
         }
     };
     let tags = params

@@ -165,7 +165,7 @@ async fn handle(
                 &state.shutdown,
                 state.port,
                 &rest,
-                peer,
+                &proxy::Peer::new(peer, &state.settings.trusted_proxies),
                 activity,
                 request,
             )

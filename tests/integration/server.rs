@@ -160,6 +160,10 @@ async fn metrics_count_a_scripted_workload_and_need_permission_unless_public() {
     let refused =
         client.get(server.url("/search")).header("X-API-Key", "nope").send().await.expect("send");
     assert_eq!(refused.status(), 401);
+    for invented in ["FROBNICATE", "X-SCAN-1", "X-SCAN-2"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).expect("method");
+        worker(client.request(method, server.url("/healthz"))).send().await.expect("send");
+    }
     worker(client.delete(server.url(&format!("/sessions/{id}")))).send().await.expect("delete");
 
     let (code, text) = scrape("ap_metrics_reader").await;
@@ -180,6 +184,8 @@ async fn metrics_count_a_scripted_workload_and_need_permission_unless_public() {
         ) >= 3.0,
         "{text}"
     );
+    assert!(text.contains("method=\"other\""), "invented methods share one label: {text}");
+    assert!(!text.contains("FROBNICATE") && !text.contains("X-SCAN"), "{text}");
     assert!(text.contains("agentapi_proxy_sessions{state=\"active\"} 0"), "{text}");
     assert!(text.contains("agentapi_proxy_http_request_duration_seconds_bucket"), "{text}");
 }
