@@ -7,6 +7,7 @@
 
 mod body;
 mod headers;
+mod pool;
 mod sse;
 mod upgrade;
 
@@ -16,14 +17,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
 pub use headers::{Cidr, Peer};
+pub use pool::AgentConnections;
 pub use sse::{FrameBoundary, PING};
 
 use crate::config::Config;
@@ -31,7 +32,6 @@ use crate::cors::CorsSettings;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Direction;
-use crate::upstream::UpstreamClient;
 
 /// Everything the proxy path takes from the configuration, prepared once at startup.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct ProxySettings {
     /// Headers that carry credentials besides `Authorization`: the static API key header
     /// (`auth.static.header_name`) and a custom GitHub token header.
     pub credential_headers: Vec<HeaderName>,
-    /// For building the [`UpstreamClient`] (`upstream::client`); the proxy itself does not use it.
+    /// Longest wait for a new connection to an agent.
     pub connect_timeout: Duration,
     /// Longest wait for an agent's response headers; `None` = no limit.
     pub header_timeout: Option<Duration>,
@@ -115,7 +115,7 @@ pub fn split_session_path(path_and_query: &str) -> Option<(&str, Cow<'_, str>)> 
 /// returns, inside the response body / a spawned tunnel.
 #[allow(clippy::too_many_arguments)] // the interface the session routes call
 pub async fn forward(
-    client: &UpstreamClient,
+    connections: &Arc<AgentConnections>,
     settings: &ProxySettings,
     shutdown: &Shutdown,
     port: u16,
@@ -126,7 +126,7 @@ pub async fn forward(
 ) -> Response {
     activity.request_seen();
     let target = Target { port, path_and_query: upstream_path_and_query, peer };
-    match forward_inner(client, settings, shutdown, target, activity, request).await {
+    match forward_inner(connections, settings, shutdown, target, activity, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -139,7 +139,7 @@ struct Target<'a> {
 }
 
 async fn forward_inner(
-    client: &UpstreamClient,
+    connections: &Arc<AgentConnections>,
     settings: &ProxySettings,
     shutdown: &Shutdown,
     target: Target<'_>,
@@ -160,8 +160,8 @@ async fn forward_inner(
     };
     let upgrading = client_upgrade.is_some();
 
-    let (authority, upstream_host) = upstream_authority(target.port)?;
-    let uri = upstream_uri(authority, target.path_and_query)?;
+    let upstream_host = upstream_host(target.port)?;
+    let uri = upstream_uri(target.path_and_query)?;
     let context = headers::RequestContext {
         upstream_host,
         peer: target.peer,
@@ -182,7 +182,8 @@ async fn forward_inner(
     } else {
         Body::new(counted(body, Direction::ToAgent))
     };
-    let sent = client.request(Request::from_parts(parts, body));
+    let sent =
+        connections.send(target.port, settings.connect_timeout, Request::from_parts(parts, body));
     let result = match settings.header_timeout {
         Some(timeout) => match tokio::time::timeout(timeout, sent).await {
             Ok(result) => result,
@@ -252,31 +253,22 @@ where
     })
 }
 
-/// `127.0.0.1:<port>` as the upstream URI's authority and as the `Host` header, sharing one
-/// buffer.
-fn upstream_authority(port: u16) -> Result<(Authority, HeaderValue), ApiError> {
-    let text = Bytes::from(["127.0.0.1:", itoa::Buffer::new().format(port)].concat());
-    let failed = |error: &dyn std::fmt::Display| {
-        ApiError::Internal(anyhow::anyhow!("agent authority {port}: {error}"))
-    };
-    let host = HeaderValue::from_maybe_shared(text.clone()).map_err(|e| failed(&e))?;
-    let authority = Authority::from_maybe_shared(text).map_err(|e| failed(&e))?;
-    Ok((authority, host))
+/// `127.0.0.1:<port>`, the `Host` agents expect.
+fn upstream_host(port: u16) -> Result<HeaderValue, ApiError> {
+    let text = ["127.0.0.1:", itoa::Buffer::new().format(port)].concat();
+    HeaderValue::from_str(&text)
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("agent host {port}: {error}")))
 }
 
-/// `http://127.0.0.1:<port>` + the path exactly as given. The authority is built on its own,
-/// so nothing in the path can change where the request goes.
-fn upstream_uri(authority: Authority, path_and_query: &str) -> Result<Uri, ApiError> {
+/// The origin-form request target for the agent: the path exactly as given. Where the request
+/// goes is decided by the port alone, never by anything in the path.
+fn upstream_uri(path_and_query: &str) -> Result<Uri, ApiError> {
     let invalid = || ApiError::bad_request("invalid_request", "invalid request target");
     if !path_and_query.starts_with('/') {
         return Err(invalid());
     }
     let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| invalid())?;
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
-    uri.path_and_query = Some(path_and_query);
-    Uri::from_parts(uri).map_err(|_| invalid())
+    Ok(Uri::from(path_and_query))
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -302,7 +294,7 @@ fn unavailable(message: &str) -> ApiError {
 /// Maps a failure before response headers: our body limit → 413, the client's own body
 /// failing → 400, anything else is the agent's → 502 (and the session layer hears of it).
 fn upstream_failure(
-    error: &hyper_util::client::legacy::Error,
+    error: &pool::SendError,
     limit: u64,
     port: u16,
     activity: &dyn Activity,
@@ -319,7 +311,7 @@ fn upstream_failure(
     unavailable("the agent is not reachable")
 }
 
-fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
+fn client_body_failed(error: &pool::SendError) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
         if let Some(hyper_error) = error.downcast_ref::<hyper::Error>()
@@ -373,16 +365,17 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uris_always_target_the_agent() {
-        let uri = |p: &str| upstream_uri(upstream_authority(9001).unwrap().0, p);
-        let u = uri("//evil.example/x?y=%2e").unwrap();
-        assert_eq!(u.host(), Some("127.0.0.1"));
-        assert_eq!(u.port_u16(), Some(9001));
-        assert_eq!(u.path_and_query().unwrap().as_str(), "//evil.example/x?y=%2e");
-        assert_eq!(uri("/..%2F..%2Fetc/passwd").unwrap().path(), "/..%2F..%2Fetc/passwd");
-        assert!(uri("@evil.example/").is_err());
-        assert!(uri("evil.example/").is_err());
-        assert!(uri("").is_err());
+    fn upstream_requests_are_origin_form_and_name_the_agent_as_host() {
+        let u = upstream_uri("//evil.example/x?y=%2e").unwrap();
+        assert_eq!(u.host(), None, "nothing in the path becomes an authority");
+        assert_eq!(u.to_string(), "//evil.example/x?y=%2e");
+        assert_eq!(upstream_uri("/..%2F..%2Fetc/passwd").unwrap().path(), "/..%2F..%2Fetc/passwd");
+        assert!(upstream_uri("@evil.example/").is_err());
+        assert!(upstream_uri("evil.example/").is_err());
+        assert!(upstream_uri("").is_err());
+        assert_eq!(upstream_host(9001).unwrap(), "127.0.0.1:9001");
+        assert_eq!(upstream_host(0).unwrap(), "127.0.0.1:0");
+        assert_eq!(upstream_host(65535).unwrap(), "127.0.0.1:65535");
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::pool::PooledBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::Activity;
@@ -87,7 +87,7 @@ type Draining = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The body of a proxied event stream.
 pub struct SseBody {
-    upstream: Incoming,
+    upstream: PooledBody,
     boundary: FrameBoundary,
     heartbeat: Option<(Duration, Pin<Box<Sleep>>)>,
     draining: Draining,
@@ -97,7 +97,7 @@ pub struct SseBody {
 
 impl SseBody {
     pub fn new(
-        upstream: Incoming,
+        upstream: PooledBody,
         heartbeat: Option<Duration>,
         shutdown: &Shutdown,
         guard: StreamGuard,

@@ -106,7 +106,7 @@ async fn route(
     };
     let activity: Arc<dyn Activity> = session.clone();
     let response = forward(
-        &state.client,
+        &session.connections,
         &state.proxy,
         &state.shutdown,
         port,

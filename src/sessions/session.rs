@@ -2,8 +2,8 @@
 //! state that its supervisor updates and everyone else reads or waits on.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use agentapi_proxy_client::{
     ExitReason, InitialMessageState, SessionDetail, SessionStatus, SessionSummary,
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::backend::AgentProcess;
 use crate::clock::{format_ms, now_ms};
 use crate::error::ApiError;
+use crate::proxy::AgentConnections;
 use crate::store::sessions::SessionRow;
 
 /// Why a stop was asked for.
@@ -108,6 +109,8 @@ pub struct Session {
     state: watch::Sender<LiveState>,
     control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
     pub activity: Activity,
+    /// The proxy path's keep-alive connections to this session's agent.
+    pub connections: Arc<AgentConnections>,
     /// Held while a `DELETE` runs; true once the session was deleted.
     pub(super) deletion: tokio::sync::Mutex<bool>,
 }
@@ -154,6 +157,7 @@ impl Session {
                 last_request_ms: AtomicI64::new(started_at_ms),
                 open_streams: AtomicU32::new(0),
             },
+            connections: Arc::default(),
             deletion: tokio::sync::Mutex::new(false),
         }
     }

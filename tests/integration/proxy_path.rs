@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use agentapi_proxy::config::Config;
 use agentapi_proxy::proxy::{self, Activity, ProxySettings};
 use agentapi_proxy::shutdown::Shutdown;
-use agentapi_proxy::upstream::{self, UpstreamClient};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +59,7 @@ impl Activity for Counts {
 }
 
 struct ProxyState {
-    client: UpstreamClient,
+    connections: Arc<proxy::AgentConnections>,
     settings: ProxySettings,
     shutdown: Shutdown,
     port: u16,
@@ -101,7 +100,7 @@ impl Proxy {
         let activity = Arc::new(Counts::default());
         let cors = settings.cors.clone();
         let state = Arc::new(ProxyState {
-            client: upstream::client(settings.connect_timeout),
+            connections: Arc::default(),
             settings,
             shutdown: shutdown.clone(),
             port,
@@ -160,7 +159,7 @@ async fn handle(
         Some((id, rest)) if id == ID => {
             let activity: Arc<dyn Activity> = state.activity.clone();
             proxy::forward(
-                &state.client,
+                &state.connections,
                 &state.settings,
                 &state.shutdown,
                 state.port,

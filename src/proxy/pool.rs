@@ -1,0 +1,287 @@
+//! Keep-alive connections from the proxy path to one agent. Each session owns one
+//! [`AgentConnections`]: no shared map to hash into, no task spawned per request, and the
+//! sockets go when the session does. A connection returns to the pool when its response body
+//! has been read to the end; one dropped half-way is closed by hyper, never reused.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per agent.
+const MAX_IDLE: usize = 64;
+/// An idle connection older than this is closed instead of reused.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why a request never got response headers from the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connecting to the agent failed")]
+    Connect(#[source] std::io::Error),
+    #[error("connecting to the agent timed out")]
+    ConnectTimeout,
+    #[error("the exchange with the agent failed")]
+    Http(#[source] hyper::Error),
+}
+
+/// The idle keep-alive connections to one agent.
+#[derive(Debug, Default)]
+pub struct AgentConnections {
+    idle: Mutex<Vec<IdleConnection>>,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    port: u16,
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl AgentConnections {
+    /// Sends `request` (origin-form URI, `Host` set) to `127.0.0.1:port` on an idle connection
+    /// or a new one. A request that an idle connection closed under before it was written is
+    /// sent once more on a new connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        port: u16,
+        connect_timeout: Duration,
+        request: Request<Body>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let reused = self.take_idle(port);
+        let fresh = reused.is_none();
+        let mut sender = match reused {
+            Some(sender) => sender,
+            None => connect(port, connect_timeout).await?,
+        };
+        let request = if sender.ready().await.is_ok() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.track(port, sender, response)),
+                Err(mut error) => match error.take_message() {
+                    Some(request) if !fresh => request,
+                    _ => return Err(SendError::Http(error.into_error())),
+                },
+            }
+        } else {
+            request
+        };
+        let mut sender = connect(port, connect_timeout).await?;
+        sender.ready().await.map_err(SendError::Http)?;
+        let response = sender.send_request(request).await.map_err(SendError::Http)?;
+        Ok(self.track(port, sender, response))
+    }
+
+    /// A live idle connection to `port`, newest first; stale ones met on the way are closed.
+    fn take_idle(&self, port: u16) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(connection) = idle.pop() {
+            if connection.port == port
+                && !connection.sender.is_closed()
+                && connection.since.elapsed() < IDLE_LIMIT
+            {
+                return Some(connection.sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, port: u16, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.first().is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_LIMIT) {
+            idle.retain(|connection| now.duration_since(connection.since) < IDLE_LIMIT);
+        }
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(IdleConnection { port, sender, since: now });
+    }
+
+    fn track(
+        self: &Arc<Self>,
+        port: u16,
+        sender: SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        let (parts, body) = response.into_parts();
+        let mut pooled = PooledBody { body, owner: Some((self.clone(), port, sender)) };
+        if http_body::Body::is_end_stream(&pooled.body)
+            && parts.status != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            pooled.release();
+        } else if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The connection becomes the tunnel; it never carries another request.
+            pooled.owner = None;
+        }
+        Response::from_parts(parts, pooled)
+    }
+}
+
+async fn connect(port: u16, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(|_| SendError::ConnectTimeout)?
+        .map_err(SendError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) =
+        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(port, %error, "agent connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// An agent's response body; its connection goes back to the pool once the body has ended.
+pub struct PooledBody {
+    body: Incoming,
+    owner: Option<(Arc<AgentConnections>, u16, SendRequest<Body>)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((pool, port, sender)) = self.owner.take() {
+            pool.give_back(port, sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.owner = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A stand-in agent answering `ok` to every request; the first connection it accepts is
+    /// closed after one answer once `close_first` is notified (as an agent's idle timeout
+    /// would), later ones are kept alive.
+    async fn agent(
+        close_first: Arc<tokio::sync::Notify>,
+    ) -> (u16, Arc<AtomicUsize>, tokio::sync::mpsc::Receiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed_rx) = tokio::sync::mpsc::channel(4);
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                let closed = closed_tx.clone();
+                let close_first = close_first.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(read) = stream.read(&mut chunk).await else { return };
+                        if read == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..read]);
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                            if first {
+                                close_first.notified().await;
+                                drop(stream);
+                                let _ = closed.send(()).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted, closed_rx)
+    }
+
+    fn get(port: u16) -> Request<Body> {
+        Request::builder()
+            .uri("/status")
+            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    async fn body_text(response: Response<PooledBody>) -> String {
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_agent_closed_is_not_reused_and_live_ones_are() {
+        let close_first = Arc::new(tokio::sync::Notify::new());
+        let (port, accepted, mut closed) = agent(close_first.clone()).await;
+        let pool = Arc::new(AgentConnections::default());
+        let timeout = Duration::from_secs(2);
+        let first = pool.send(port, timeout, get(port)).await.expect("first");
+        assert_eq!(body_text(first).await, "ok");
+        assert_eq!(pool.idle.lock().expect("lock").len(), 1, "returned once its body ended");
+        close_first.notify_one();
+        closed.recv().await.expect("the agent closed its first connection");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pool.idle.lock().expect("lock").iter().all(|idle| idle.sender.is_closed()) {
+            assert!(Instant::now() < deadline, "the closed connection was never noticed");
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..3 {
+            let response = pool.send(port, timeout, get(port)).await.expect("later request");
+            assert_eq!(body_text(response).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "one new connection, then reused");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_way_does_not_return_its_connection() {
+        let (port, _accepted, _closed) = agent(Arc::default()).await;
+        let pool = Arc::new(AgentConnections::default());
+        let response = pool.send(port, Duration::from_secs(2), get(port)).await.expect("send");
+        drop(response);
+        assert!(pool.idle.lock().expect("lock").is_empty());
+    }
+}
