@@ -5,6 +5,7 @@ mod client;
 mod config_check;
 mod helpers;
 mod keys_file;
+mod log_lines;
 mod logging;
 mod repository;
 mod server;

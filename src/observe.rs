@@ -1,5 +1,6 @@
 //! The outermost request layer: a request id for every request (`X-Request-Id` in and out,
-//! on every log line of the request), a debug log line per request, and HTTP metrics.
+//! on every log line of the request, through a task-local the log format reads), a debug log
+//! line per request, and HTTP metrics.
 //! Only the path is logged, never the query (OAuth codes and states travel there).
 
 use std::future::Future;
@@ -9,15 +10,14 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
-use tracing::Instrument;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A caller's request id is kept if it is short and plain; otherwise a new one is made.
 fn request_id(request: &Request) -> HeaderValue {
     request
         .headers()
-        .get(REQUEST_ID)
+        .get(REQUEST_ID_HEADER)
         .filter(|value| {
             let bytes = value.as_bytes();
             !bytes.is_empty()
@@ -49,8 +49,19 @@ pub async fn observe(request: Request, next: Next) -> Response {
     observed(&route, request, |request| next.run(request)).await
 }
 
-/// Runs `handle` for `request` inside the request's span, then records its metrics and log
-/// line and sets `X-Request-Id` on the answer. `route` is the matched route pattern.
+tokio::task_local! {
+    /// The id of the request the current task is serving.
+    static REQUEST_ID: HeaderValue;
+}
+
+/// The id of the request being served by the current task, for log lines.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
+}
+
+/// Runs `handle` for `request` with the request's id in scope for log lines, then records its
+/// metrics and debug log line and sets `X-Request-Id` on the answer. `route` is the matched
+/// route pattern.
 pub async fn observed<F, Fut>(route: &str, request: Request, handle: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
@@ -59,19 +70,16 @@ where
     let started = Instant::now();
     let id = request_id(&request);
     let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or_default(),
-        method = %method,
-        path = request.uri().path(),
-    );
-    let mut response = handle(request).instrument(span.clone()).await;
+    let path = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().path().to_owned());
+    let mut response = REQUEST_ID.scope(id.clone(), handle(request)).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
     crate::telemetry::http_request(route, &method, status, seconds);
-    span.in_scope(|| {
-        tracing::debug!(status, route = %route, ms = seconds * 1000.0, "request");
-    });
-    response.headers_mut().insert(REQUEST_ID, id);
+    if let Some(path) = path {
+        REQUEST_ID.sync_scope(id.clone(), || {
+            tracing::debug!(status, %method, path, route, ms = seconds * 1000.0, "request");
+        });
+    }
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }

@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+use super::log_lines::{HumanLines, JsonLines};
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -24,8 +26,11 @@ pub fn init(verbose: bool, format: LogFormat) {
         LogFormat::Json => true,
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let installed =
-        if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let installed = if json {
+        builder.event_format(JsonLines).try_init()
+    } else {
+        builder.event_format(HumanLines).try_init()
+    };
     if installed.is_err() {
         eprintln!("logging was already initialised");
     }

@@ -178,8 +178,10 @@ async fn log_lines_are_json_and_carry_the_request_id() {
         })
         .await;
     let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
-    assert_eq!(entry["span"]["request_id"], "trace-abc-123", "{entry}");
-    assert_eq!(entry["span"]["path"], "/healthz");
+    assert_eq!(entry["request_id"], "trace-abc-123", "{entry}");
+    assert_eq!(entry["path"], "/healthz", "{entry}");
+    assert_eq!(entry["level"], "DEBUG", "{entry}");
+    assert!(entry["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{entry}");
     let all = server.logs.lock().expect("logs").join("\n");
     assert!(!all.contains("secret-oauth-code"), "query strings are never logged");
 }
