@@ -4,7 +4,7 @@
 //! serialises it once; `GET /openapi.json` serves those bytes.
 //!
 //! The integration test `openapi` checks the document against `src/router.rs` (every route
-//! with its methods, nothing that is not routed).
+//! with its methods, nothing that is not routed) and against `docs/api.md`.
 
 pub mod params;
 pub mod responses;
@@ -37,7 +37,7 @@ cookie is `__Host-apx_session` (`apx_session` with `server.insecure_cookies`).
 
 This document is generated from the code (utoipa: `src/openapi.rs` and the annotations of the \
 handlers in `src/routes/`); the integration test `openapi` checks it against every route in \
-`src/router.rs`.";
+`src/router.rs` and against `docs/api.md`.";
 
 #[derive(OpenApi)]
 #[openapi(
