@@ -1,6 +1,6 @@
 //! Reusable responses (`#/components/responses/...`): the error answers with the JSON
 //! [`ErrorBody`] and the success answers several routes share. Routes name them in their
-//! `#[utoipa::path(responses(...))]`; each is registered once in [`super::ApiDoc`].
+//! `#[utoipa::path(responses(...))]`; each is registered once in `ApiDoc` (`src/openapi.rs`).
 
 use agentapi_proxy_client::{ProfileResponse, StartResponse};
 use utoipa::ToResponse;
