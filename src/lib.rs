@@ -12,6 +12,7 @@ pub mod echo_agent;
 pub mod error;
 pub mod listener;
 pub mod observe;
+pub mod openapi;
 pub mod profiles;
 pub mod proxy;
 pub mod router;

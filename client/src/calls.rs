@@ -44,8 +44,13 @@ impl SearchQuery {
     }
 }
 
-/// Body of [`Client::start_with_profile`].
+/// Body of [`Client::start_with_profile`] (`POST /start-with-profile`).
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(as = StartWithProfileRequest, description = "Body of `POST /start-with-profile`.")
+)]
 pub struct StartWithProfile {
     pub profile_id: String,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -54,6 +59,8 @@ pub struct StartWithProfile {
     pub tags: std::collections::BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A template's id or name; a placeholder without a value is 400
+    /// `missing_template_variable`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]

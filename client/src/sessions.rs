@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a session is in its life (api.md `GET /search`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// The agent process was spawned and has not answered yet.
@@ -47,6 +48,7 @@ impl SessionStatus {
 
 /// Why a session ended (sessions.md "States").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
     AgentExited,
@@ -90,6 +92,7 @@ impl ExitReason {
 
 /// Delivery of a session's first prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InitialMessageState {
     Pending,
@@ -111,36 +114,57 @@ impl InitialMessageState {
     }
 }
 
-/// Body of `POST /start` (every field optional).
+/// Body of `POST /start` (every field optional; an empty body reads as `{}`).
+///
+/// Environment names match `^[A-Za-z_][A-Za-z0-9_]{0,127}$` and are not on the deny list;
+/// values hold no NUL, at most 32 KiB each, 256 KiB and 256 variables in all. Tag keys match
+/// `^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`; values are at most 1024 characters without control
+/// characters; at most 64 tags. A `repository` tag (`owner/repo`, or a URL on
+/// `agent.repository_hosts`) is cloned for the agent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "environment": {"NAME": "value"}, "tags": {"repository": "owner/repo"}, "message": "first prompt"
+})))]
 pub struct StartRequest {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// The first prompt (unless `tags.message` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 /// Answer of `POST /start` and `POST /start-with-profile`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartResponse {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub session_id: String,
     pub status: SessionStatus,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub started_at: String,
+    #[cfg_attr(feature = "openapi", schema(required = true, minimum = 1, maximum = 65535))]
     pub port: Option<u16>,
 }
 
 /// One session in `GET /search`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionSummary {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub session_id: String,
     pub user_id: String,
     pub status: SessionStatus,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub started_at: String,
+    #[cfg_attr(feature = "openapi", schema(required = true, minimum = 1, maximum = 65535))]
     pub port: Option<u16>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tags: BTreeMap<String, String>,
+    /// Present once the session ended; null when unknowable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +173,7 @@ pub struct SessionSummary {
 
 /// Answer of `GET /search`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchResponse {
     pub sessions: Vec<SessionSummary>,
     pub total: u64,
@@ -156,20 +181,46 @@ pub struct SearchResponse {
 
 /// Answer of `GET /sessions/{id}`: the search item plus lifecycle details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub summary: SessionSummary,
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub ended_at: Option<String>,
     /// The agent's last known `stable` / `running`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub agent_status: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub initial_message: Option<InitialMessageState>,
     pub restarts: u32,
 }
 
 /// Answer of `DELETE /sessions/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteResponse {
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::terminated_message))]
     pub message: String,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub session_id: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::terminated))]
     pub status: String,
+}
+
+/// Schemas the derive cannot say: a string that is always the same.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+
+    fn always(value: &str) -> Object {
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some([value])).build()
+    }
+
+    pub fn terminated_message() -> Object {
+        always("Session terminated successfully")
+    }
+
+    pub fn terminated() -> Object {
+        always("terminated")
+    }
 }

@@ -5,9 +5,23 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::openapi::responses::{GithubUnavailable, Unauthenticated};
+use crate::openapi::schemas::{AuthStatus, AuthTypes};
 use crate::state::AppState;
 
 /// `GET /auth/status`: the authenticated caller.
+#[utoipa::path(
+    get,
+    path = "/auth/status",
+    tag = "auth",
+    operation_id = "authStatus",
+    summary = "Who the caller is",
+    responses(
+        (status = 200, description = "The authenticated caller.", body = AuthStatus),
+        (status = 401, response = Unauthenticated),
+        (status = 503, response = GithubUnavailable),
+    )
+)]
 pub async fn status(caller: Caller) -> Json<Value> {
     Json(json!({
         "user_id": caller.user_id,
@@ -18,6 +32,16 @@ pub async fn status(caller: Caller) -> Json<Value> {
 }
 
 /// `GET /auth/types` (no authentication).
+#[utoipa::path(
+    get,
+    path = "/auth/types",
+    tag = "auth",
+    operation_id = "authTypes",
+    summary = "Which sign-in methods are enabled",
+    security(),
+    responses((status = 200, description = "`{\"enabled\": false, \"types\": []}` when \
+        authentication is off.", body = AuthTypes))
+)]
 pub async fn types(State(state): State<AppState>) -> Json<Value> {
     let auth = &state.config.auth;
     if !auth.enabled {

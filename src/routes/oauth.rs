@@ -17,6 +17,14 @@ use super::query;
 use crate::auth::oauth::{LOGIN_LIFETIME_SECONDS, OAuth, cookie};
 use crate::clock::format_ms;
 use crate::error::ApiError;
+use crate::openapi::params::{CallbackParams, OAuthSessionHeader, ReturnToParam};
+use crate::openapi::responses::{
+    BadRequest, Done, Forbidden, GithubUnavailable, PayloadTooLarge, Redirect, StoreUnavailable,
+    Unauthenticated, UnsupportedMediaType,
+};
+use crate::openapi::schemas::{
+    OAuthAuthorizeRequest, OAuthAuthorizeResponse, OAuthCallbackResponse, OAuthRefreshResponse,
+};
 use crate::state::AppState;
 
 fn oauth_of(state: &AppState) -> Result<Arc<OAuth>, ApiError> {
@@ -41,6 +49,23 @@ fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Result<Response, ApiEr
 }
 
 /// `POST /oauth/authorize {"redirect_uri"}` → `{"auth_url", "state"}`.
+#[utoipa::path(
+    post,
+    path = "/oauth/authorize",
+    tag = "oauth",
+    operation_id = "oauthAuthorize",
+    summary = "Start the API-client login flow (Go-proxy compatible)",
+    security(),
+    request_body = OAuthAuthorizeRequest,
+    responses(
+        (status = 200, description = "Send the user to `auth_url`; GitHub redirects back to \
+            `redirect_uri` with `code` and `state`.", body = OAuthAuthorizeResponse),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn authorize(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -53,6 +78,23 @@ pub async fn authorize(
 }
 
 /// `GET /oauth/login?return_to=/ui/` → 302 to GitHub, with the login cookie.
+#[utoipa::path(
+    get,
+    path = "/oauth/login",
+    tag = "oauth",
+    operation_id = "oauthLogin",
+    summary = "Start the browser login flow",
+    description = "Redirects to GitHub with `redirect_uri = <server.public_url>/oauth/callback`; \
+        state and PKCE verifier are bound to a 10-minute HttpOnly, SameSite=Lax cookie \
+        (`__Host-apx_oauth`, or `apx_oauth` with `server.insecure_cookies`).",
+    security(),
+    params(ReturnToParam),
+    responses(
+        (status = 302, response = Redirect),
+        (status = 400, response = BadRequest),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     RawQuery(raw_query): RawQuery,
@@ -71,6 +113,25 @@ pub async fn login(
 
 /// `GET /oauth/callback?code&state`: JSON with a proxy token (API clients), or the session
 /// cookie and a 302 to `return_to` (browsers).
+#[utoipa::path(
+    get,
+    path = "/oauth/callback",
+    tag = "oauth",
+    operation_id = "oauthCallback",
+    summary = "Finish a login: JSON with a proxy token for API clients, cookie and 302 for \
+        browsers",
+    security(),
+    params(CallbackParams),
+    responses(
+        (status = 200, description = "API-client flow. The GitHub token itself is never \
+            returned.", body = OAuthCallbackResponse),
+        (status = 302, response = Redirect),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 503, response = GithubUnavailable),
+    )
+)]
 pub async fn callback(
     State(state): State<AppState>,
     RawQuery(raw_query): RawQuery,
@@ -107,6 +168,23 @@ pub async fn callback(
 }
 
 /// `POST /oauth/refresh` (`X-Session-ID`, bearer token or session cookie) → new expiry.
+#[utoipa::path(
+    post,
+    path = "/oauth/refresh",
+    tag = "oauth",
+    operation_id = "oauthRefresh",
+    summary = "Extend a proxy session (`X-Session-ID`, bearer token or session cookie)",
+    description = "The new expiry is at most 30 days after the login.",
+    security(),
+    params(OAuthSessionHeader),
+    responses(
+        (status = 200, description = "The session with its new expiry.",
+            body = OAuthRefreshResponse),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     method: Method,
@@ -134,6 +212,21 @@ pub async fn refresh(
 }
 
 /// `POST /oauth/logout` → the session ends at once (and a browser's cookie is cleared).
+#[utoipa::path(
+    post,
+    path = "/oauth/logout",
+    tag = "oauth",
+    operation_id = "oauthLogout",
+    summary = "End a proxy session at once (`X-Session-ID`, bearer token or session cookie)",
+    security(),
+    params(OAuthSessionHeader),
+    responses(
+        (status = 200, response = Done),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn logout(
     State(state): State<AppState>,
     method: Method,

@@ -12,6 +12,12 @@ use serde_json::{Map, Value, json};
 use super::json_body::JsonObject;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
+use crate::openapi::params::ProfileIdPath;
+use crate::openapi::responses::{
+    BadRequest, Conflict, Done, Forbidden, NotFound, OneProfile, PayloadTooLarge, StoreUnavailable,
+    Unauthenticated, UnsupportedMediaType,
+};
+use crate::openapi::schemas::{ProfileDeleted, ProfileInput, RepositoryInput, TemplateInput};
 use crate::profiles::{self, Rules, redacted};
 use crate::state::AppState;
 use crate::store::profiles::Versioned;
@@ -63,6 +69,23 @@ fn rules_with<'a>(reserved: &'a [&'a str]) -> Rules<'a> {
 }
 
 /// `POST /profiles`
+#[utoipa::path(
+    post,
+    path = "/profiles",
+    tag = "profiles",
+    operation_id = "createProfile",
+    summary = "Create a profile (permission profile:create)",
+    request_body = ProfileInput,
+    responses(
+        (status = 201, response = OneProfile),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,6 +99,20 @@ pub async fn create(
 }
 
 /// `GET /profiles`
+#[utoipa::path(
+    get,
+    path = "/profiles",
+    tag = "profiles",
+    operation_id = "listProfiles",
+    summary = "List profiles, newest first (permission profile:list)",
+    responses(
+        (status = 200, description = "The caller's profiles (every profile for admins).",
+            body = ProfileList),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -88,6 +125,21 @@ pub async fn list(
 }
 
 /// `GET /profiles/{id}`
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    operation_id = "getProfile",
+    summary = "One profile (permission profile:read)",
+    params(ProfileIdPath),
+    responses(
+        (status = 200, response = OneProfile),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,6 +151,29 @@ pub async fn read(
 }
 
 /// `PUT /profiles/{id}`
+#[utoipa::path(
+    put,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    operation_id = "updateProfile",
+    summary = "Partially update a profile (permission profile:update)",
+    description = "A present, non-null field replaces the stored value (objects and arrays \
+        wholesale); an absent or null one keeps it. An environment value sent back as \
+        `\"<redacted>\"` keeps the stored value.",
+    params(ProfileIdPath),
+    request_body = ProfileInput,
+    responses(
+        (status = 200, response = OneProfile),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,6 +189,21 @@ pub async fn update(
 }
 
 /// `DELETE /profiles/{id}`
+#[utoipa::path(
+    delete,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    operation_id = "deleteProfile",
+    summary = "Delete a profile (permission profile:delete)",
+    params(ProfileIdPath),
+    responses(
+        (status = 200, description = "Deleted.", body = ProfileDeleted),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +216,27 @@ pub async fn delete(
 }
 
 /// `POST /profiles/{id}/repositories`
+#[utoipa::path(
+    post,
+    path = "/profiles/{id}/repositories",
+    tag = "profiles",
+    operation_id = "addProfileRepository",
+    summary = "Record a repository in the profile's history, upserted by `url` (permission \
+        profile:update)",
+    params(ProfileIdPath),
+    request_body = RepositoryInput,
+    responses(
+        (status = 200, response = Done),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn add_repository(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,6 +254,26 @@ pub async fn add_repository(
 }
 
 /// `POST /profiles/{id}/templates`
+#[utoipa::path(
+    post,
+    path = "/profiles/{id}/templates",
+    tag = "profiles",
+    operation_id = "addProfileTemplate",
+    summary = "Add a message template; the same `name` replaces it (permission profile:update)",
+    params(ProfileIdPath),
+    request_body = TemplateInput,
+    responses(
+        (status = 200, response = Done),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn add_template(
     State(state): State<AppState>,
     caller: Caller,

@@ -17,6 +17,12 @@ use super::query;
 use crate::auth::{Caller, Permission};
 use crate::clock::format_ms;
 use crate::error::ApiError;
+use crate::openapi::params::{SearchParams, SessionIdPath, TailParam, WaitParam};
+use crate::openapi::responses::{
+    AgentFailedToStart, AgentTimeout, BadRequest, Forbidden, GithubUnavailable, Internal, NotFound,
+    PayloadTooLarge, QuotaExceeded, StartUnavailable, Started, StoreUnavailable, Unauthenticated,
+    UnsupportedMediaType,
+};
 use crate::sessions::{Session, StartInput, summary_of_row, validate};
 use crate::state::AppState;
 use crate::store::sessions::SessionFilter;
@@ -47,6 +53,37 @@ pub fn visible_session(
 }
 
 /// `POST /start`
+#[utoipa::path(
+    post,
+    path = "/start",
+    tag = "sessions",
+    operation_id = "startSession",
+    summary = "Start a session (permission session:create)",
+    description = "Answers once the agent answers `/status` on its port, within \
+        `session.ready_timeout_seconds`, unless `wait=false`. The owner is the authenticated \
+        user (`anonymous` without auth); a `user_id` in the body is ignored. The first prompt \
+        is `tags.message` if non-empty, else `message`; it is delivered once the agent is \
+        `stable`. An empty body reads as `{}`.",
+    params(WaitParam),
+    request_body(
+        description = "Every field optional; an empty body reads as `{}`.",
+        content = ref("#/components/schemas/StartRequest"),
+        content_type = "application/json"
+    ),
+    responses(
+        (status = 200, response = Started),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = QuotaExceeded),
+        (status = 500, response = Internal),
+        (status = 502, response = AgentFailedToStart),
+        (status = 503, response = StartUnavailable),
+        (status = 504, response = AgentTimeout),
+    )
+)]
 pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,6 +124,26 @@ pub fn start_response(session: &Session) -> StartResponse {
 }
 
 /// `GET /search`
+#[utoipa::path(
+    get,
+    path = "/search",
+    tag = "sessions",
+    operation_id = "searchSessions",
+    summary = "List sessions, newest first (permission session:list)",
+    description = "Besides the parameters below, any number of `tag.<key>=<value>` parameters \
+        filter by tags (all must match exactly). Non-admins only ever see their own sessions: \
+        a `user_id` of someone else gives an empty list.",
+    params(SearchParams),
+    responses(
+        (status = 200, description = "The matching sessions; `total` counts every match.",
+            body = SearchResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = GithubUnavailable),
+    )
+)]
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +187,22 @@ pub async fn search(
 }
 
 /// `GET /sessions/{id}`
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    operation_id = "getSession",
+    summary = "One session (permission session:list; owner or admin)",
+    params(SessionIdPath),
+    responses(
+        (status = 200, description = "The session object itself (not wrapped).",
+            body = SessionDetail),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = GithubUnavailable),
+    )
+)]
 pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -140,6 +213,23 @@ pub async fn detail(
 }
 
 /// `GET /sessions/{id}/logs?tail=N`
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}/logs",
+    tag = "sessions",
+    operation_id = "getSessionLogs",
+    summary = "The tail of the agent's log (permission session:access; owner or admin)",
+    params(SessionIdPath, TailParam),
+    responses(
+        (status = 200, description = "The last `tail` lines of the agent's stdout and stderr.",
+            body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = GithubUnavailable),
+    )
+)]
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
@@ -155,6 +245,25 @@ pub async fn logs(
 }
 
 /// `DELETE /sessions/{id}`
+#[utoipa::path(
+    delete,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    operation_id = "deleteSession",
+    summary = "Stop and remove a session (permission session:delete; owner or admin)",
+    description = "Answers after the agent's whole process group is gone (SIGTERM, \
+        `session.stop_grace_seconds`, SIGKILL). Exited and failed sessions are simply removed. \
+        Deleting again, or someone else's session, is 404.",
+    params(SessionIdPath),
+    responses(
+        (status = 200, description = "Terminated.", body = DeleteResponse),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = StoreUnavailable),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,10 +10,42 @@ use super::sessions::start_response;
 use crate::auth::{Caller, Permission};
 use crate::clock::{format_ms, now_ms};
 use crate::error::ApiError;
+use crate::openapi::params::WaitParam;
+use crate::openapi::responses::{
+    AgentFailedToStart, AgentTimeout, BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge,
+    QuotaExceeded, StartUnavailable, Started, Unauthenticated, UnsupportedMediaType,
+};
 use crate::profiles;
 use crate::sessions::StartInput;
 use crate::state::AppState;
 
+#[utoipa::path(
+    post,
+    path = "/start-with-profile",
+    tag = "sessions",
+    operation_id = "startSessionWithProfile",
+    summary = "Start a session from a profile (permission session:create)",
+    description = "Environment = the profile's overlaid by the request's; tags likewise. The \
+        first prompt is the request `message`, else the merged `tags.message`, else the named \
+        template rendered with `template_variables`, else none. A `repository` tag is recorded \
+        in the profile's `repository_history`; `last_used_at` is set.",
+    params(WaitParam),
+    request_body = agentapi_proxy_client::StartWithProfile,
+    responses(
+        (status = 200, response = Started),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = QuotaExceeded),
+        (status = 500, response = Internal),
+        (status = 502, response = AgentFailedToStart),
+        (status = 503, response = StartUnavailable),
+        (status = 504, response = AgentTimeout),
+    )
+)]
 pub async fn start_with_profile(
     State(state): State<AppState>,
     caller: Caller,

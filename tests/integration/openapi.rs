@@ -1,6 +1,12 @@
-//! `GET /openapi.json`: the served document parses as OpenAPI 3.1, every route of
-//! `src/router.rs` is in it with its methods (the conditional `/oauth/*` routes included),
-//! it names no route that does not exist, and every `$ref` in it resolves.
+//! `GET /openapi.json`: the document generated from the code (`src/openapi.rs`) is what is
+//! served, it parses as OpenAPI 3.1, every route of `src/router.rs` is in it with its methods
+//! (the conditional `/oauth/*` routes included), it names no route that does not exist, and
+//! every `$ref` in it resolves. The routes table of `docs/api.md` lists exactly its
+//! operations.
+//!
+//! The router is read as text because an axum `Router` cannot list its routes. A route added
+//! there without a `#[utoipa::path]` (in `src/routes/` or `src/openapi/stub_paths.rs`) listed
+//! in `paths(...)` of `src/openapi.rs` fails the router test below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -105,7 +111,9 @@ async fn the_served_document_describes_exactly_the_routes_of_the_router() {
     let response = reqwest::get(server.url("/openapi.json")).await.expect("request");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
-    let document: Value = response.json().await.expect("the document is JSON");
+    let served = response.bytes().await.expect("the document");
+    assert_eq!(served, *agentapi_proxy::openapi::document(), "the generated document is served");
+    let document: Value = serde_json::from_slice(&served).expect("the document is JSON");
 
     let version = document["openapi"].as_str().expect("an `openapi` field");
     assert!(version.starts_with("3.1"), "OpenAPI version {version}");
@@ -192,4 +200,77 @@ async fn the_served_document_describes_exactly_the_routes_of_the_router() {
         }
     }
     server.stop(Duration::from_secs(10)).await.expect("clean stop");
+}
+
+/// The generated document, without a server.
+fn generated() -> Value {
+    serde_json::from_slice(agentapi_proxy::openapi::document()).expect("the document is JSON")
+}
+
+/// Every `(METHOD, path)` of the document, methods upper-case.
+fn operations(document: &Value) -> BTreeSet<(String, String)> {
+    let paths = document["paths"].as_object().expect("paths");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().expect("a path item").keys();
+            methods
+                .filter(|method| ALL_METHODS.contains(&method.as_str()))
+                .map(|method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+/// Every `` `METHOD /path` `` in the first column of the routes table of `docs/api.md`, the
+/// path without its `?query` or `[?optional query]`; `ANY` stands for every method.
+fn api_md_routes() -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+        .expect("docs/api.md is readable");
+    let section = text.split("\n## Routes\n").nth(1).expect("a `## Routes` section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut routes = BTreeSet::new();
+    for row in section.lines().filter(|line| line.starts_with("| `")) {
+        let first_cell = row.split('|').nth(1).expect("a first cell");
+        for quoted in first_cell.split('`').skip(1).step_by(2) {
+            let (method, path) = quoted.split_once(' ').expect("`METHOD /path`");
+            let path = path.split(['?', '[']).next().unwrap_or(path);
+            routes.insert((method.to_string(), path.to_string()));
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_routes_table_of_api_md_reads_as_expected() {
+    let routes = api_md_routes();
+    let has = |method: &str, path: &str| routes.contains(&(method.into(), path.into()));
+    assert!(has("GET", "/healthz"), "{routes:?}");
+    assert!(has("POST", "/start"), "{routes:?}");
+    assert!(has("GET", "/sessions/{id}/logs"), "{routes:?}");
+    assert!(has("ANY", "/{id}/{rest}"), "{routes:?}");
+    assert!(routes.len() >= 20, "{routes:?}");
+}
+
+#[test]
+fn docs_api_md_lists_every_operation_of_the_document_and_no_other() {
+    let listed = api_md_routes();
+    let operations = operations(&generated());
+    for (method, path) in &operations {
+        let mentioned = listed.contains(&(method.clone(), path.clone()))
+            || listed.contains(&("ANY".to_string(), path.clone()));
+        assert!(mentioned, "`{method} {path}` is in the OpenAPI document but not in docs/api.md");
+    }
+    for (method, path) in &listed {
+        let methods: Vec<String> = if method == "ANY" {
+            ALL_METHODS.iter().map(|m| m.to_uppercase()).collect()
+        } else {
+            vec![method.clone()]
+        };
+        for method in methods {
+            assert!(
+                operations.contains(&(method.clone(), path.clone())),
+                "docs/api.md lists `{method} {path}`, which the OpenAPI document does not have"
+            );
+        }
+    }
 }
