@@ -59,7 +59,100 @@ pub async fn run_with(
     Ok(())
 }
 
+/// Serves `listener` from one thread per CPU, each with its own single-threaded runtime
+/// accepting on a duplicate of the listening socket. A connection, its requests and the
+/// proxy's connections to agents then stay on one thread: no task hops between threads per
+/// request (multi-threaded scheduling cost ~20 % more CPU per proxied request). Returns once
+/// every worker has drained.
 async fn serve(listener: TcpListener, app: Router, state: &AppState, shutdown: &Shutdown) {
+    let workers = worker_count();
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot hand the listening socket to the workers");
+            return;
+        }
+    };
+    let mut finished = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let (done, done_receiver) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker {
+            index,
+            listener: listener.try_clone(),
+            app: app.clone(),
+            state: state.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("http-worker-{index}"))
+            .spawn(move || {
+                worker.run();
+                drop(done);
+            });
+        match spawned {
+            Ok(_) => finished.push(done_receiver),
+            Err(error) => tracing::error!(%error, index, "cannot start a listener worker"),
+        }
+    }
+    // The workers hold their own copies; the socket closes once each has stopped accepting.
+    drop(listener);
+    for done in finished {
+        let _ = done.await;
+    }
+}
+
+/// Listener worker threads: one per CPU (the proxy's share of the machine, like nginx's
+/// `worker_processes auto`).
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+thread_local! {
+    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the listener worker running this thread (0 elsewhere), so per-thread
+/// resources such as pooled agent connections stay with the thread that made them.
+pub fn current_worker() -> usize {
+    WORKER_INDEX.get()
+}
+
+struct Worker {
+    index: usize,
+    listener: std::io::Result<std::net::TcpListener>,
+    app: Router,
+    state: AppState,
+    shutdown: Shutdown,
+}
+
+impl Worker {
+    fn run(self) {
+        WORKER_INDEX.set(self.index);
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, index = self.index, "cannot start a worker runtime");
+                return;
+            }
+        };
+        let Self { index, listener, app, state, shutdown } = self;
+        runtime.block_on(async move {
+            match listener.and_then(TcpListener::from_std) {
+                Ok(listener) => accept_and_drain(listener, app, &state, &shutdown).await,
+                Err(error) => tracing::error!(%error, index, "a listener worker has no socket"),
+            }
+        });
+        // Pooled agent connections and tunnels left on this runtime end with it.
+        runtime.shutdown_background();
+    }
+}
+
+async fn accept_and_drain(
+    listener: TcpListener,
+    app: Router,
+    state: &AppState,
+    shutdown: &Shutdown,
+) {
     let config = &state.config;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

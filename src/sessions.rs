@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     reserved_env: Vec<String>,
     client: UpstreamClient,
     shutdown: Shutdown,
+    /// The runtime supervisors run on: the one the manager was built on, never a listener
+    /// worker's (those end with their connections).
+    runtime: tokio::runtime::Handle,
 }
 
 impl SessionManager {
@@ -103,6 +106,7 @@ impl SessionManager {
             reserved_env,
             client,
             shutdown,
+            runtime: tokio::runtime::Handle::current(),
         });
         housekeeping::load_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
@@ -151,7 +155,8 @@ impl SessionManager {
         let (control, commands) = mpsc::unbounded_channel();
         session.attach_supervisor(control);
         let begin = supervisor::Begin::Launch { spec, first_message: message };
-        tokio::spawn(supervisor::supervise(self.0.clone(), session.clone(), begin, commands));
+        let supervision = supervisor::supervise(self.0.clone(), session.clone(), begin, commands);
+        self.0.runtime.spawn(supervision);
         if wait {
             let state = session.wait_while_starting().await;
             if let Some(failure) = state.failure {

@@ -1,7 +1,9 @@
 //! Keep-alive connections from the proxy path to one agent. Each session owns one
 //! [`AgentConnections`]: no shared map to hash into, no task spawned per request, and the
-//! sockets go when the session does. A connection returns to the pool when its response body
-//! has been read to the end; one dropped half-way is closed by hyper, never reused.
+//! sockets go when the session does. Idle connections are kept per listener worker, so a
+//! connection is only used by the thread whose runtime drives it. A connection returns to the
+//! pool when its response body has been read to the end; one dropped half-way is closed by
+//! hyper, never reused.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,8 +19,10 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per agent.
+/// Idle connections kept per agent and listener worker.
 const MAX_IDLE: usize = 64;
+/// Separate idle lists; listener worker `n` uses list `n % WORKER_SLOTS`.
+const WORKER_SLOTS: usize = 8;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -36,7 +40,7 @@ pub enum SendError {
 /// The idle keep-alive connections to one agent.
 #[derive(Debug, Default)]
 pub struct AgentConnections {
-    idle: Mutex<Vec<IdleConnection>>,
+    idle: [Mutex<Vec<IdleConnection>>; WORKER_SLOTS],
 }
 
 #[derive(Debug)]
@@ -81,7 +85,7 @@ impl AgentConnections {
 
     /// A live idle connection to `port`, newest first; stale ones met on the way are closed.
     fn take_idle(&self, port: u16) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self.idle_here();
         while let Some(connection) = idle.pop() {
             if connection.port == port
                 && !connection.sender.is_closed()
@@ -98,7 +102,7 @@ impl AgentConnections {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self.idle_here();
         if idle.first().is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_LIMIT) {
             idle.retain(|connection| now.duration_since(connection.since) < IDLE_LIMIT);
         }
@@ -106,6 +110,12 @@ impl AgentConnections {
             idle.remove(0);
         }
         idle.push(IdleConnection { port, sender, since: now });
+    }
+
+    /// This listener worker's idle list.
+    fn idle_here(&self) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
+        let slot = &self.idle[crate::listener::current_worker() % WORKER_SLOTS];
+        slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn track(
@@ -261,11 +271,11 @@ mod tests {
         let timeout = Duration::from_secs(2);
         let first = pool.send(port, timeout, get(port)).await.expect("first");
         assert_eq!(body_text(first).await, "ok");
-        assert_eq!(pool.idle.lock().expect("lock").len(), 1, "returned once its body ended");
+        assert_eq!(pool.idle_here().len(), 1, "returned once its body ended");
         close_first.notify_one();
         closed.recv().await.expect("the agent closed its first connection");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !pool.idle.lock().expect("lock").iter().all(|idle| idle.sender.is_closed()) {
+        while !pool.idle_here().iter().all(|idle| idle.sender.is_closed()) {
             assert!(Instant::now() < deadline, "the closed connection was never noticed");
             tokio::task::yield_now().await;
         }
@@ -282,6 +292,6 @@ mod tests {
         let pool = Arc::new(AgentConnections::default());
         let response = pool.send(port, Duration::from_secs(2), get(port)).await.expect("send");
         drop(response);
-        assert!(pool.idle.lock().expect("lock").is_empty());
+        assert!(pool.idle_here().is_empty());
     }
 }
