@@ -267,8 +267,43 @@ def children_of(pid):
 # The servers
 # --------------------------------------------------------------------------------------------
 
+class FakeGitHub:
+    """GitHub's REST API as the proxy uses it for token sign-in (/user, /user/orgs,
+    /user/teams), on 127.0.0.1, answering every token as the same user. Counts calls, so the
+    run can show the proxy served the load from its token cache."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        fake = self
+        self.calls = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                fake.calls += 1
+                path = self.path.split("?")[0]
+                body = {"/user": {"login": "bench-gh", "id": 4242},
+                        "/user/orgs": [], "/user/teams": []}.get(path)
+                data = json.dumps(body).encode() if body is not None else b"{}"
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+GITHUB_TOKEN = "ghp_" + "b" * 36
+
+
 class Proxy:
-    def __init__(self, procs, binary, tmp, name, auth, ports=8, session_cfg=None):
+    def __init__(self, procs, binary, tmp, name, auth, ports=8, session_cfg=None, github=None):
         self.name = name
         self.binary = binary
         self.dir = os.path.join(tmp, name)
@@ -291,6 +326,10 @@ class Proxy:
         }
         if session_cfg:
             cfg["session"] = session_cfg
+        if github:
+            cfg["auth"]["github"] = {"enabled": True, "base_url": github,
+                                     "user_mapping": {"default_role": "admin",
+                                                      "default_permissions": ["*"]}}
         self.db_path = os.path.join(self.dir, "data", "agentapi-proxy.db")
         self.config_path = os.path.join(self.dir, "config.json")
         with open(self.config_path, "w") as f:
@@ -425,11 +464,12 @@ def _ms(text):
     return float(m.group(1)) * _UNITS[m.group(2)] if m else None
 
 
-def run_wrk(url, seconds, conns, cpu_pids, rss_pid=None):
+def run_wrk(url, seconds, conns, cpu_pids, rss_pid=None, header=None):
     """One bounded wrk run. Returns rps, p50/p99 (ms), errors, and CPU seconds per cpu_pids
-    (and the peak VmRSS of rss_pid during the run, KiB, when given)."""
+    (and the peak VmRSS of rss_pid during the run, KiB, when given). `header` replaces the
+    API key header."""
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s",
-            "-H", f"{KEY_HEADER}: {API_KEY}", url]
+            "-H", header or f"{KEY_HEADER}: {API_KEY}", url]
     before = {k: sum(filter(None, (proc_cpu_seconds(p) for p in v))) for k, v in cpu_pids.items()}
     t0 = time.monotonic()
     if rss_pid:
@@ -960,7 +1000,8 @@ def main():
 
 def run(args, procs, tmp):
     log(f"temp dir {tmp}; binary {args.bin}")
-    on = Proxy(procs, args.bin, tmp, "auth-on", auth=True)
+    github = FakeGitHub()
+    on = Proxy(procs, args.bin, tmp, "auth-on", auth=True, github=github.base)
     off = Proxy(procs, args.bin, tmp, "auth-off", auth=False)
     sid, aport = on.start_session()
     sid_off, aport_off = off.start_session()
@@ -977,13 +1018,16 @@ def run(args, procs, tmp):
         "proxy": (f"{on.base}/{sid}/status", {"proxy": [on.proc.pid], "agent": agent_pids}),
         "proxy_noauth": (f"{off.base}/{sid_off}/status",
                          {"proxy": [off.proc.pid], "agent": [off.agent_pid] if off.agent_pid else []}),
+        "proxy_github": (f"{on.base}/{sid}/status", {"proxy": [on.proc.pid], "agent": agent_pids}),
     }
+    headers_for = {"proxy_github": f"Authorization: Bearer {GITHUB_TOKEN}"}
     if ngx1:
         paths["nginx_w1"] = (f"{ngx1.base}/{sid}/status", {"nginx": ngx1.pids(), "agent": agent_pids})
 
     # Sanity: every path answers 200 with the agent's JSON before loading it.
     for name, (url, _) in paths.items():
-        st, body = http("GET", url, headers={KEY_HEADER: API_KEY})
+        key, _, value = headers_for.get(name, f"{KEY_HEADER}: {API_KEY}").partition(": ")
+        st, body = http("GET", url, headers={key: value})
         if st != 200 or b'"status"' not in body:
             raise RuntimeError(f"{name}: GET {url} -> {st} {body[:200]!r}")
 
@@ -998,7 +1042,8 @@ def run(args, procs, tmp):
     for rep in range(args.reps):
         for name, (url, cpu) in paths.items():
             r = run_wrk(url, args.duration, args.conns, cpu,
-                        rss_pid=on.proc.pid if name == "proxy" else None)
+                        rss_pid=on.proc.pid if name == "proxy" else None,
+                        header=headers_for.get(name))
             r["rep"] = rep
             results["wrk"][name].append(r)
             log(f"rep {rep + 1}/{args.reps} wrk {name:13s} {r['rps']:9.0f} req/s  "
@@ -1013,6 +1058,8 @@ def run(args, procs, tmp):
             log(f"rep {rep + 1}/{args.reps} sse {name:7s} median {med and round(med, 3)} ms "
                 f"({len(samples)} samples, {misses} missed)")
     results["proxy_status_after"] = proc_status(on.proc.pid)
+    results["github_calls"] = github.calls
+    log(f"fake GitHub answered {github.calls} calls for all GitHub-token runs (the cache served the rest)")
 
     # T8, T5, T4, T6: after the interleaved loop, so the big reply and the extra proxies do not
     # disturb T1-T3. A measure that fails is recorded and makes the run exit 1.
@@ -1064,6 +1111,8 @@ def run(args, procs, tmp):
         ("T3", "proxy/nginx", per_rep(lambda i: safe(S["proxy"][i]["median_ms"], S["nginx"][i]["median_ms"]))),
         ("T3", "proxy/direct", per_rep(lambda i: safe(S["proxy"][i]["median_ms"], S["direct"][i]["median_ms"]))),
         ("T7", "on/off", per_rep(lambda i: safe(W["proxy"][i]["rps"], W["proxy_noauth"][i]["rps"]))),
+        ("T7", "GitHub token (cached)/off",
+         per_rep(lambda i: safe(W["proxy_github"][i]["rps"], W["proxy_noauth"][i]["rps"]))),
     ]
     if "nginx_w1" in W:
         rows.append(("T1", "proxy/nginx(1 worker)",
@@ -1080,7 +1129,7 @@ def run(args, procs, tmp):
         label = what.replace("N ", f"{args.t4_concurrent} ", 1) if tid == "T4" else \
             what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
         row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
-        gated = what in ("proxy/nginx", "on/off")
+        gated = what in ("proxy/nginx", "on/off", "GitHub token (cached)/off")
         if gated and not args.quick and st:
             row["target"] = f"{TARGETS[tid][1]} {TARGETS[tid][2]}"
             row["pass"] = verdict(tid, st["median"])
