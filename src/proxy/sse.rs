@@ -90,6 +90,8 @@ pub struct SseBody {
     upstream: PooledBody,
     boundary: FrameBoundary,
     heartbeat: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// When data last passed; the heartbeat timer is only moved when it fires, not per frame.
+    last_data: Instant,
     draining: Draining,
     done: bool,
     _guard: StreamGuard,
@@ -109,17 +111,13 @@ impl SseBody {
             heartbeat: heartbeat.map(|period| {
                 (period, Box::pin(tokio::time::sleep_until(Instant::now() + period)))
             }),
+            last_data: Instant::now(),
             draining: Box::pin(async move { shutdown.reached(Stage::Draining).await }),
             done: false,
             _guard: guard,
         }
     }
 
-    fn rearm(&mut self) {
-        if let Some((period, sleep)) = &mut self.heartbeat {
-            sleep.as_mut().reset(Instant::now() + *period);
-        }
-    }
 }
 
 impl Body for SseBody {
@@ -144,7 +142,9 @@ impl Body for SseBody {
                 if let Some(data) = frame.data_ref() {
                     this.boundary.observe(data);
                 }
-                this.rearm();
+                if this.heartbeat.is_some() {
+                    this.last_data = Instant::now();
+                }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(error))) => {
@@ -162,11 +162,17 @@ impl Body for SseBody {
         if let Some((period, sleep)) = &mut this.heartbeat
             && sleep.as_mut().poll(cx).is_ready()
         {
-            sleep.as_mut().reset(Instant::now() + *period);
-            // Re-register the timer's waker for the next period.
+            let idle_until = this.last_data + *period;
+            let now = Instant::now();
+            let ping = now >= idle_until;
+            sleep.as_mut().reset(if ping { now + *period } else { idle_until });
+            // Re-register the timer's waker for the next deadline.
             let _ = sleep.as_mut().poll(cx);
-            if at_boundary {
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(PING)))));
+            if ping {
+                this.last_data = now;
+                if at_boundary {
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(PING)))));
+                }
             }
         }
         Poll::Pending
