@@ -250,8 +250,9 @@ impl Authenticator {
                 Ok(caller)
             }
             Presented::Bearer(token) => {
+                let token_digest = api_keys::digest(token);
                 if self.static_header.is_some()
-                    && let Some(caller) = self.static_key(token).await
+                    && let Some(caller) = self.static_key_digested(token, token_digest).await
                 {
                     return Ok(caller);
                 }
@@ -259,7 +260,7 @@ impl Authenticator {
                     && credentials::looks_like_github_token(token)
                     && let Some(github) = &self.github
                 {
-                    return github.authenticate(token).await;
+                    return github.authenticate(token, token_digest).await;
                 }
                 Err(refused("unknown_bearer_token", token))
             }
@@ -272,7 +273,10 @@ impl Authenticator {
     }
 
     async fn static_key(&self, key: &str) -> Option<Caller> {
-        let key_digest = api_keys::digest(key);
+        self.static_key_digested(key, api_keys::digest(key)).await
+    }
+
+    async fn static_key_digested(&self, key: &str, key_digest: KeyDigest) -> Option<Caller> {
         let identity = self.keys.verify_digested(key, key_digest).await?;
         if identity.is_expired(time::OffsetDateTime::now_utc()) {
             return None;

@@ -83,9 +83,8 @@ async fn serve(listener: TcpListener, app: Router, state: &AppState, shutdown: &
             state: state.clone(),
             shutdown: shutdown.clone(),
         };
-        let spawned = std::thread::Builder::new()
-            .name(format!("http-worker-{index}"))
-            .spawn(move || {
+        let spawned =
+            std::thread::Builder::new().name(format!("http-worker-{index}")).spawn(move || {
                 worker.run();
                 drop(done);
             });

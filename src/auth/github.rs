@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use http::HttpGitHub;
 
-use super::api_keys::{KeyDigest, digest};
+use super::api_keys::KeyDigest;
 use super::{AuthType, Caller, roles};
 use crate::config::GithubConfig;
 use crate::error::ApiError;
@@ -65,7 +65,13 @@ pub struct CodeExchange<'a> {
 #[derive(Debug)]
 struct Cached {
     identity: Arc<GithubIdentity>,
+    /// The mapped caller once a request asked for it; `Some(None)`: outside `allowed_orgs`.
+    caller: Option<Option<Caller>>,
     until: Instant,
+}
+
+fn outside_allowed_orgs() -> ApiError {
+    ApiError::Forbidden("your GitHub account is not a member of an allowed organisation".into())
 }
 
 /// Identities by token digest, with the mapping rules applied per request.
@@ -94,13 +100,20 @@ impl GithubAuth {
         &self.api
     }
 
-    /// The caller behind a GitHub token: from the cache, else from GitHub.
-    pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
-        let key = digest(token);
+    /// The caller behind a GitHub token whose digest is `key`: from the cache (role mapping
+    /// included), else from GitHub.
+    pub async fn authenticate(&self, token: &str, key: KeyDigest) -> Result<Caller, ApiError> {
+        if let Some(caller) = self.cached_caller(&key) {
+            crate::telemetry::github_lookup("cache_hit");
+            return caller.ok_or_else(outside_allowed_orgs);
+        }
         let identity = self.identify(token, key).await?;
-        let mut caller = self.caller_for(&identity)?;
-        caller.credential = Some(key);
-        Ok(caller)
+        let caller = self.caller_for(&identity).ok().map(|mut caller| {
+            caller.credential = Some(key);
+            caller
+        });
+        self.remember_caller(&key, caller.clone());
+        caller.ok_or_else(outside_allowed_orgs)
     }
 
     /// The identity behind a token, cached by its digest.
@@ -148,9 +161,7 @@ impl GithubAuth {
             && !allowed.iter().any(|org| identity.orgs.contains(&org.to_ascii_lowercase()))
         {
             tracing::info!(user_id = %identity.login, "GitHub user outside the allowed organisations");
-            return Err(ApiError::Forbidden(
-                "your GitHub account is not a member of an allowed organisation".into(),
-            ));
+            return Err(outside_allowed_orgs());
         }
         let (role, permissions) = roles::map_teams(&self.config.user_mapping, &identity.teams);
         Ok(Caller {
@@ -170,6 +181,18 @@ impl GithubAuth {
     fn cached(&self, key: &KeyDigest) -> Option<Arc<GithubIdentity>> {
         let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.get(key).filter(|entry| entry.until > Instant::now()).map(|e| e.identity.clone())
+    }
+
+    fn cached_caller(&self, key: &KeyDigest) -> Option<Option<Caller>> {
+        let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.get(key).filter(|entry| entry.until > Instant::now())?.caller.clone()
+    }
+
+    fn remember_caller(&self, key: &KeyDigest, caller: Option<Caller>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(entry) = cache.get_mut(key) {
+            entry.caller = Some(caller);
+        }
     }
 
     fn recently_refused(&self, key: &KeyDigest) -> bool {
@@ -194,6 +217,7 @@ impl GithubAuth {
                 cache.clear();
             }
         }
-        cache.insert(key, Cached { identity, until: Instant::now() + self.cache_for });
+        cache
+            .insert(key, Cached { identity, caller: None, until: Instant::now() + self.cache_for });
     }
 }

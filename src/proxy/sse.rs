@@ -117,7 +117,6 @@ impl SseBody {
             _guard: guard,
         }
     }
-
 }
 
 impl Body for SseBody {
