@@ -43,6 +43,8 @@ TARGETS = {
     "T7": ("GET /status throughput, auth on/off", ">=", 0.97),
 }
 # Extra gated rows: (id, ratio) -> (comparator, bound). Memory rows are absolute MB (1e6 bytes).
+# Measures `--only` can run by themselves (each on its own proxy, no interleaved loop).
+ONLY_CHOICES = {"t4", "t5", "t6"}
 EXTRA_TARGETS = {
     ("T4", "start p50/floor p50"): ("<=", 2.0),
     ("T4", "N concurrent/floor p50"): ("<=", 20.0),
@@ -934,9 +936,17 @@ def main():
     ap.add_argument("--t8-kib", type=int, default=51200, help="T8: size of the big reply (KiB)")
     ap.add_argument("--t8-uploads", type=int, default=5, help="T8: 1 MiB uploads per path per repetition")
     ap.add_argument("--skip-extra", action="store_true", help="only T1/T2/T3/T7")
+    ap.add_argument("--only", default=None, metavar="IDS",
+                    help="only these of the measures that need no interleaved loop, comma-separated "
+                         f"({','.join(sorted(ONLY_CHOICES))}); skips T1/T2/T3/T7/T8")
     ap.add_argument("--out", default=None, help="JSON results path")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
+    if args.only is not None:
+        args.only = {part.strip().lower() for part in args.only.split(",") if part.strip()}
+        unknown = args.only - ONLY_CHOICES
+        if unknown or not args.only:
+            ap.error(f"--only takes some of {','.join(sorted(ONLY_CHOICES))}, not {sorted(unknown)}")
     if args.quick:
         args.reps, args.duration, args.sse_samples = 1, 1, 3
         args.t4_serial, args.t4_concurrent, args.t5_sessions = 3, 5, 5
@@ -960,6 +970,8 @@ def main():
 
 def run(args, procs, tmp):
     log(f"temp dir {tmp}; binary {args.bin}")
+    if args.only is not None:
+        return run_only(args, procs, tmp)
     on = Proxy(procs, args.bin, tmp, "auth-on", auth=True)
     off = Proxy(procs, args.bin, tmp, "auth-off", auth=False)
     sid, aport = on.start_session()
@@ -1170,6 +1182,77 @@ def run(args, procs, tmp):
         log("some path did not answer every request (see JSON)")
         return 1
     return 0
+
+
+def run_only(args, procs, tmp):
+    """`--only`: just the chosen T4/T5/T6 measures, each on its own proxy, then their table."""
+    results, errors = {"wrk": {}}, {}
+
+    def attempt(tid, fn):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - reported, not hidden
+            log(f"{tid} failed: {e!r}")
+            errors[tid] = repr(e)
+            return None
+
+    if args.only & {"t4", "t5"}:
+        n_ports = max(args.t5_sessions if "t5" in args.only else 0,
+                      args.t4_concurrent if "t4" in args.only else 0) + 20
+        sess = attempt("T4/T5 proxy", lambda: Proxy(
+            procs, args.bin, tmp, "sessions", auth=True, ports=n_ports,
+            session_cfg={"max_sessions": n_ports + 50}))
+        if sess:
+            if "t5" in args.only:
+                results["t5"] = attempt("T5", lambda: measure_t5_sessions(sess, args.t5_sessions))
+            if "t4" in args.only:
+                results["t4"] = attempt("T4", lambda: measure_t4(
+                    sess, procs, args.bin, tmp, args.reps, args.t4_serial, args.t4_concurrent))
+            sess.stop()
+    if "t6" in args.only:
+        t6 = attempt("T6 proxy", lambda: Proxy(procs, args.bin, tmp, "store", auth=True,
+                                               session_cfg={"retain_finished_seconds": 30 * 86400}))
+        if t6:
+            results["t6"] = attempt("T6", lambda: measure_t6(t6, args.t6_rows, args.reps,
+                                                              args.t6_duration))
+            t6.stop()
+
+    table, all_pass = [], True
+    print()
+    print(f"agentapi-proxy bench --only {','.join(sorted(args.only))}: {args.reps} repetitions")
+    print(f"{'id':3s} {'ratio':28s} {'median':>8s} {'min':>8s} {'max':>8s}  {'target':8s} result")
+    for tid, what, vals in extra_rows(args, results):
+        st = ratio_stats(vals)
+        label = what.replace("N ", f"{args.t4_concurrent} ", 1) if tid == "T4" else \
+            what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
+        row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
+        if (tid, what) in EXTRA_TARGETS and not args.quick and st:
+            op, bound = EXTRA_TARGETS[(tid, what)]
+            row["target"] = f"{op} {bound:g}"
+            row["pass"] = st["median"] >= bound if op == ">=" else st["median"] <= bound
+            all_pass &= row["pass"]
+        table.append(row)
+        if not st:
+            print(f"{tid:3s} {label:28s}   (no data)")
+            continue
+        res = "" if "pass" not in row else ("PASS" if row["pass"] else "FAIL")
+        print(f"{tid:3s} {label:28s} {st['median']:8.3f} {st['min']:8.3f} {st['max']:8.3f}  "
+              f"{row.get('target', ''):8s} {res}")
+    for line in extra_context(results):
+        print(line)
+    for tid, err in errors.items():
+        print(f"{tid}: ERROR {err}")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
+                       "binary": {"path": args.bin}, "only": sorted(args.only),
+                       "machine": {"nproc": os.cpu_count(), "loadavg_end": os.getloadavg()},
+                       "extra_errors": errors, "table": table,
+                       "all_targets_pass": None if args.quick else all_pass, "raw": results},
+                      f, indent=2)
+        log(f"wrote {args.out}")
+    return 1 if errors else 0
 
 
 def extra_rows(args, results):
