@@ -213,9 +213,10 @@ impl SessionManager {
         self.0.registry_read().get(id).cloned()
     }
 
-    /// Stored sessions matching `filter`, newest first, with the total count.
-    pub async fn search(&self, filter: SessionFilter) -> Result<(Vec<SessionRow>, u64), ApiError> {
-        self.0.store.search(filter).await.map_err(ApiError::Internal)
+    /// The `/search` answer (JSON) for `filter`: stored sessions, newest first, and how many
+    /// match in all.
+    pub async fn search_json(&self, filter: SessionFilter) -> Result<Vec<u8>, ApiError> {
+        self.0.store.search_json(filter).await.map_err(ApiError::Internal)
     }
 
     /// The last `lines` lines of the agent's output.

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0002_sessions.sql"),
     include_str!("store/migrations/0003_profiles.sql"),
     include_str!("store/migrations/0004_oauth.sql"),
+    include_str!("store/migrations/0005_sessions_by_user_status.sql"),
 ];
 
 /// Where the database lives.

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
-use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{OptionalExtension, Row, params};
 
 use super::Store;
+
+mod search;
 
 /// One stored session. Environment values are never part of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +52,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Removes a session and its tags; false when it did not exist.
     async fn delete(&self, id: String) -> anyhow::Result<bool>;
     async fn get(&self, id: String) -> anyhow::Result<Option<SessionRow>>;
-    /// Matching sessions, newest first, and how many match in all.
-    async fn search(&self, filter: SessionFilter) -> anyhow::Result<(Vec<SessionRow>, u64)>;
+    /// The answer of `GET /search` as JSON (`{"sessions": [...], "total": n}`): one page of
+    /// the matching sessions, newest first, and how many match in all. Written straight from
+    /// the rows, because dashboards poll it.
+    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Vec<u8>>;
     /// Every stored session (the registry is rebuilt from it at boot).
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>>;
 }
@@ -199,50 +203,9 @@ impl SessionStore for SqliteSessions {
             .context("while reading a session")
     }
 
-    async fn search(&self, filter: SessionFilter) -> anyhow::Result<(Vec<SessionRow>, u64)> {
+    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Vec<u8>> {
         self.store
-            .read(move |connection| {
-                let mut conditions = Vec::new();
-                let mut values: Vec<String> = Vec::new();
-                if let Some(user_id) = &filter.user_id {
-                    values.push(user_id.clone());
-                    conditions.push(format!("s.user_id = ?{}", values.len()));
-                }
-                if let Some(status) = filter.status {
-                    values.push(status.as_str().to_string());
-                    conditions.push(format!("s.status = ?{}", values.len()));
-                }
-                for (key, value) in &filter.tags {
-                    values.push(key.clone());
-                    values.push(value.clone());
-                    conditions.push(format!(
-                        "EXISTS (SELECT 1 FROM session_tags t WHERE t.session_id = s.id \
-                         AND t.key = ?{} AND t.value = ?{})",
-                        values.len() - 1,
-                        values.len()
-                    ));
-                }
-                let where_clause = if conditions.is_empty() {
-                    String::new()
-                } else {
-                    format!("WHERE {}", conditions.join(" AND "))
-                };
-                let total: i64 = connection.query_row(
-                    &format!("SELECT COUNT(*) FROM sessions s {where_clause}"),
-                    params_from_iter(values.iter()),
-                    |row| row.get(0),
-                )?;
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM sessions s {where_clause} \
-                     ORDER BY s.started_at DESC, s.id DESC LIMIT {} OFFSET {}",
-                    filter.limit, filter.offset
-                );
-                let mut statement = connection.prepare(&sql)?;
-                let rows = statement
-                    .query_map(params_from_iter(values.iter()), from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok((rows, total.max(0) as u64))
-            })
+            .read(move |connection| search::search_page(connection, &filter))
             .await
             .context("while searching sessions")
     }
@@ -264,6 +227,7 @@ impl SessionStore for SqliteSessions {
 mod tests {
     use super::*;
     use crate::store::Location;
+    use agentapi_proxy_client::SearchResponse;
 
     fn row(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> SessionRow {
         SessionRow {
@@ -301,8 +265,9 @@ mod tests {
         let search = |filter: SessionFilter| {
             let sessions = sessions.clone();
             async move {
-                let (rows, total) = sessions.search(filter).await.expect("search");
-                (rows.into_iter().map(|r| r.id).collect::<Vec<_>>(), total)
+                let json = sessions.search_json(filter).await.expect("search");
+                let page: SearchResponse = serde_json::from_slice(&json).expect("a search answer");
+                (page.sessions.into_iter().map(|s| s.session_id).collect::<Vec<_>>(), page.total)
             }
         };
         let all = SessionFilter { limit: 100, ..SessionFilter::default() };
@@ -329,5 +294,94 @@ mod tests {
         assert!(!sessions.delete("b".into()).await.expect("delete again"));
         let tagged = SessionFilter { tags: vec![("repository".into(), "o/r".into())], ..all };
         assert_eq!(search(tagged).await, (vec!["a".into()], 1), "tags go with their session");
+    }
+
+    /// The page `/search` answered before it was written straight from the rows.
+    fn expected_page(all: &[SessionRow], filter: &SessionFilter) -> Vec<u8> {
+        let mut matching: Vec<&SessionRow> = all
+            .iter()
+            .filter(|row| filter.user_id.as_ref().is_none_or(|user| &row.user_id == user))
+            .filter(|row| filter.status.is_none_or(|status| row.status == status))
+            .filter(|row| filter.tags.iter().all(|(k, v)| row.tags.get(k) == Some(v)))
+            .collect();
+        matching.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
+        let total = matching.len() as u64;
+        let sessions = matching
+            .into_iter()
+            .skip(filter.offset as usize)
+            .take(filter.limit as usize)
+            .map(crate::sessions::summary_of_row)
+            .collect();
+        serde_json::to_vec(&SearchResponse { sessions, total }).expect("encodes")
+    }
+
+    #[tokio::test]
+    async fn search_pages_are_byte_for_byte_what_the_rows_serialise_to() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(Location::File(dir.path().join("store.db"))).expect("store");
+        let sessions = SqliteSessions::new(store);
+        let statuses = [
+            SessionStatus::Starting,
+            SessionStatus::Active,
+            SessionStatus::Stopping,
+            SessionStatus::Exited,
+            SessionStatus::Failed,
+        ];
+        let mut all = Vec::new();
+        for index in 0..23usize {
+            let tags: &[(&str, &str)] = match index % 3 {
+                0 => &[],
+                1 => &[("repository", "o/r"), ("note", "quote \" back\\slash \u{1} é")],
+                _ => &[("team", "web")],
+            };
+            let user = if index % 2 == 0 { "alice" } else { "bob \"the\" builder" };
+            let mut stored =
+                row(&format!("id-{index:02}"), user, 1_700_000_000_000 + index as i64 % 7, tags);
+            stored.status = statuses[index % statuses.len()];
+            stored.port = (index % 4 != 0).then_some(9000 + index as u16);
+            stored.exit_code = (index % 2 == 1).then_some(index as i32 - 10);
+            stored.exit_reason = (index % 3 != 2).then_some(ExitReason::LostWhileDown);
+            sessions.insert(stored.clone()).await.expect("insert");
+            all.push(stored);
+        }
+        let filters = [
+            SessionFilter { limit: 100, ..SessionFilter::default() },
+            SessionFilter { limit: 5, ..SessionFilter::default() },
+            SessionFilter { limit: 5, offset: 20, ..SessionFilter::default() },
+            SessionFilter { limit: 5, offset: 40, ..SessionFilter::default() },
+            SessionFilter { limit: 0, ..SessionFilter::default() },
+            SessionFilter {
+                user_id: Some("alice".into()),
+                limit: 4,
+                offset: 2,
+                ..SessionFilter::default()
+            },
+            SessionFilter {
+                status: Some(SessionStatus::Exited),
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            SessionFilter {
+                user_id: Some("bob \"the\" builder".into()),
+                status: Some(SessionStatus::Active),
+                tags: vec![("team".into(), "web".into())],
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            SessionFilter {
+                tags: vec![("repository".into(), "o/r".into())],
+                limit: 3,
+                ..SessionFilter::default()
+            },
+        ];
+        for filter in filters {
+            let page = sessions.search_json(filter.clone()).await.expect("search");
+            let expected = expected_page(&all, &filter);
+            assert_eq!(
+                String::from_utf8_lossy(&page),
+                String::from_utf8_lossy(&expected),
+                "{filter:?}"
+            );
+        }
     }
 }
