@@ -1,14 +1,14 @@
 //! `GET /search` straight from SQLite: the filters become an indexed `WHERE` clause, both
 //! queries run as cached statements in one read transaction, and each row is written as
-//! JSON while it is read (borrowed columns, no intermediate rows), in exactly the shape
-//! `SearchResponse` serialises to.
+//! JSON while it is read (borrowed columns, no intermediate rows), byte for byte what
+//! serde writes for a `SearchResponse`.
 
 use std::collections::BTreeMap;
 
 use agentapi_proxy_client::{ExitReason, SessionStatus};
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params_from_iter};
-use serde::Serialize;
+use std::io::Write;
 
 use super::SessionFilter;
 use crate::clock::Rfc3339Ms;
@@ -24,29 +24,28 @@ pub(super) fn search_page(
     connection: &mut Connection,
     filter: &SessionFilter,
 ) -> anyhow::Result<Vec<u8>> {
-    let (where_clause, mut values) = where_clause(filter);
+    let (where_clause, values) = where_clause(filter);
     let transaction = connection.transaction()?;
     let mut json = Vec::with_capacity(64 + filter.limit as usize * BYTES_PER_ITEM);
     json.extend_from_slice(b"{\"sessions\":[");
     let mut shown: u64 = 0;
     {
+        // LIMIT and OFFSET are literals: SQLite re-prepares a statement whose bound LIMIT
+        // changes.
         let mut page = transaction.prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM sessions s {where_clause} \
-             ORDER BY s.started_at DESC, s.id DESC LIMIT ?{} OFFSET ?{}",
-            values.len() + 1,
-            values.len() + 2,
+             ORDER BY s.started_at DESC, s.id DESC LIMIT {} OFFSET {}",
+            filter.limit,
+            i64::try_from(filter.offset).unwrap_or(i64::MAX),
         ))?;
-        values.push(Value::Integer(i64::from(filter.limit)));
-        values.push(Value::Integer(i64::try_from(filter.offset).unwrap_or(i64::MAX)));
         let mut rows = page.query(params_from_iter(values.iter()))?;
         while let Some(row) = rows.next()? {
             if shown > 0 {
                 json.push(b',');
             }
-            serde_json::to_writer(&mut json, &summary(row)?)?;
+            write_summary(&mut json, row)?;
             shown += 1;
         }
-        values.truncate(values.len() - 2);
     }
     // A page that is not full tells the total without counting (unless it is past the end).
     let total = if shown < u64::from(filter.limit) && (shown > 0 || filter.offset == 0) {
@@ -93,50 +92,58 @@ fn where_clause(filter: &SessionFilter) -> (String, Vec<Value>) {
     }
 }
 
-/// One `/search` item as `SessionSummary` serialises it, borrowing the row's text.
-#[derive(Serialize)]
-struct SummaryView<'row> {
-    session_id: &'row str,
-    user_id: &'row str,
-    status: SessionStatus,
-    started_at: Rfc3339Ms,
-    port: Option<u16>,
-    tags: TagsView<'row>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_reason: Option<ExitReason>,
-}
-
-/// The stored tags (a JSON object), shown re-encoded as the map they hold.
-struct TagsView<'row>(&'row str);
-
-impl Serialize for TagsView<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.0 == "{}" {
-            return BTreeMap::<&str, &str>::new().serialize(serializer);
-        }
-        let tags: BTreeMap<String, String> = serde_json::from_str(self.0).unwrap_or_default();
-        tags.serialize(serializer)
-    }
-}
-
-fn summary<'row>(row: &'row Row<'_>) -> rusqlite::Result<SummaryView<'row>> {
+/// Writes one `/search` item exactly as serde writes a `SessionSummary`, from the row's
+/// columns (borrowed, never copied into strings first).
+fn write_summary(json: &mut Vec<u8>, row: &Row<'_>) -> anyhow::Result<()> {
     let text = |index: usize| row.get_ref(index).and_then(|value| Ok(value.as_str()?));
     let status = SessionStatus::parse(text(2)?).unwrap_or(SessionStatus::Failed);
-    let ended = !status.is_live();
-    let exit_reason = match row.get_ref(7)?.as_str_or_null()? {
-        Some(reason) if ended => ExitReason::parse(reason),
-        _ => None,
-    };
-    Ok(SummaryView {
-        session_id: text(0)?,
-        user_id: text(1)?,
-        status,
-        started_at: Rfc3339Ms(row.get(3)?),
-        port: row.get::<_, Option<i64>>(4)?.and_then(|port| u16::try_from(port).ok()),
-        tags: TagsView(text(5)?),
-        exit_code: if ended { row.get(6)? } else { None },
-        exit_reason,
-    })
+    json.extend_from_slice(b"{\"session_id\":");
+    write_str(json, text(0)?)?;
+    json.extend_from_slice(b",\"user_id\":");
+    write_str(json, text(1)?)?;
+    json.extend_from_slice(b",\"status\":\"");
+    json.extend_from_slice(status.as_str().as_bytes());
+    json.extend_from_slice(b"\",\"started_at\":");
+    serde_json::to_writer(&mut *json, &Rfc3339Ms(row.get(3)?))?;
+    json.extend_from_slice(b",\"port\":");
+    match row.get::<_, Option<i64>>(4)?.and_then(|port| u16::try_from(port).ok()) {
+        Some(port) => write!(json, "{port}")?,
+        None => json.extend_from_slice(b"null"),
+    }
+    json.extend_from_slice(b",\"tags\":");
+    write_tags(json, text(5)?)?;
+    // Only an ended session shows how it ended.
+    if !status.is_live() {
+        if let Some(code) = row.get::<_, Option<i32>>(6)? {
+            write!(json, ",\"exit_code\":{code}")?;
+        }
+        if let Some(reason) = row.get_ref(7)?.as_str_or_null()?.and_then(ExitReason::parse) {
+            json.extend_from_slice(b",\"exit_reason\":\"");
+            json.extend_from_slice(reason.as_str().as_bytes());
+            json.push(b'"');
+        }
+    }
+    json.push(b'}');
+    Ok(())
+}
+
+/// A JSON string; serde writes the ones that need escaping.
+fn write_str(json: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    if text.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        return serde_json::to_writer(json, text);
+    }
+    json.push(b'"');
+    json.extend_from_slice(text.as_bytes());
+    json.push(b'"');
+    Ok(())
+}
+
+/// The stored tags (a JSON object), shown as the map they hold.
+fn write_tags(json: &mut Vec<u8>, stored: &str) -> serde_json::Result<()> {
+    if stored == "{}" {
+        json.extend_from_slice(b"{}");
+        return Ok(());
+    }
+    let tags: BTreeMap<String, String> = serde_json::from_str(stored).unwrap_or_default();
+    serde_json::to_writer(json, &tags)
 }
