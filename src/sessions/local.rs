@@ -5,6 +5,7 @@
 pub mod agent_log;
 mod isolation;
 mod launch;
+mod listeners;
 pub mod ports;
 pub mod procfs;
 pub mod reaper;
