@@ -37,6 +37,8 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 pub struct LocalBackend {
     agent: AgentConfig,
     sessions_dir: PathBuf,
+    /// `bash`, located once on the proxy's `PATH`.
+    shell: PathBuf,
     script: PathBuf,
     proxy_bin: PathBuf,
     /// Variables every agent gets from the operator: `agent.environment`, then `pass_env`.
@@ -97,14 +99,16 @@ impl LocalBackend {
                 Err(_) => tracing::warn!(name, "agent.pass_env names a variable that is not set"),
             }
         }
+        let path_env =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         Ok(Self {
             agent: config.agent.clone(),
             sessions_dir,
+            shell: isolation::locate("bash", &path_env),
             script,
             proxy_bin,
             operator_env,
-            path_env: std::env::var("PATH")
-                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            path_env,
             lang_env: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             ready_timeout: Duration::from_secs(config.session.ready_timeout_seconds),
             isolation,

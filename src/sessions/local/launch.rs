@@ -101,7 +101,7 @@ fn spawn(
     use anyhow::Context;
     let log =
         agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
-    let mut command = backend.isolation.command("bash");
+    let mut command = backend.isolation.command(&backend.shell);
     command
         .arg("--noprofile")
         .arg("--norc")
