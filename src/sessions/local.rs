@@ -267,7 +267,7 @@ impl SessionBackend for LocalBackend {
             tracing::info!(group, ?grace, "agent ignored SIGTERM; killing its process group");
             self.kill_group(group).await;
         }
-        self.reaper.reap_now();
+        self.reaper.reap_all_now();
     }
 
     fn release(&self, process: &AgentProcess) {

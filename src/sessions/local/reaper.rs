@@ -58,17 +58,20 @@ impl Reaper {
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let wake = inner.wake.clone();
         tokio::spawn(async move {
+            let mut sweep = true;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                reap_once(&inner);
+                reap_once(&inner, sweep);
                 drop(inner);
                 let woken = wake.notified();
-                tokio::select! {
-                    _ = child_signals.recv() => {}
-                    () = woken => {}
+                // A new group to watch needs no look at orphans: those announce themselves
+                // with SIGCHLD (and a sweep lists every process on the host).
+                sweep = tokio::select! {
+                    _ = child_signals.recv() => true,
+                    () = woken => false,
                     // Signals coalesce; a slow sweep catches anything a burst hid.
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                    () = tokio::time::sleep(Duration::from_secs(1)) => true,
+                };
             }
         });
         Ok(Self { inner })
@@ -83,9 +86,15 @@ impl Reaper {
         receiver
     }
 
-    /// Reaps whatever can be reaped now; used while waiting for a group to vanish.
+    /// Reaps whatever can be reaped now in the watched groups; used while waiting for a
+    /// group to vanish.
     pub fn reap_now(&self) {
-        reap_once(&self.inner);
+        reap_once(&self.inner, false);
+    }
+
+    /// Reaps whatever can be reaped now, orphans included; used once a group is gone.
+    pub fn reap_all_now(&self) {
+        reap_once(&self.inner, true);
     }
 
     fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Watched>> {
@@ -94,8 +103,9 @@ impl Reaper {
 }
 
 /// Reaps every exited child in the watched groups; a group whose leader was reaped and that
-/// has no child of ours left is no longer watched.
-fn reap_once(inner: &Inner) {
+/// has no child of ours left is no longer watched. With `sweep_orphans`, also zombie
+/// children outside those groups (when the reaper was made to look after them).
+fn reap_once(inner: &Inner, sweep_orphans: bool) {
     let mut groups = inner.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     groups.retain(|group, watched| {
         loop {
@@ -124,7 +134,7 @@ fn reap_once(inner: &Inner) {
             }
         }
     });
-    if inner.sweep_orphans {
+    if sweep_orphans && inner.sweep_orphans {
         let me = std::process::id() as i32;
         for process in procfs::all_processes() {
             if process.parent == me && process.is_zombie() && !groups.contains_key(&process.group) {
