@@ -7,7 +7,7 @@ use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::Store;
+use super::{Durability, Store};
 
 mod search;
 
@@ -60,6 +60,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>>;
 }
 
+/// Session rows need to survive a crash of this proxy, so that its agents, which outlive
+/// it, are found again; a power loss ends every agent too, and the few latest changes it
+/// may roll back only concern sessions that are gone anyway. Not waiting for the disk
+/// takes milliseconds off every start and lets starts run at the rate of memory writes.
+const SESSION_WRITES: Durability = Durability::ProcessCrash;
+
 const COLUMNS: &str = "id, user_id, status, port, pid, pid_start_ticks, tags, env_names, \
     started_at, ended_at, exit_code, exit_reason, agent_status, initial_message, restarts";
 
@@ -111,7 +117,7 @@ impl SessionStore for SqliteSessions {
         let tags = json(&row.tags)?;
         let env_names = json(&row.env_names)?;
         self.store
-            .call(move |connection| {
+            .write(SESSION_WRITES, move |connection| {
                 let transaction = connection
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 transaction.execute(
@@ -154,7 +160,7 @@ impl SessionStore for SqliteSessions {
 
     async fn save_state(&self, row: SessionRow) -> anyhow::Result<()> {
         self.store
-            .call(move |connection| {
+            .write(SESSION_WRITES, move |connection| {
                 connection.execute(
                     "UPDATE sessions SET status = ?2, port = ?3, pid = ?4, pid_start_ticks = ?5, \
                      ended_at = ?6, exit_code = ?7, exit_reason = ?8, agent_status = ?9, \
@@ -181,7 +187,7 @@ impl SessionStore for SqliteSessions {
 
     async fn delete(&self, id: String) -> anyhow::Result<bool> {
         self.store
-            .call(move |connection| {
+            .write(SESSION_WRITES, move |connection| {
                 Ok(connection.execute("DELETE FROM sessions WHERE id = ?1", params![id])? > 0)
             })
             .await
