@@ -180,7 +180,7 @@ impl SessionManager {
         }
         let mut registry = self.0.registry_write();
         let live: Vec<&Arc<Session>> =
-            registry.values().filter(|session| session.state().status.is_live()).collect();
+            registry.values().filter(|session| session.status().is_live()).collect();
         if live.len() as u64 >= self.0.policy.max_sessions {
             return Err(ApiError::AtCapacity {
                 message: "the server runs as many sessions as it may".into(),
@@ -257,7 +257,7 @@ impl SessionManager {
             .0
             .registry_read()
             .values()
-            .filter(|session| session.state().status.is_live())
+            .filter(|session| session.status().is_live())
             .cloned()
             .collect();
         tracing::info!(count = live.len(), "stopping every session");
@@ -276,7 +276,7 @@ impl SessionManager {
         ];
         let mut counts = [0usize; 5];
         for session in self.0.registry_read().values() {
-            let status = session.status_and_port().0;
+            let status = session.status();
             if let Some(index) = statuses.iter().position(|known| *known == status) {
                 counts[index] += 1;
             }
@@ -286,7 +286,7 @@ impl SessionManager {
 
     /// Number of sessions that hold a port (starting, active or stopping).
     pub fn live_count(&self) -> usize {
-        self.0.registry_read().values().filter(|s| s.state().status.is_live()).count()
+        self.0.registry_read().values().filter(|s| s.status().is_live()).count()
     }
 }
 
