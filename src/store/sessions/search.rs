@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 
 use agentapi_proxy_client::{ExitReason, SessionStatus};
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Row, params_from_iter};
-use std::io::Write;
 
 use super::SessionFilter;
 use crate::clock::Rfc3339Ms;
@@ -95,27 +94,28 @@ fn where_clause(filter: &SessionFilter) -> (String, Vec<Value>) {
 /// Writes one `/search` item exactly as serde writes a `SessionSummary`, from the row's
 /// columns (borrowed, never copied into strings first).
 fn write_summary(json: &mut Vec<u8>, row: &Row<'_>) -> anyhow::Result<()> {
-    let text = |index: usize| row.get_ref(index).and_then(|value| Ok(value.as_str()?));
-    let status = SessionStatus::parse(text(2)?).unwrap_or(SessionStatus::Failed);
+    let status = std::str::from_utf8(text(row, 2)?)?;
+    let status = SessionStatus::parse(status).unwrap_or(SessionStatus::Failed);
     json.extend_from_slice(b"{\"session_id\":");
-    write_str(json, text(0)?)?;
+    write_str(json, text(row, 0)?)?;
     json.extend_from_slice(b",\"user_id\":");
-    write_str(json, text(1)?)?;
+    write_str(json, text(row, 1)?)?;
     json.extend_from_slice(b",\"status\":\"");
     json.extend_from_slice(status.as_str().as_bytes());
     json.extend_from_slice(b"\",\"started_at\":");
-    serde_json::to_writer(&mut *json, &Rfc3339Ms(row.get(3)?))?;
+    Rfc3339Ms(row.get(3)?).write_json(json);
     json.extend_from_slice(b",\"port\":");
     match row.get::<_, Option<i64>>(4)?.and_then(|port| u16::try_from(port).ok()) {
-        Some(port) => write!(json, "{port}")?,
+        Some(port) => write_integer(json, i64::from(port)),
         None => json.extend_from_slice(b"null"),
     }
     json.extend_from_slice(b",\"tags\":");
-    write_tags(json, text(5)?)?;
+    write_tags(json, std::str::from_utf8(text(row, 5)?)?)?;
     // Only an ended session shows how it ended.
     if !status.is_live() {
         if let Some(code) = row.get::<_, Option<i32>>(6)? {
-            write!(json, ",\"exit_code\":{code}")?;
+            json.extend_from_slice(b",\"exit_code\":");
+            write_integer(json, i64::from(code));
         }
         if let Some(reason) = row.get_ref(7)?.as_str_or_null()?.and_then(ExitReason::parse) {
             json.extend_from_slice(b",\"exit_reason\":\"");
@@ -127,15 +127,47 @@ fn write_summary(json: &mut Vec<u8>, row: &Row<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A JSON string; serde writes the ones that need escaping.
-fn write_str(json: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    if text.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
-        return serde_json::to_writer(json, text);
+/// A text column's bytes, borrowed from the row.
+fn text<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<&'row [u8]> {
+    match row.get_ref(index)? {
+        ValueRef::Text(bytes) => Ok(bytes),
+        other => Err(rusqlite::Error::InvalidColumnType(index, String::new(), other.data_type())),
     }
-    json.push(b'"');
-    json.extend_from_slice(text.as_bytes());
-    json.push(b'"');
+}
+
+/// A JSON string from UTF-8 `bytes`: printable ASCII without quotes or backslashes (ids,
+/// most user names) is copied as it is, anything else is checked and escaped by serde.
+fn write_str(json: &mut Vec<u8>, bytes: &[u8]) -> anyhow::Result<()> {
+    let plain = bytes.iter().fold(true, |plain, &byte| {
+        plain & (0x20..0x7f).contains(&byte) & (byte != b'"') & (byte != b'\\')
+    });
+    if plain {
+        json.push(b'"');
+        json.extend_from_slice(bytes);
+        json.push(b'"');
+    } else {
+        serde_json::to_writer(json, std::str::from_utf8(bytes)?)?;
+    }
     Ok(())
+}
+
+/// A whole number in decimal, as serde writes it.
+fn write_integer(json: &mut Vec<u8>, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        json.push(b'-');
+    }
+    json.extend_from_slice(&digits[at..]);
 }
 
 /// The stored tags (a JSON object), shown as the map they hold.
@@ -146,4 +178,29 @@ fn write_tags(json: &mut Vec<u8>, stored: &str) -> serde_json::Result<()> {
     }
     let tags: BTreeMap<String, String> = serde_json::from_str(stored).unwrap_or_default();
     serde_json::to_writer(json, &tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_written_as_serde_writes_them() {
+        for value in
+            [0, 7, -7, 10, 65_535, i64::from(i32::MIN), i64::from(i32::MAX), i64::MIN, i64::MAX]
+        {
+            let mut json = Vec::new();
+            write_integer(&mut json, value);
+            assert_eq!(json, serde_json::to_vec(&value).expect("encodes"), "{value}");
+        }
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_writes_them() {
+        for text in ["", "plain-id", "quote\"", "back\\slash", "tab\t", "\u{7f}", "é", "\u{1}"] {
+            let mut json = Vec::new();
+            write_str(&mut json, text.as_bytes()).expect("writes");
+            assert_eq!(json, serde_json::to_vec(text).expect("encodes"), "{text:?}");
+        }
+    }
 }
