@@ -215,7 +215,7 @@ impl SessionManager {
 
     /// The `/search` answer (JSON) for `filter`: stored sessions, newest first, and how many
     /// match in all.
-    pub async fn search_json(&self, filter: SessionFilter) -> Result<Vec<u8>, ApiError> {
+    pub async fn search_json(&self, filter: SessionFilter) -> Result<bytes::Bytes, ApiError> {
         self.0.store.search_json(filter).await.map_err(ApiError::Internal)
     }
 

@@ -129,11 +129,12 @@ pub async fn search(
 }
 
 /// An answer already encoded as JSON (the `/search` page is written by the store).
-pub struct EncodedJson(Vec<u8>);
+pub struct EncodedJson(bytes::Bytes);
 
 impl EncodedJson {
     fn of(value: &impl serde::Serialize) -> Result<Self, ApiError> {
-        serde_json::to_vec(value).map(Self).map_err(|error| ApiError::Internal(error.into()))
+        let json = serde_json::to_vec(value).map_err(|error| ApiError::Internal(error.into()))?;
+        Ok(Self(json.into()))
     }
 }
 

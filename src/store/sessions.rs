@@ -2,13 +2,17 @@
 //! registry needs to rebuild itself after a restart, and the indexed search behind `/search`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
+use bytes::Bytes;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Durability, Store};
+use pages::PageCache;
 
+mod pages;
 mod search;
 
 /// One stored session. Environment values are never part of it.
@@ -33,7 +37,7 @@ pub struct SessionRow {
 }
 
 /// Filters of `GET /search`; every given one must match.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SessionFilter {
     pub user_id: Option<String>,
     pub status: Option<SessionStatus>,
@@ -55,7 +59,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// The answer of `GET /search` as JSON (`{"sessions": [...], "total": n}`): one page of
     /// the matching sessions, newest first, and how many match in all. Written straight from
     /// the rows, because dashboards poll it.
-    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Vec<u8>>;
+    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes>;
     /// Every stored session (the registry is rebuilt from it at boot).
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>>;
 }
@@ -103,11 +107,24 @@ fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
 #[derive(Debug, Clone)]
 pub struct SqliteSessions {
     store: Store,
+    pages: Arc<PageCache>,
 }
 
 impl SqliteSessions {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, pages: Arc::default() }
+    }
+
+    /// Runs a write to the sessions tables; kept `/search` answers are dropped before it
+    /// returns (also when it failed: it may have committed before failing).
+    async fn write<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let result = self.store.write(SESSION_WRITES, work).await;
+        self.pages.invalidate();
+        result
     }
 }
 
@@ -116,82 +133,79 @@ impl SessionStore for SqliteSessions {
     async fn insert(&self, row: SessionRow) -> anyhow::Result<()> {
         let tags = json(&row.tags)?;
         let env_names = json(&row.env_names)?;
-        self.store
-            .write(SESSION_WRITES, move |connection| {
-                let transaction = connection
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                transaction.execute(
-                    &format!(
-                        "INSERT INTO sessions ({COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-                    ),
-                    params![
-                        row.id,
-                        row.user_id,
-                        row.status.as_str(),
-                        row.port,
-                        row.pid,
-                        row.pid_start_ticks.map(|t| t as i64),
-                        tags,
-                        env_names,
-                        row.started_at_ms,
-                        row.ended_at_ms,
-                        row.exit_code,
-                        row.exit_reason.map(ExitReason::as_str),
-                        row.agent_status,
-                        row.initial_message.map(InitialMessageState::as_str),
-                        row.restarts,
-                    ],
+        self.write(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            transaction.execute(
+                &format!(
+                    "INSERT INTO sessions ({COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ),
+                params![
+                    row.id,
+                    row.user_id,
+                    row.status.as_str(),
+                    row.port,
+                    row.pid,
+                    row.pid_start_ticks.map(|t| t as i64),
+                    tags,
+                    env_names,
+                    row.started_at_ms,
+                    row.ended_at_ms,
+                    row.exit_code,
+                    row.exit_reason.map(ExitReason::as_str),
+                    row.agent_status,
+                    row.initial_message.map(InitialMessageState::as_str),
+                    row.restarts,
+                ],
+            )?;
+            {
+                let mut insert_tag = transaction.prepare(
+                    "INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)",
                 )?;
-                {
-                    let mut insert_tag = transaction.prepare(
-                        "INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)",
-                    )?;
-                    for (key, value) in &row.tags {
-                        insert_tag.execute(params![row.id, key, value])?;
-                    }
+                for (key, value) in &row.tags {
+                    insert_tag.execute(params![row.id, key, value])?;
                 }
-                transaction.commit()?;
-                Ok(())
-            })
-            .await
-            .context("while inserting a session")
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .context("while inserting a session")
     }
 
     async fn save_state(&self, row: SessionRow) -> anyhow::Result<()> {
-        self.store
-            .write(SESSION_WRITES, move |connection| {
-                connection.execute(
-                    "UPDATE sessions SET status = ?2, port = ?3, pid = ?4, pid_start_ticks = ?5, \
-                     ended_at = ?6, exit_code = ?7, exit_reason = ?8, agent_status = ?9, \
-                     initial_message = ?10, restarts = ?11 WHERE id = ?1",
-                    params![
-                        row.id,
-                        row.status.as_str(),
-                        row.port,
-                        row.pid,
-                        row.pid_start_ticks.map(|t| t as i64),
-                        row.ended_at_ms,
-                        row.exit_code,
-                        row.exit_reason.map(ExitReason::as_str),
-                        row.agent_status,
-                        row.initial_message.map(InitialMessageState::as_str),
-                        row.restarts,
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
-            .context("while saving a session's state")
+        self.write(move |connection| {
+            connection.execute(
+                "UPDATE sessions SET status = ?2, port = ?3, pid = ?4, pid_start_ticks = ?5, \
+                 ended_at = ?6, exit_code = ?7, exit_reason = ?8, agent_status = ?9, \
+                 initial_message = ?10, restarts = ?11 WHERE id = ?1",
+                params![
+                    row.id,
+                    row.status.as_str(),
+                    row.port,
+                    row.pid,
+                    row.pid_start_ticks.map(|t| t as i64),
+                    row.ended_at_ms,
+                    row.exit_code,
+                    row.exit_reason.map(ExitReason::as_str),
+                    row.agent_status,
+                    row.initial_message.map(InitialMessageState::as_str),
+                    row.restarts,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+        .context("while saving a session's state")
     }
 
     async fn delete(&self, id: String) -> anyhow::Result<bool> {
-        self.store
-            .write(SESSION_WRITES, move |connection| {
-                Ok(connection.execute("DELETE FROM sessions WHERE id = ?1", params![id])? > 0)
-            })
-            .await
-            .context("while deleting a session")
+        self.write(move |connection| {
+            Ok(connection.execute("DELETE FROM sessions WHERE id = ?1", params![id])? > 0)
+        })
+        .await
+        .context("while deleting a session")
     }
 
     async fn get(&self, id: String) -> anyhow::Result<Option<SessionRow>> {
@@ -209,11 +223,20 @@ impl SessionStore for SqliteSessions {
             .context("while reading a session")
     }
 
-    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Vec<u8>> {
-        self.store
+    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes> {
+        if let Some(page) = self.pages.get(&filter) {
+            return Ok(page);
+        }
+        let generation = self.pages.generation();
+        let key = filter.clone();
+        let page: Bytes = self
+            .store
             .read(move |connection| search::search_page(connection, &filter))
             .await
-            .context("while searching sessions")
+            .context("while searching sessions")?
+            .into();
+        self.pages.put(key, generation, page.clone());
+        Ok(page)
     }
 
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>> {
@@ -389,5 +412,25 @@ mod tests {
                 "{filter:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_kept_search_answer_never_outlives_a_write() {
+        let sessions = SqliteSessions::new(Store::open(Location::Memory).expect("store"));
+        let all = SessionFilter { limit: 10, ..SessionFilter::default() };
+        let total =
+            |json: Bytes| serde_json::from_slice::<SearchResponse>(&json).expect("page").total;
+        sessions.insert(row("a", "alice", 1, &[])).await.expect("a");
+        let first = sessions.search_json(all.clone()).await.expect("search");
+        assert_eq!(sessions.search_json(all.clone()).await.expect("again"), first);
+        sessions.insert(row("b", "alice", 2, &[])).await.expect("b");
+        assert_eq!(total(sessions.search_json(all.clone()).await.expect("after insert")), 2);
+        let mut ended = row("b", "alice", 2, &[]);
+        ended.status = SessionStatus::Exited;
+        sessions.save_state(ended).await.expect("save");
+        let page = sessions.search_json(all.clone()).await.expect("after save");
+        assert!(String::from_utf8_lossy(&page).contains("\"status\":\"exited\""));
+        sessions.delete("b".into()).await.expect("delete");
+        assert_eq!(total(sessions.search_json(all).await.expect("after delete")), 1);
     }
 }
