@@ -58,12 +58,16 @@ pub fn live_group_members(group: i32) -> Vec<i32> {
         .collect()
 }
 
-/// True while any non-zombie process is in `group`.
+/// True while any non-zombie process is in `group`. A live leader answers at once; the
+/// other members (a scan of every process) are looked for only once it is gone.
 pub fn group_alive(group: i32) -> bool {
     use nix::errno::Errno;
     match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None) {
         Err(Errno::ESRCH) => false,
-        _ => !live_group_members(group).is_empty(),
+        _ => {
+            stat(group).is_some_and(|leader| leader.group == group && !leader.is_zombie())
+                || !live_group_members(group).is_empty()
+        }
     }
 }
 
