@@ -728,8 +728,33 @@ def measure_t5_sessions(px, n, batch=20, deadline_s=120):
     return out
 
 
-def measure_t4(px, procs, binary, tmp, reps, serial, conc):
-    """T4: interleaved serial starts (proxy vs floor) and `conc` concurrent starts per repetition."""
+def parallel_floor_ms(procs, binary, tmp, n):
+    """The machine's floor for `n` concurrent starts: `n` echo agents spawned directly at once,
+    each polled until it answers; wall time until the last one does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTAPI_PROXY_")}
+    env["ECHO_AGENT_BOOT_MS"] = "0"
+    ports = [free_port() for _ in range(n)]
+    spawned = []
+
+    def one(port):
+        spawned.append(procs.spawn("floor-agent", [binary, "echo-agent", "server", "--port", str(port)],
+                                   grace=5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=env, cwd=tmp))
+        poll_agent_status(port, deadline_s=60)
+
+    t0 = time.perf_counter()
+    try:
+        with _pool(n) as ex:
+            list(ex.map(one, ports))
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        for p in spawned:
+            procs.stop(p, signal.SIGKILL, 5)
+
+
+def measure_t4(px, procs, binary, tmp, reps, serial, conc, parallel_floor=False):
+    """T4: interleaved serial starts (proxy vs floor) and `conc` concurrent starts per repetition
+    (with `parallel_floor`, also `conc` echo agents spawned directly at once)."""
     out = []
     for rep in range(reps):
         floors, starts = [], []
@@ -750,14 +775,18 @@ def measure_t4(px, procs, binary, tmp, reps, serial, conc):
         wall = (time.perf_counter() - t0) * 1000
         sids = [sid for _, sid in res]
         delete_all(px, sids)
+        parallel = parallel_floor_ms(procs, binary, tmp, conc) if parallel_floor else None
         r = {"rep": rep, "floor_ms": [round(x, 3) for x in floors],
              "start_ms": [round(x, 3) for x in starts],
              "floor_p50_ms": statistics.median(floors), "start_p50_ms": statistics.median(starts),
              "concurrent": conc, "concurrent_wall_ms": round(wall, 3),
              "concurrent_each_p50_ms": round(statistics.median(ms for ms, _ in res), 3)}
+        if parallel is not None:
+            r["parallel_floor_wall_ms"] = round(parallel, 3)
         out.append(r)
         log(f"T4 rep {rep + 1}/{reps}: start p50 {r['start_p50_ms']:.2f} ms, floor p50 "
-            f"{r['floor_p50_ms']:.2f} ms, {conc} concurrent starts {wall:.0f} ms")
+            f"{r['floor_p50_ms']:.2f} ms, {conc} concurrent starts {wall:.0f} ms"
+            + (f", {conc} direct spawns at once {parallel:.0f} ms" if parallel is not None else ""))
     return out
 
 
@@ -930,6 +959,9 @@ def main():
     ap.add_argument("--t4-serial", type=int, default=5,
                     help="T4: serial starts (and floor spawns) per repetition")
     ap.add_argument("--t4-concurrent", type=int, default=100, help="T4: concurrent starts per repetition")
+    ap.add_argument("--t4-parallel-floor", action="store_true",
+                    help="T4: also time as many echo agents spawned directly at once (the machine's "
+                         "floor for concurrent starts), and report the concurrent starts against it")
     ap.add_argument("--t5-sessions", type=int, default=200, help="T5: live sessions")
     ap.add_argument("--t6-rows", type=int, default=10000, help="T6: sessions seeded into the store")
     ap.add_argument("--t6-duration", type=int, default=5, help="T6: seconds per wrk run (-c8)")
@@ -1049,7 +1081,8 @@ def run(args, procs, tmp):
     if sess:
         results["t5"] = attempt("T5", lambda: measure_t5_sessions(sess, args.t5_sessions))
         results["t4"] = attempt("T4", lambda: measure_t4(sess, procs, args.bin, tmp, args.reps,
-                                                          args.t4_serial, args.t4_concurrent))
+                                                          args.t4_serial, args.t4_concurrent,
+                                                          args.t4_parallel_floor))
         sess.stop()
     if not args.skip_extra:
         t6 = attempt("T6 proxy", lambda: Proxy(procs, args.bin, tmp, "store", auth=True,
@@ -1089,7 +1122,7 @@ def run(args, procs, tmp):
     all_pass = True
     for tid, what, vals in rows:
         st = ratio_stats(vals)
-        label = what.replace("N ", f"{args.t4_concurrent} ", 1) if tid == "T4" else \
+        label = what.replace("N ", f"{args.t4_concurrent} ") if tid == "T4" else \
             what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
         row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
         gated = what in ("proxy/nginx", "on/off")
@@ -1207,7 +1240,8 @@ def run_only(args, procs, tmp):
                 results["t5"] = attempt("T5", lambda: measure_t5_sessions(sess, args.t5_sessions))
             if "t4" in args.only:
                 results["t4"] = attempt("T4", lambda: measure_t4(
-                    sess, procs, args.bin, tmp, args.reps, args.t4_serial, args.t4_concurrent))
+                    sess, procs, args.bin, tmp, args.reps, args.t4_serial, args.t4_concurrent,
+                    args.t4_parallel_floor))
             sess.stop()
     if "t6" in args.only:
         t6 = attempt("T6 proxy", lambda: Proxy(procs, args.bin, tmp, "store", auth=True,
@@ -1223,7 +1257,7 @@ def run_only(args, procs, tmp):
     print(f"{'id':3s} {'ratio':28s} {'median':>8s} {'min':>8s} {'max':>8s}  {'target':8s} result")
     for tid, what, vals in extra_rows(args, results):
         st = ratio_stats(vals)
-        label = what.replace("N ", f"{args.t4_concurrent} ", 1) if tid == "T4" else \
+        label = what.replace("N ", f"{args.t4_concurrent} ") if tid == "T4" else \
             what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
         row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
         if (tid, what) in EXTRA_TARGETS and not args.quick and st:
@@ -1268,6 +1302,9 @@ def extra_rows(args, results):
         rows.append(("T4", "start p50/floor p50", [safe(r["start_p50_ms"], r["floor_p50_ms"]) for r in t4]))
         rows.append(("T4", "N concurrent/floor p50",
                      [safe(r["concurrent_wall_ms"], r["floor_p50_ms"]) for r in t4]))
+        if any("parallel_floor_wall_ms" in r for r in t4):
+            rows.append(("T4", "N concurrent/N direct at once",
+                         [safe(r["concurrent_wall_ms"], r.get("parallel_floor_wall_ms")) for r in t4]))
     if "t5" in results:
         t5 = results.get("t5") or {}
         rows.append(("T5", "idle RSS MB", [mb(t5.get("idle_kib"))]))
@@ -1301,7 +1338,9 @@ def extra_context(results):
         med = lambda k: round(statistics.median(r[k] for r in t4), 2)  # noqa: E731
         out.append(f"T4 ms (median of reps): POST /start p50 {med('start_p50_ms')}, floor p50 "
                    f"{med('floor_p50_ms')}, {t4[0]['concurrent']} concurrent starts wall "
-                   f"{med('concurrent_wall_ms')} (each p50 {med('concurrent_each_p50_ms')})")
+                   f"{med('concurrent_wall_ms')} (each p50 {med('concurrent_each_p50_ms')})"
+                   + (f"; {t4[0]['concurrent']} echo agents spawned directly at once "
+                      f"{med('parallel_floor_wall_ms')}" if "parallel_floor_wall_ms" in t4[0] else ""))
     t5 = results.get("t5")
     if t5:
         out.append(f"T5 proxy VmRSS KiB: idle {t5['idle_kib']}, {t5['sessions']} sessions {t5['live_kib']} "
