@@ -1,6 +1,7 @@
 //! The local backend: each session's agent is a process group on this host, started by
-//! the embedded startup script on a reserved port, watched by the reaper, and stopped
-//! group-wide (polite signal, grace period, then force).
+//! the startup script (directly when the embedded one would only exec it) on a reserved
+//! port, watched by the reaper, and stopped group-wide (polite signal, grace period, then
+//! force).
 
 pub mod agent_log;
 mod isolation;
@@ -40,6 +41,8 @@ pub struct LocalBackend {
     /// `bash`, located once on the proxy's `PATH`.
     shell: PathBuf,
     script: PathBuf,
+    /// `script` is the embedded default (not `agent.script`).
+    default_script: bool,
     proxy_bin: PathBuf,
     /// Variables every agent gets from the operator: `agent.environment`, then `pass_env`.
     operator_env: Vec<(String, String)>,
@@ -106,6 +109,7 @@ impl LocalBackend {
             sessions_dir,
             shell: isolation::locate("bash", &path_env),
             script,
+            default_script: config.agent.script.is_empty(),
             proxy_bin,
             operator_env,
             path_env,
@@ -136,6 +140,14 @@ impl LocalBackend {
 
     fn log_path(&self, session_id: &str) -> PathBuf {
         self.session_dir(session_id).join("agent.log")
+    }
+
+    /// Whether the agent starts through the startup script. The embedded default script only
+    /// `cd`s into the session directory (already the working directory) and `exec`s the
+    /// agent unless it has a repository to clone; then the agent is spawned directly, which
+    /// saves starting bash (~2.5 ms, a third of a whole start). `agent.script` always runs.
+    fn needs_script(&self, spec: &AgentSpec) -> bool {
+        !self.default_script || spec.repository.is_some()
     }
 
     /// The agent-server command line as separate arguments (never a shell string).

@@ -90,10 +90,13 @@ impl Isolation {
 }
 
 /// `program` as found on `path` (agents get the proxy's `PATH`, so they would find the same
-/// one), or the bare name when it is not there. An absolute program lets the spawn use
+/// one), or the name as it is when it is not there or holds a `/`. An absolute program lets the spawn use
 /// `posix_spawn` (vfork) instead of forking the whole proxy, which a `PATH` lookup in the
 /// child's environment rules out.
 pub fn locate(program: &str, path: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
     let executable = |candidate: &Path| {
         std::fs::metadata(candidate)
             .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
@@ -124,5 +127,6 @@ mod tests {
         assert_eq!(locate("tool", &path), first.join("tool"));
         assert_eq!(locate("plain", &path), PathBuf::from("plain"));
         assert_eq!(locate("missing", &path), PathBuf::from("missing"));
+        assert_eq!(locate("./tool", &path), PathBuf::from("./tool"));
     }
 }

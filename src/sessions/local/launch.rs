@@ -1,6 +1,7 @@
-//! Starting one agent: reserve a port, spawn the startup script in its own process group,
-//! and poll `/status` until our own child answers — retrying on another port when the port
-//! turns out to be taken, killing the group when it fails or never answers.
+//! Starting one agent: reserve a port, spawn it in its own process group (through the
+//! startup script when that has work to do), and poll `/status` until our own child
+//! answers — retrying on another port when the port turns out to be taken, killing the
+//! group when it fails or never answers.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{LocalBackend, agent_log, create_private_dir, procfs};
+use super::{LocalBackend, agent_log, create_private_dir, isolation, procfs};
 use crate::sessions::backend::{
     AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
 };
@@ -104,12 +105,18 @@ fn spawn(
     use anyhow::Context;
     let log =
         agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
-    let mut command = backend.isolation.command(&backend.shell);
+    let argv = backend.agent_argv(spec, port);
+    let mut command = if backend.needs_script(spec) {
+        let mut command = backend.isolation.command(&backend.shell);
+        command.arg("--noprofile").arg("--norc").arg(&backend.script).args(&argv);
+        command
+    } else {
+        let (program, args) = argv.split_first().context("an empty agent command line")?;
+        let mut command = backend.isolation.command(&isolation::locate(program, &backend.path_env));
+        command.args(args);
+        command
+    };
     command
-        .arg("--noprofile")
-        .arg("--norc")
-        .arg(&backend.script)
-        .args(backend.agent_argv(spec, port))
         .env_clear()
         .envs(backend.agent_env(spec, port, dir))
         .current_dir(dir)
@@ -117,7 +124,7 @@ fn spawn(
         .stdout(log.try_clone().context("while sharing agent.log")?)
         .stderr(log)
         .process_group(0);
-    let child = command.spawn().context("while spawning the agent's startup script")?;
+    let child = command.spawn().context("while spawning the agent")?;
     let pid = i32::try_from(child.id()).context("pid out of range")?;
     // The reaper owns the exit status from here; dropping `Child` neither waits nor kills.
     let exited = backend.reaper.watch(pid);
