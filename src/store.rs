@@ -1,7 +1,7 @@
-//! The SQLite store (rusqlite, bundled): opening with durable pragmas, integrity check,
-//! schema migrations by `PRAGMA user_version`, and a handle that runs queries off the async
-//! workers. Repository traits per resource (sessions, profiles, keys, OAuth) arrive with
-//! their issues and are written in portable SQL; no axum types here.
+//! The SQLite store (rusqlite, bundled): opening in WAL mode, integrity check, schema
+//! migrations by `PRAGMA user_version`, and a handle that runs queries off the async workers,
+//! each write as durable as it asks ([`Durability`]). Repository traits per resource
+//! (sessions, profiles, keys, OAuth) are written in portable SQL; no axum types here.
 
 pub mod oauth;
 pub mod profiles;
