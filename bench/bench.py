@@ -43,6 +43,8 @@ TARGETS = {
     "T7": ("GET /status throughput, auth on/off", ">=", 0.97),
 }
 # Extra gated rows: (id, ratio) -> (comparator, bound). Memory rows are absolute MB (1e6 bytes).
+# Measures `--only` can run by themselves (each on its own proxy, no interleaved loop).
+ONLY_CHOICES = {"t4", "t5", "t6"}
 EXTRA_TARGETS = {
     ("T4", "start p50/floor p50"): ("<=", 2.0),
     ("T4", "N concurrent/floor p50"): ("<=", 20.0),
@@ -766,8 +768,33 @@ def measure_t5_sessions(px, n, batch=20, deadline_s=120):
     return out
 
 
-def measure_t4(px, procs, binary, tmp, reps, serial, conc):
-    """T4: interleaved serial starts (proxy vs floor) and `conc` concurrent starts per repetition."""
+def parallel_floor_ms(procs, binary, tmp, n):
+    """The machine's floor for `n` concurrent starts: `n` echo agents spawned directly at once,
+    each polled until it answers; wall time until the last one does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTAPI_PROXY_")}
+    env["ECHO_AGENT_BOOT_MS"] = "0"
+    ports = [free_port() for _ in range(n)]
+    spawned = []
+
+    def one(port):
+        spawned.append(procs.spawn("floor-agent", [binary, "echo-agent", "server", "--port", str(port)],
+                                   grace=5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=env, cwd=tmp))
+        poll_agent_status(port, deadline_s=60)
+
+    t0 = time.perf_counter()
+    try:
+        with _pool(n) as ex:
+            list(ex.map(one, ports))
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        for p in spawned:
+            procs.stop(p, signal.SIGKILL, 5)
+
+
+def measure_t4(px, procs, binary, tmp, reps, serial, conc, parallel_floor=False):
+    """T4: interleaved serial starts (proxy vs floor) and `conc` concurrent starts per repetition
+    (with `parallel_floor`, also `conc` echo agents spawned directly at once)."""
     out = []
     for rep in range(reps):
         floors, starts = [], []
@@ -788,14 +815,18 @@ def measure_t4(px, procs, binary, tmp, reps, serial, conc):
         wall = (time.perf_counter() - t0) * 1000
         sids = [sid for _, sid in res]
         delete_all(px, sids)
+        parallel = parallel_floor_ms(procs, binary, tmp, conc) if parallel_floor else None
         r = {"rep": rep, "floor_ms": [round(x, 3) for x in floors],
              "start_ms": [round(x, 3) for x in starts],
              "floor_p50_ms": statistics.median(floors), "start_p50_ms": statistics.median(starts),
              "concurrent": conc, "concurrent_wall_ms": round(wall, 3),
              "concurrent_each_p50_ms": round(statistics.median(ms for ms, _ in res), 3)}
+        if parallel is not None:
+            r["parallel_floor_wall_ms"] = round(parallel, 3)
         out.append(r)
         log(f"T4 rep {rep + 1}/{reps}: start p50 {r['start_p50_ms']:.2f} ms, floor p50 "
-            f"{r['floor_p50_ms']:.2f} ms, {conc} concurrent starts {wall:.0f} ms")
+            f"{r['floor_p50_ms']:.2f} ms, {conc} concurrent starts {wall:.0f} ms"
+            + (f", {conc} direct spawns at once {parallel:.0f} ms" if parallel is not None else ""))
     return out
 
 
@@ -968,15 +999,26 @@ def main():
     ap.add_argument("--t4-serial", type=int, default=5,
                     help="T4: serial starts (and floor spawns) per repetition")
     ap.add_argument("--t4-concurrent", type=int, default=100, help="T4: concurrent starts per repetition")
+    ap.add_argument("--t4-parallel-floor", action="store_true",
+                    help="T4: also time as many echo agents spawned directly at once (the machine's "
+                         "floor for concurrent starts), and report the concurrent starts against it")
     ap.add_argument("--t5-sessions", type=int, default=200, help="T5: live sessions")
     ap.add_argument("--t6-rows", type=int, default=10000, help="T6: sessions seeded into the store")
     ap.add_argument("--t6-duration", type=int, default=5, help="T6: seconds per wrk run (-c8)")
     ap.add_argument("--t8-kib", type=int, default=51200, help="T8: size of the big reply (KiB)")
     ap.add_argument("--t8-uploads", type=int, default=5, help="T8: 1 MiB uploads per path per repetition")
     ap.add_argument("--skip-extra", action="store_true", help="only T1/T2/T3/T7")
+    ap.add_argument("--only", default=None, metavar="IDS",
+                    help="only these of the measures that need no interleaved loop, comma-separated "
+                         f"({','.join(sorted(ONLY_CHOICES))}); skips T1/T2/T3/T7/T8")
     ap.add_argument("--out", default=None, help="JSON results path")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
+    if args.only is not None:
+        args.only = {part.strip().lower() for part in args.only.split(",") if part.strip()}
+        unknown = args.only - ONLY_CHOICES
+        if unknown or not args.only:
+            ap.error(f"--only takes some of {','.join(sorted(ONLY_CHOICES))}, not {sorted(unknown)}")
     if args.quick:
         args.reps, args.duration, args.sse_samples = 1, 1, 3
         args.t4_serial, args.t4_concurrent, args.t5_sessions = 3, 5, 5
@@ -1000,6 +1042,8 @@ def main():
 
 def run(args, procs, tmp):
     log(f"temp dir {tmp}; binary {args.bin}")
+    if args.only is not None:
+        return run_only(args, procs, tmp)
     github = FakeGitHub()
     on = Proxy(procs, args.bin, tmp, "auth-on", auth=True, github=github.base)
     off = Proxy(procs, args.bin, tmp, "auth-off", auth=False)
@@ -1084,7 +1128,8 @@ def run(args, procs, tmp):
     if sess:
         results["t5"] = attempt("T5", lambda: measure_t5_sessions(sess, args.t5_sessions))
         results["t4"] = attempt("T4", lambda: measure_t4(sess, procs, args.bin, tmp, args.reps,
-                                                          args.t4_serial, args.t4_concurrent))
+                                                          args.t4_serial, args.t4_concurrent,
+                                                          args.t4_parallel_floor))
         sess.stop()
     if not args.skip_extra:
         t6 = attempt("T6 proxy", lambda: Proxy(procs, args.bin, tmp, "store", auth=True,
@@ -1126,7 +1171,7 @@ def run(args, procs, tmp):
     all_pass = True
     for tid, what, vals in rows:
         st = ratio_stats(vals)
-        label = what.replace("N ", f"{args.t4_concurrent} ", 1) if tid == "T4" else \
+        label = what.replace("N ", f"{args.t4_concurrent} ") if tid == "T4" else \
             what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
         row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
         gated = what in ("proxy/nginx", "on/off", "GitHub token (cached)/off")
@@ -1221,6 +1266,78 @@ def run(args, procs, tmp):
     return 0
 
 
+def run_only(args, procs, tmp):
+    """`--only`: just the chosen T4/T5/T6 measures, each on its own proxy, then their table."""
+    results, errors = {"wrk": {}}, {}
+
+    def attempt(tid, fn):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - reported, not hidden
+            log(f"{tid} failed: {e!r}")
+            errors[tid] = repr(e)
+            return None
+
+    if args.only & {"t4", "t5"}:
+        n_ports = max(args.t5_sessions if "t5" in args.only else 0,
+                      args.t4_concurrent if "t4" in args.only else 0) + 20
+        sess = attempt("T4/T5 proxy", lambda: Proxy(
+            procs, args.bin, tmp, "sessions", auth=True, ports=n_ports,
+            session_cfg={"max_sessions": n_ports + 50}))
+        if sess:
+            if "t5" in args.only:
+                results["t5"] = attempt("T5", lambda: measure_t5_sessions(sess, args.t5_sessions))
+            if "t4" in args.only:
+                results["t4"] = attempt("T4", lambda: measure_t4(
+                    sess, procs, args.bin, tmp, args.reps, args.t4_serial, args.t4_concurrent,
+                    args.t4_parallel_floor))
+            sess.stop()
+    if "t6" in args.only:
+        t6 = attempt("T6 proxy", lambda: Proxy(procs, args.bin, tmp, "store", auth=True,
+                                               session_cfg={"retain_finished_seconds": 30 * 86400}))
+        if t6:
+            results["t6"] = attempt("T6", lambda: measure_t6(t6, args.t6_rows, args.reps,
+                                                              args.t6_duration))
+            t6.stop()
+
+    table, all_pass = [], True
+    print()
+    print(f"agentapi-proxy bench --only {','.join(sorted(args.only))}: {args.reps} repetitions")
+    print(f"{'id':3s} {'ratio':28s} {'median':>8s} {'min':>8s} {'max':>8s}  {'target':8s} result")
+    for tid, what, vals in extra_rows(args, results):
+        st = ratio_stats(vals)
+        label = what.replace("N ", f"{args.t4_concurrent} ") if tid == "T4" else \
+            what.replace("N ", f"{args.t5_sessions} ", 1) if tid == "T5" else what
+        row = {"id": tid, "ratio": label, **(st or {}), "per_rep": [v and round(v, 3) for v in vals]}
+        if (tid, what) in EXTRA_TARGETS and not args.quick and st:
+            op, bound = EXTRA_TARGETS[(tid, what)]
+            row["target"] = f"{op} {bound:g}"
+            row["pass"] = st["median"] >= bound if op == ">=" else st["median"] <= bound
+            all_pass &= row["pass"]
+        table.append(row)
+        if not st:
+            print(f"{tid:3s} {label:28s}   (no data)")
+            continue
+        res = "" if "pass" not in row else ("PASS" if row["pass"] else "FAIL")
+        print(f"{tid:3s} {label:28s} {st['median']:8.3f} {st['min']:8.3f} {st['max']:8.3f}  "
+              f"{row.get('target', ''):8s} {res}")
+    for line in extra_context(results):
+        print(line)
+    for tid, err in errors.items():
+        print(f"{tid}: ERROR {err}")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
+                       "binary": {"path": args.bin}, "only": sorted(args.only),
+                       "machine": {"nproc": os.cpu_count(), "loadavg_end": os.getloadavg()},
+                       "extra_errors": errors, "table": table,
+                       "all_targets_pass": None if args.quick else all_pass, "raw": results},
+                      f, indent=2)
+        log(f"wrote {args.out}")
+    return 1 if errors else 0
+
+
 def extra_rows(args, results):
     """Table rows (id, label, per-repetition values) for T4, T5, T6, T8."""
     rows = []
@@ -1234,6 +1351,9 @@ def extra_rows(args, results):
         rows.append(("T4", "start p50/floor p50", [safe(r["start_p50_ms"], r["floor_p50_ms"]) for r in t4]))
         rows.append(("T4", "N concurrent/floor p50",
                      [safe(r["concurrent_wall_ms"], r["floor_p50_ms"]) for r in t4]))
+        if any("parallel_floor_wall_ms" in r for r in t4):
+            rows.append(("T4", "N concurrent/N direct at once",
+                         [safe(r["concurrent_wall_ms"], r.get("parallel_floor_wall_ms")) for r in t4]))
     if "t5" in results:
         t5 = results.get("t5") or {}
         rows.append(("T5", "idle RSS MB", [mb(t5.get("idle_kib"))]))
@@ -1267,7 +1387,9 @@ def extra_context(results):
         med = lambda k: round(statistics.median(r[k] for r in t4), 2)  # noqa: E731
         out.append(f"T4 ms (median of reps): POST /start p50 {med('start_p50_ms')}, floor p50 "
                    f"{med('floor_p50_ms')}, {t4[0]['concurrent']} concurrent starts wall "
-                   f"{med('concurrent_wall_ms')} (each p50 {med('concurrent_each_p50_ms')})")
+                   f"{med('concurrent_wall_ms')} (each p50 {med('concurrent_each_p50_ms')})"
+                   + (f"; {t4[0]['concurrent']} echo agents spawned directly at once "
+                      f"{med('parallel_floor_wall_ms')}" if "parallel_floor_wall_ms" in t4[0] else ""))
     t5 = results.get("t5")
     if t5:
         out.append(f"T5 proxy VmRSS KiB: idle {t5['idle_kib']}, {t5['sessions']} sessions {t5['live_kib']} "

@@ -33,7 +33,12 @@ if [ -z "$bin" ]; then
 fi
 
 out="$repo/bench/results/latest.json"
-for a in "$@"; do [ "$a" = "--quick" ] && out="$repo/bench/results/quick.json"; done
+for a in "$@"; do
+  case "$a" in
+    --quick) out="$repo/bench/results/quick.json" ;;
+    --only | --only=*) out="$repo/bench/results/only.json" ;;
+  esac
+done
 
 py_pid=""
 cleanup() {

@@ -185,7 +185,7 @@ impl SessionManager {
         }
         let mut registry = self.0.registry_write();
         let live: Vec<&Arc<Session>> =
-            registry.values().filter(|session| session.state().status.is_live()).collect();
+            registry.values().filter(|session| session.status().is_live()).collect();
         if live.len() as u64 >= self.0.policy.max_sessions {
             return Err(ApiError::AtCapacity {
                 message: "the server runs as many sessions as it may".into(),
@@ -218,9 +218,10 @@ impl SessionManager {
         self.0.registry_read().get(id).cloned()
     }
 
-    /// Stored sessions matching `filter`, newest first, with the total count.
-    pub async fn search(&self, filter: SessionFilter) -> Result<(Vec<SessionRow>, u64), ApiError> {
-        self.0.store.search(filter).await.map_err(ApiError::Internal)
+    /// The `/search` answer (JSON) for `filter`: stored sessions, newest first, and how many
+    /// match in all.
+    pub async fn search_json(&self, filter: SessionFilter) -> Result<bytes::Bytes, ApiError> {
+        self.0.store.search_json(filter).await.map_err(ApiError::Internal)
     }
 
     /// The last `lines` lines of the agent's output.
@@ -261,7 +262,7 @@ impl SessionManager {
             .0
             .registry_read()
             .values()
-            .filter(|session| session.state().status.is_live())
+            .filter(|session| session.status().is_live())
             .cloned()
             .collect();
         tracing::info!(count = live.len(), "stopping every session");
@@ -280,7 +281,7 @@ impl SessionManager {
         ];
         let mut counts = [0usize; 5];
         for session in self.0.registry_read().values() {
-            let status = session.status_and_port().0;
+            let status = session.status();
             if let Some(index) = statuses.iter().position(|known| *known == status) {
                 counts[index] += 1;
             }
@@ -290,7 +291,7 @@ impl SessionManager {
 
     /// Number of sessions that hold a port (starting, active or stopping).
     pub fn live_count(&self) -> usize {
-        self.0.registry_read().values().filter(|s| s.state().status.is_live()).count()
+        self.0.registry_read().values().filter(|s| s.status().is_live()).count()
     }
 }
 

@@ -1,7 +1,7 @@
-//! The SQLite store (rusqlite, bundled): opening with durable pragmas, integrity check,
-//! schema migrations by `PRAGMA user_version`, and a handle that runs queries off the async
-//! workers. Repository traits per resource (sessions, profiles, keys, OAuth) arrive with
-//! their issues and are written in portable SQL; no axum types here.
+//! The SQLite store (rusqlite, bundled): opening in WAL mode, integrity check, schema
+//! migrations by `PRAGMA user_version`, and a handle that runs queries off the async workers,
+//! each write as durable as it asks ([`Durability`]). Repository traits per resource
+//! (sessions, profiles, keys, OAuth) are written in portable SQL; no axum types here.
 
 pub mod oauth;
 pub mod profiles;
@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0002_sessions.sql"),
     include_str!("store/migrations/0003_profiles.sql"),
     include_str!("store/migrations/0004_oauth.sql"),
+    include_str!("store/migrations/0005_sessions_by_user_status.sql"),
 ];
 
 /// Where the database lives.
@@ -32,11 +33,30 @@ pub enum Location {
 /// Read-only connections beside the one that writes (WAL lets them read concurrently).
 const READERS: usize = 2;
 
+/// What a write must survive once it has returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The commit waits for the disk (`synchronous = FULL`): it survives a power loss.
+    PowerLoss,
+    /// The commit is in the write-ahead log, in the operating system's cache
+    /// (`synchronous = NORMAL`): it survives any crash or kill of this process, and the
+    /// database stays consistent after a power loss, but the latest such commits may roll
+    /// back then (the next `PowerLoss` commit or checkpoint makes them durable too).
+    ProcessCrash,
+}
+
+/// The connection that writes, and the durability it is set to.
+#[derive(Debug)]
+struct Writer {
+    connection: Connection,
+    durability: Durability,
+}
+
 /// A handle to the database; cheap to clone. Queries run on blocking threads: writes on one
 /// connection, reads on a small pool of read-only ones (file databases only).
 #[derive(Debug, Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Writer>>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -59,25 +79,48 @@ impl Store {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             Location::Memory => Vec::new(),
         };
+        let writer = Writer { connection, durability: Durability::PowerLoss };
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            writer: Arc::new(Mutex::new(writer)),
             readers: readers.into(),
             next_reader: Arc::default(),
         })
     }
 
-    /// Runs `work` with the connection on a blocking thread.
+    /// Runs `work` with the writing connection on a blocking thread; what it commits
+    /// survives a power loss.
     pub async fn call<T, F>(&self, work: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
     {
-        let connection = self.connection.clone();
+        self.write(Durability::PowerLoss, work).await
+    }
+
+    /// Runs `work` with the writing connection on a blocking thread; what it commits is as
+    /// durable as `durability` says.
+    pub async fn write<T, F>(&self, durability: Durability, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = connection
-                .lock()
-                .map_err(|_| anyhow::anyhow!("a database call panicked earlier"))?;
-            work(&mut guard)
+            let mut guard =
+                writer.lock().map_err(|_| anyhow::anyhow!("a database call panicked earlier"))?;
+            let writer = &mut *guard;
+            if writer.durability != durability {
+                let synchronous = match durability {
+                    Durability::PowerLoss => "FULL",
+                    Durability::ProcessCrash => "NORMAL",
+                };
+                writer
+                    .connection
+                    .execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
+                    .context("while setting the durability of a write")?;
+                writer.durability = durability;
+            }
+            work(&mut writer.connection)
         })
         .await
         .context("while waiting for a database call")?

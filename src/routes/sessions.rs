@@ -23,7 +23,7 @@ use crate::openapi::responses::{
     PayloadTooLarge, QuotaExceeded, StartUnavailable, Started, StoreUnavailable, Unauthenticated,
     UnsupportedMediaType,
 };
-use crate::sessions::{Session, StartInput, summary_of_row, validate};
+use crate::sessions::{Session, StartInput, validate};
 use crate::state::AppState;
 use crate::store::sessions::SessionFilter;
 
@@ -148,7 +148,7 @@ pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(raw_query): RawQuery,
-) -> Result<Json<SearchResponse>, ApiError> {
+) -> Result<EncodedJson, ApiError> {
     caller.require(Permission::SessionList)?;
     let params = query::pairs(raw_query.as_deref())?;
     let status = match query::text(&params, "status") {
@@ -166,7 +166,7 @@ pub async fn search(
     } else {
         match requested_user {
             Some(other) if other != &*caller.user_id => {
-                return Ok(Json(SearchResponse { sessions: Vec::new(), total: 0 }));
+                return EncodedJson::of(&SearchResponse { sessions: Vec::new(), total: 0 });
             }
             _ => Some(caller.user_id.to_string()),
         }
@@ -182,8 +182,23 @@ pub async fn search(
         limit: query::number(&params, "limit", DEFAULT_LIMIT)?.min(MAX_LIMIT) as u32,
         offset: query::number(&params, "offset", 0)?,
     };
-    let (rows, total) = state.sessions.search(filter).await?;
-    Ok(Json(SearchResponse { sessions: rows.iter().map(summary_of_row).collect(), total }))
+    Ok(EncodedJson(state.sessions.search_json(filter).await?))
+}
+
+/// An answer already encoded as JSON (the `/search` page is written by the store).
+pub struct EncodedJson(bytes::Bytes);
+
+impl EncodedJson {
+    fn of(value: &impl serde::Serialize) -> Result<Self, ApiError> {
+        let json = serde_json::to_vec(value).map_err(|error| ApiError::Internal(error.into()))?;
+        Ok(Self(json.into()))
+    }
+}
+
+impl IntoResponse for EncodedJson {
+    fn into_response(self) -> axum::response::Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
 }
 
 /// `GET /sessions/{id}`

@@ -1,10 +1,12 @@
 //! The local backend: each session's agent is a process group on this host, started by
-//! the embedded startup script on a reserved port, watched by the reaper, and stopped
-//! group-wide (polite signal, grace period, then force).
+//! the startup script (directly when the embedded one would only exec it) on a reserved
+//! port, watched by the reaper, and stopped group-wide (polite signal, grace period, then
+//! force).
 
 pub mod agent_log;
 mod isolation;
 mod launch;
+mod listeners;
 pub mod ports;
 pub mod procfs;
 pub mod reaper;
@@ -36,7 +38,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 pub struct LocalBackend {
     agent: AgentConfig,
     sessions_dir: PathBuf,
+    /// `bash`, located once on the proxy's `PATH`.
+    shell: PathBuf,
     script: PathBuf,
+    /// `script` is the embedded default (not `agent.script`).
+    default_script: bool,
     proxy_bin: PathBuf,
     /// Variables every agent gets from the operator: `agent.environment`, then `pass_env`.
     operator_env: Vec<(String, String)>,
@@ -96,14 +102,17 @@ impl LocalBackend {
                 Err(_) => tracing::warn!(name, "agent.pass_env names a variable that is not set"),
             }
         }
+        let path_env =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         Ok(Self {
             agent: config.agent.clone(),
             sessions_dir,
+            shell: isolation::locate("bash", &path_env),
             script,
+            default_script: config.agent.script.is_empty(),
             proxy_bin,
             operator_env,
-            path_env: std::env::var("PATH")
-                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            path_env,
             lang_env: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             ready_timeout: Duration::from_secs(config.session.ready_timeout_seconds),
             isolation,
@@ -131,6 +140,14 @@ impl LocalBackend {
 
     fn log_path(&self, session_id: &str) -> PathBuf {
         self.session_dir(session_id).join("agent.log")
+    }
+
+    /// Whether the agent starts through the startup script. The embedded default script only
+    /// `cd`s into the session directory (already the working directory) and `exec`s the
+    /// agent unless it has a repository to clone; then the agent is spawned directly, which
+    /// saves starting bash (~2.5 ms, a third of a whole start). `agent.script` always runs.
+    fn needs_script(&self, spec: &AgentSpec) -> bool {
+        !self.default_script || spec.repository.is_some()
     }
 
     /// The agent-server command line as separate arguments (never a shell string).
@@ -262,7 +279,7 @@ impl SessionBackend for LocalBackend {
             tracing::info!(group, ?grace, "agent ignored SIGTERM; killing its process group");
             self.kill_group(group).await;
         }
-        self.reaper.reap_now();
+        self.reaper.reap_all_now();
     }
 
     fn release(&self, process: &AgentProcess) {

@@ -167,6 +167,11 @@ impl Session {
         self.state.borrow().clone()
     }
 
+    /// The session's status, without cloning the whole state.
+    pub fn status(&self) -> SessionStatus {
+        self.state.borrow().status
+    }
+
     /// The session's status and the agent's port, without cloning the whole state.
     pub fn status_and_port(&self) -> (SessionStatus, Option<u16>) {
         let state = self.state.borrow();

@@ -2,12 +2,18 @@
 //! registry needs to rebuild itself after a restart, and the indexed search behind `/search`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
-use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use bytes::Bytes;
+use rusqlite::{OptionalExtension, Row, params};
 
-use super::Store;
+use super::{Durability, Store};
+use pages::PageCache;
+
+mod pages;
+mod search;
 
 /// One stored session. Environment values are never part of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +37,7 @@ pub struct SessionRow {
 }
 
 /// Filters of `GET /search`; every given one must match.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SessionFilter {
     pub user_id: Option<String>,
     pub status: Option<SessionStatus>,
@@ -50,11 +56,19 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Removes a session and its tags; false when it did not exist.
     async fn delete(&self, id: String) -> anyhow::Result<bool>;
     async fn get(&self, id: String) -> anyhow::Result<Option<SessionRow>>;
-    /// Matching sessions, newest first, and how many match in all.
-    async fn search(&self, filter: SessionFilter) -> anyhow::Result<(Vec<SessionRow>, u64)>;
+    /// The answer of `GET /search` as JSON (`{"sessions": [...], "total": n}`): one page of
+    /// the matching sessions, newest first, and how many match in all. Written straight from
+    /// the rows, because dashboards poll it.
+    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes>;
     /// Every stored session (the registry is rebuilt from it at boot).
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>>;
 }
+
+/// Session rows need to survive a crash of this proxy, so that its agents, which outlive
+/// it, are found again; a power loss ends every agent too, and the few latest changes it
+/// may roll back only concern sessions that are gone anyway. Not waiting for the disk
+/// takes milliseconds off every start and lets starts run at the rate of memory writes.
+const SESSION_WRITES: Durability = Durability::ProcessCrash;
 
 const COLUMNS: &str = "id, user_id, status, port, pid, pid_start_ticks, tags, env_names, \
     started_at, ended_at, exit_code, exit_reason, agent_status, initial_message, restarts";
@@ -93,11 +107,24 @@ fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
 #[derive(Debug, Clone)]
 pub struct SqliteSessions {
     store: Store,
+    pages: Arc<PageCache>,
 }
 
 impl SqliteSessions {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, pages: Arc::default() }
+    }
+
+    /// Runs a write to the sessions tables; kept `/search` answers are dropped before it
+    /// returns (also when it failed: it may have committed before failing).
+    async fn write<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let result = self.store.write(SESSION_WRITES, work).await;
+        self.pages.invalidate();
+        result
     }
 }
 
@@ -106,82 +133,79 @@ impl SessionStore for SqliteSessions {
     async fn insert(&self, row: SessionRow) -> anyhow::Result<()> {
         let tags = json(&row.tags)?;
         let env_names = json(&row.env_names)?;
-        self.store
-            .call(move |connection| {
-                let transaction = connection
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                transaction.execute(
-                    &format!(
-                        "INSERT INTO sessions ({COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-                    ),
-                    params![
-                        row.id,
-                        row.user_id,
-                        row.status.as_str(),
-                        row.port,
-                        row.pid,
-                        row.pid_start_ticks.map(|t| t as i64),
-                        tags,
-                        env_names,
-                        row.started_at_ms,
-                        row.ended_at_ms,
-                        row.exit_code,
-                        row.exit_reason.map(ExitReason::as_str),
-                        row.agent_status,
-                        row.initial_message.map(InitialMessageState::as_str),
-                        row.restarts,
-                    ],
+        self.write(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            transaction.execute(
+                &format!(
+                    "INSERT INTO sessions ({COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ),
+                params![
+                    row.id,
+                    row.user_id,
+                    row.status.as_str(),
+                    row.port,
+                    row.pid,
+                    row.pid_start_ticks.map(|t| t as i64),
+                    tags,
+                    env_names,
+                    row.started_at_ms,
+                    row.ended_at_ms,
+                    row.exit_code,
+                    row.exit_reason.map(ExitReason::as_str),
+                    row.agent_status,
+                    row.initial_message.map(InitialMessageState::as_str),
+                    row.restarts,
+                ],
+            )?;
+            {
+                let mut insert_tag = transaction.prepare(
+                    "INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)",
                 )?;
-                {
-                    let mut insert_tag = transaction.prepare(
-                        "INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)",
-                    )?;
-                    for (key, value) in &row.tags {
-                        insert_tag.execute(params![row.id, key, value])?;
-                    }
+                for (key, value) in &row.tags {
+                    insert_tag.execute(params![row.id, key, value])?;
                 }
-                transaction.commit()?;
-                Ok(())
-            })
-            .await
-            .context("while inserting a session")
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .context("while inserting a session")
     }
 
     async fn save_state(&self, row: SessionRow) -> anyhow::Result<()> {
-        self.store
-            .call(move |connection| {
-                connection.execute(
-                    "UPDATE sessions SET status = ?2, port = ?3, pid = ?4, pid_start_ticks = ?5, \
-                     ended_at = ?6, exit_code = ?7, exit_reason = ?8, agent_status = ?9, \
-                     initial_message = ?10, restarts = ?11 WHERE id = ?1",
-                    params![
-                        row.id,
-                        row.status.as_str(),
-                        row.port,
-                        row.pid,
-                        row.pid_start_ticks.map(|t| t as i64),
-                        row.ended_at_ms,
-                        row.exit_code,
-                        row.exit_reason.map(ExitReason::as_str),
-                        row.agent_status,
-                        row.initial_message.map(InitialMessageState::as_str),
-                        row.restarts,
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
-            .context("while saving a session's state")
+        self.write(move |connection| {
+            connection.execute(
+                "UPDATE sessions SET status = ?2, port = ?3, pid = ?4, pid_start_ticks = ?5, \
+                 ended_at = ?6, exit_code = ?7, exit_reason = ?8, agent_status = ?9, \
+                 initial_message = ?10, restarts = ?11 WHERE id = ?1",
+                params![
+                    row.id,
+                    row.status.as_str(),
+                    row.port,
+                    row.pid,
+                    row.pid_start_ticks.map(|t| t as i64),
+                    row.ended_at_ms,
+                    row.exit_code,
+                    row.exit_reason.map(ExitReason::as_str),
+                    row.agent_status,
+                    row.initial_message.map(InitialMessageState::as_str),
+                    row.restarts,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+        .context("while saving a session's state")
     }
 
     async fn delete(&self, id: String) -> anyhow::Result<bool> {
-        self.store
-            .call(move |connection| {
-                Ok(connection.execute("DELETE FROM sessions WHERE id = ?1", params![id])? > 0)
-            })
-            .await
-            .context("while deleting a session")
+        self.write(move |connection| {
+            Ok(connection.execute("DELETE FROM sessions WHERE id = ?1", params![id])? > 0)
+        })
+        .await
+        .context("while deleting a session")
     }
 
     async fn get(&self, id: String) -> anyhow::Result<Option<SessionRow>> {
@@ -199,52 +223,20 @@ impl SessionStore for SqliteSessions {
             .context("while reading a session")
     }
 
-    async fn search(&self, filter: SessionFilter) -> anyhow::Result<(Vec<SessionRow>, u64)> {
-        self.store
-            .read(move |connection| {
-                let mut conditions = Vec::new();
-                let mut values: Vec<String> = Vec::new();
-                if let Some(user_id) = &filter.user_id {
-                    values.push(user_id.clone());
-                    conditions.push(format!("s.user_id = ?{}", values.len()));
-                }
-                if let Some(status) = filter.status {
-                    values.push(status.as_str().to_string());
-                    conditions.push(format!("s.status = ?{}", values.len()));
-                }
-                for (key, value) in &filter.tags {
-                    values.push(key.clone());
-                    values.push(value.clone());
-                    conditions.push(format!(
-                        "EXISTS (SELECT 1 FROM session_tags t WHERE t.session_id = s.id \
-                         AND t.key = ?{} AND t.value = ?{})",
-                        values.len() - 1,
-                        values.len()
-                    ));
-                }
-                let where_clause = if conditions.is_empty() {
-                    String::new()
-                } else {
-                    format!("WHERE {}", conditions.join(" AND "))
-                };
-                let total: i64 = connection.query_row(
-                    &format!("SELECT COUNT(*) FROM sessions s {where_clause}"),
-                    params_from_iter(values.iter()),
-                    |row| row.get(0),
-                )?;
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM sessions s {where_clause} \
-                     ORDER BY s.started_at DESC, s.id DESC LIMIT {} OFFSET {}",
-                    filter.limit, filter.offset
-                );
-                let mut statement = connection.prepare(&sql)?;
-                let rows = statement
-                    .query_map(params_from_iter(values.iter()), from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok((rows, total.max(0) as u64))
-            })
+    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes> {
+        if let Some(page) = self.pages.get(&filter) {
+            return Ok(page);
+        }
+        let generation = self.pages.generation();
+        let key = filter.clone();
+        let page: Bytes = self
+            .store
+            .read(move |connection| search::search_page(connection, &filter))
             .await
-            .context("while searching sessions")
+            .context("while searching sessions")?
+            .into();
+        self.pages.put(key, generation, page.clone());
+        Ok(page)
     }
 
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>> {
@@ -264,6 +256,7 @@ impl SessionStore for SqliteSessions {
 mod tests {
     use super::*;
     use crate::store::Location;
+    use agentapi_proxy_client::SearchResponse;
 
     fn row(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> SessionRow {
         SessionRow {
@@ -301,8 +294,9 @@ mod tests {
         let search = |filter: SessionFilter| {
             let sessions = sessions.clone();
             async move {
-                let (rows, total) = sessions.search(filter).await.expect("search");
-                (rows.into_iter().map(|r| r.id).collect::<Vec<_>>(), total)
+                let json = sessions.search_json(filter).await.expect("search");
+                let page: SearchResponse = serde_json::from_slice(&json).expect("a search answer");
+                (page.sessions.into_iter().map(|s| s.session_id).collect::<Vec<_>>(), page.total)
             }
         };
         let all = SessionFilter { limit: 100, ..SessionFilter::default() };
@@ -329,5 +323,114 @@ mod tests {
         assert!(!sessions.delete("b".into()).await.expect("delete again"));
         let tagged = SessionFilter { tags: vec![("repository".into(), "o/r".into())], ..all };
         assert_eq!(search(tagged).await, (vec!["a".into()], 1), "tags go with their session");
+    }
+
+    /// The page `/search` answered before it was written straight from the rows.
+    fn expected_page(all: &[SessionRow], filter: &SessionFilter) -> Vec<u8> {
+        let mut matching: Vec<&SessionRow> = all
+            .iter()
+            .filter(|row| filter.user_id.as_ref().is_none_or(|user| &row.user_id == user))
+            .filter(|row| filter.status.is_none_or(|status| row.status == status))
+            .filter(|row| filter.tags.iter().all(|(k, v)| row.tags.get(k) == Some(v)))
+            .collect();
+        matching.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
+        let total = matching.len() as u64;
+        let sessions = matching
+            .into_iter()
+            .skip(filter.offset as usize)
+            .take(filter.limit as usize)
+            .map(crate::sessions::summary_of_row)
+            .collect();
+        serde_json::to_vec(&SearchResponse { sessions, total }).expect("encodes")
+    }
+
+    #[tokio::test]
+    async fn search_pages_are_byte_for_byte_what_the_rows_serialise_to() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(Location::File(dir.path().join("store.db"))).expect("store");
+        let sessions = SqliteSessions::new(store);
+        let statuses = [
+            SessionStatus::Starting,
+            SessionStatus::Active,
+            SessionStatus::Stopping,
+            SessionStatus::Exited,
+            SessionStatus::Failed,
+        ];
+        let mut all = Vec::new();
+        for index in 0..23usize {
+            let tags: &[(&str, &str)] = match index % 3 {
+                0 => &[],
+                1 => &[("repository", "o/r"), ("note", "quote \" back\\slash \u{1} é")],
+                _ => &[("team", "web")],
+            };
+            let user = if index % 2 == 0 { "alice" } else { "bob \"the\" builder" };
+            let mut stored =
+                row(&format!("id-{index:02}"), user, 1_700_000_000_000 + index as i64 % 7, tags);
+            stored.status = statuses[index % statuses.len()];
+            stored.port = (index % 4 != 0).then_some(9000 + index as u16);
+            stored.exit_code = (index % 2 == 1).then_some(index as i32 - 10);
+            stored.exit_reason = (index % 3 != 2).then_some(ExitReason::LostWhileDown);
+            sessions.insert(stored.clone()).await.expect("insert");
+            all.push(stored);
+        }
+        let filters = [
+            SessionFilter { limit: 100, ..SessionFilter::default() },
+            SessionFilter { limit: 5, ..SessionFilter::default() },
+            SessionFilter { limit: 5, offset: 20, ..SessionFilter::default() },
+            SessionFilter { limit: 5, offset: 40, ..SessionFilter::default() },
+            SessionFilter { limit: 0, ..SessionFilter::default() },
+            SessionFilter {
+                user_id: Some("alice".into()),
+                limit: 4,
+                offset: 2,
+                ..SessionFilter::default()
+            },
+            SessionFilter {
+                status: Some(SessionStatus::Exited),
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            SessionFilter {
+                user_id: Some("bob \"the\" builder".into()),
+                status: Some(SessionStatus::Active),
+                tags: vec![("team".into(), "web".into())],
+                limit: 100,
+                ..SessionFilter::default()
+            },
+            SessionFilter {
+                tags: vec![("repository".into(), "o/r".into())],
+                limit: 3,
+                ..SessionFilter::default()
+            },
+        ];
+        for filter in filters {
+            let page = sessions.search_json(filter.clone()).await.expect("search");
+            let expected = expected_page(&all, &filter);
+            assert_eq!(
+                String::from_utf8_lossy(&page),
+                String::from_utf8_lossy(&expected),
+                "{filter:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_search_answer_never_outlives_a_write() {
+        let sessions = SqliteSessions::new(Store::open(Location::Memory).expect("store"));
+        let all = SessionFilter { limit: 10, ..SessionFilter::default() };
+        let total =
+            |json: Bytes| serde_json::from_slice::<SearchResponse>(&json).expect("page").total;
+        sessions.insert(row("a", "alice", 1, &[])).await.expect("a");
+        let first = sessions.search_json(all.clone()).await.expect("search");
+        assert_eq!(sessions.search_json(all.clone()).await.expect("again"), first);
+        sessions.insert(row("b", "alice", 2, &[])).await.expect("b");
+        assert_eq!(total(sessions.search_json(all.clone()).await.expect("after insert")), 2);
+        let mut ended = row("b", "alice", 2, &[]);
+        ended.status = SessionStatus::Exited;
+        sessions.save_state(ended).await.expect("save");
+        let page = sessions.search_json(all.clone()).await.expect("after save");
+        assert!(String::from_utf8_lossy(&page).contains("\"status\":\"exited\""));
+        sessions.delete("b".into()).await.expect("delete");
+        assert_eq!(total(sessions.search_json(all).await.expect("after delete")), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! supplementary groups itself when root sets a uid, and `prlimit` applies the limits.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
@@ -17,6 +17,7 @@ use crate::config::{AgentConfig, AgentLimits};
 pub struct Isolation {
     user: Option<(Uid, Gid)>,
     limits: AgentLimits,
+    prlimit: PathBuf,
 }
 
 impl Isolation {
@@ -29,7 +30,8 @@ impl Isolation {
                 .with_context(|| format!("no user {:?}", agent.run_as_user))?;
             Some((user.uid, user.gid))
         };
-        Ok(Self { user, limits: agent.limits.clone() })
+        let path = std::env::var("PATH").unwrap_or_default();
+        Ok(Self { user, limits: agent.limits.clone(), prlimit: locate("prlimit", &path) })
     }
 
     /// Agents run as another user, who must be able to pass through `data_dir`.
@@ -61,7 +63,7 @@ impl Isolation {
 
     /// A command that runs `program args...` confined: under `prlimit` when limits are set,
     /// as the agents' user when one is set.
-    pub fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: &Path) -> Command {
         let limits = [
             ("--nproc", self.limits.max_processes),
             ("--nofile", self.limits.open_files),
@@ -75,7 +77,7 @@ impl Isolation {
         let mut command = if set.is_empty() {
             Command::new(program)
         } else {
-            let mut command = Command::new("prlimit");
+            let mut command = Command::new(&self.prlimit);
             command.args(&set).arg("--").arg(program);
             command
         };
@@ -84,5 +86,47 @@ impl Isolation {
             command.uid(uid.as_raw()).gid(gid.as_raw());
         }
         command
+    }
+}
+
+/// `program` as found on `path` (agents get the proxy's `PATH`, so they would find the same
+/// one), or the name as it is when it is not there or holds a `/`. An absolute program lets the spawn use
+/// `posix_spawn` (vfork) instead of forking the whole proxy, which a `PATH` lookup in the
+/// child's environment rules out.
+pub fn locate(program: &str, path: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let executable = |candidate: &Path| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    path.split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| executable(candidate))
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_located_on_the_path_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+        for sub in [&first, &second] {
+            std::fs::create_dir(sub).expect("mkdir");
+            let tool = sub.join("tool");
+            std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::write(first.join("plain"), "not executable").expect("write");
+        let path = format!("relative:{}:{}", first.display(), second.display());
+        assert_eq!(locate("tool", &path), first.join("tool"));
+        assert_eq!(locate("plain", &path), PathBuf::from("plain"));
+        assert_eq!(locate("missing", &path), PathBuf::from("missing"));
+        assert_eq!(locate("./tool", &path), PathBuf::from("./tool"));
     }
 }

@@ -1,6 +1,7 @@
-//! Starting one agent: reserve a port, spawn the startup script in its own process group,
-//! and poll `/status` until our own child answers — retrying on another port when the port
-//! turns out to be taken, killing the group when it fails or never answers.
+//! Starting one agent: reserve a port, spawn it in its own process group (through the
+//! startup script when that has work to do), and poll `/status` until our own child
+//! answers — retrying on another port when the port turns out to be taken, killing the
+//! group when it fails or never answers.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{LocalBackend, agent_log, create_private_dir, procfs};
+use super::{LocalBackend, agent_log, create_private_dir, isolation, procfs};
 use crate::sessions::backend::{
     AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
 };
@@ -21,6 +22,9 @@ const PORT_ATTEMPTS: usize = 3;
 const FAILURE_LOG_LINES: usize = 20;
 /// How long readiness is polled at the fastest rate.
 const FAST_POLLING: Duration = Duration::from_millis(100);
+/// How long readiness is first probed with plain connects, and how often.
+const CONNECT_PROBING: Duration = Duration::from_millis(20);
+const CONNECT_PROBE_PAUSE: Duration = Duration::from_millis(1);
 /// Longest time one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -101,12 +105,18 @@ fn spawn(
     use anyhow::Context;
     let log =
         agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
-    let mut command = backend.isolation.command("bash");
+    let argv = backend.agent_argv(spec, port);
+    let mut command = if backend.needs_script(spec) {
+        let mut command = backend.isolation.command(&backend.shell);
+        command.arg("--noprofile").arg("--norc").arg(&backend.script).args(&argv);
+        command
+    } else {
+        let (program, args) = argv.split_first().context("an empty agent command line")?;
+        let mut command = backend.isolation.command(&isolation::locate(program, &backend.path_env));
+        command.args(args);
+        command
+    };
     command
-        .arg("--noprofile")
-        .arg("--norc")
-        .arg(&backend.script)
-        .args(backend.agent_argv(spec, port))
         .env_clear()
         .envs(backend.agent_env(spec, port, dir))
         .current_dir(dir)
@@ -114,7 +124,7 @@ fn spawn(
         .stdout(log.try_clone().context("while sharing agent.log")?)
         .stderr(log)
         .process_group(0);
-    let child = command.spawn().context("while spawning the agent's startup script")?;
+    let child = command.spawn().context("while spawning the agent")?;
     let pid = i32::try_from(child.id()).context("pid out of range")?;
     // The reaper owns the exit status from here; dropping `Child` neither waits nor kills.
     let exited = backend.reaper.watch(pid);
@@ -123,8 +133,10 @@ fn spawn(
     Ok((pid, exited))
 }
 
-/// Polls `/status` every 5 ms for the first 100 ms (most agents are up by then), then
-/// doubling to 200 ms, until the agent answers like agentapi, exits, or the deadline passes.
+/// Waits until the agent answers `/status` like agentapi, exits, or the deadline passes.
+/// For the first [`CONNECT_PROBING`] a plain connect every millisecond tells when the agent
+/// listens (a refused connect costs next to nothing), and `/status` is asked only then;
+/// after that `/status` is polled every 5 ms until [`FAST_POLLING`], then doubling to 200 ms.
 async fn wait_until_ready(
     backend: &LocalBackend,
     port: u16,
@@ -138,25 +150,36 @@ async fn wait_until_ready(
             return Readiness::Exited(exit);
         }
         let probe_timeout = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        if crate::upstream::agent_status(&backend.client, port, probe_timeout).await.is_some() {
+        let connect_probing = started.elapsed() < CONNECT_PROBING;
+        let listening = !connect_probing || accepts_connections(port, probe_timeout).await;
+        if listening
+            && crate::upstream::agent_status(&backend.client, port, probe_timeout).await.is_some()
+        {
             return Readiness::Ready;
         }
         let now = Instant::now();
         if now >= deadline {
             return Readiness::TimedOut;
         }
+        let wait = if connect_probing { CONNECT_PROBE_PAUSE } else { pause };
         tokio::select! {
             exit = &mut *exited => {
                 if let Ok(exit) = exit {
                     return Readiness::Exited(exit);
                 }
             }
-            () = tokio::time::sleep(pause.min(deadline - now)) => {}
+            () = tokio::time::sleep(wait.min(deadline - now)) => {}
         }
         if started.elapsed() >= FAST_POLLING {
             pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
+}
+
+/// Whether something accepts TCP connections on the agent's port.
+async fn accepts_connections(port: u16, timeout: Duration) -> bool {
+    let connect = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
 async fn log_tail(backend: &LocalBackend, session_id: &str) -> String {

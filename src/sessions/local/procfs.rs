@@ -58,17 +58,22 @@ pub fn live_group_members(group: i32) -> Vec<i32> {
         .collect()
 }
 
-/// True while any non-zombie process is in `group`.
+/// True while any non-zombie process is in `group`. A live leader answers at once; the
+/// other members (a scan of every process) are looked for only once it is gone.
 pub fn group_alive(group: i32) -> bool {
     use nix::errno::Errno;
     match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None) {
         Err(Errno::ESRCH) => false,
-        _ => !live_group_members(group).is_empty(),
+        _ => {
+            stat(group).is_some_and(|leader| leader.group == group && !leader.is_zombie())
+                || !live_group_members(group).is_empty()
+        }
     }
 }
 
-/// Socket inodes listening on TCP `port` (IPv4 and IPv6).
-fn listening_inodes(port: u16) -> HashSet<u64> {
+/// Socket inodes listening on TCP `port` (IPv4 and IPv6), from `/proc/net/tcp*`: slow (it
+/// lists every connection on the host), so only when netlink cannot tell.
+fn listening_inodes_from_proc(port: u16) -> HashSet<u64> {
     let mut inodes = HashSet::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else { continue };
@@ -93,22 +98,31 @@ fn listening_inodes(port: u16) -> HashSet<u64> {
 }
 
 /// Whether a process of `group` holds a socket listening on `port`: the agent that answers
-/// is ours, not a stranger that took the port first. `None` when `/proc` does not tell.
+/// is ours, not a stranger that took the port first. `None` when nothing is seen listening.
 pub fn group_listens_on(group: i32, port: u16) -> Option<bool> {
-    let inodes = listening_inodes(port);
+    let inodes = super::listeners::listening_inodes(port)
+        .unwrap_or_else(|| listening_inodes_from_proc(port));
     if inodes.is_empty() {
         return None;
     }
-    let owned = live_group_members(group).into_iter().any(|pid| {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-        fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok()).any(|target| {
-            target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
-                .is_some_and(|inode| inodes.contains(&inode))
-        })
-    });
+    // The leader is the agent itself (the startup script execs it); the rest of the group
+    // is looked at only when it does not hold the socket.
+    let owned = holds_socket(group, &inodes)
+        || live_group_members(group)
+            .into_iter()
+            .any(|pid| pid != group && holds_socket(pid, &inodes));
     Some(owned)
+}
+
+/// Whether `pid` has one of the sockets `inodes` open.
+fn holds_socket(pid: i32, inodes: &HashSet<u64>) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok()).any(|target| {
+        target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
+            .is_some_and(|inode| inodes.contains(&inode))
+    })
 }
 
 #[cfg(test)]
@@ -141,5 +155,14 @@ mod tests {
         let group = stat(std::process::id() as i32).expect("stat").group;
         assert_eq!(group_listens_on(group, port), Some(true));
         assert_eq!(group_listens_on(group + 1_000_000, port), Some(false));
+    }
+
+    #[test]
+    fn proc_net_tcp_tells_the_same_listeners_as_netlink() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let from_proc = listening_inodes_from_proc(port);
+        assert_eq!(from_proc.len(), 1);
+        assert_eq!(super::super::listeners::listening_inodes(port), Some(from_proc));
     }
 }

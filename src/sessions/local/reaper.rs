@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use super::procfs;
 use crate::sessions::backend::Exit;
@@ -31,7 +31,6 @@ pub struct Reaper {
 #[derive(Debug)]
 struct Inner {
     groups: Mutex<HashMap<i32, Watched>>,
-    wake: Arc<Notify>,
     /// Also reap zombie children outside agent groups (only safe when every child of this
     /// process is an agent or an inherited orphan, as in the `server` binary).
     sweep_orphans: bool,
@@ -50,22 +49,15 @@ impl Reaper {
     pub fn start(sweep_orphans: bool) -> anyhow::Result<Self> {
         let mut child_signals = signal(SignalKind::child())
             .map_err(|error| anyhow::anyhow!("cannot listen for SIGCHLD: {error}"))?;
-        let inner = Arc::new(Inner {
-            groups: Mutex::new(HashMap::new()),
-            wake: Arc::new(Notify::new()),
-            sweep_orphans,
-        });
+        let inner = Arc::new(Inner { groups: Mutex::new(HashMap::new()), sweep_orphans });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
-        let wake = inner.wake.clone();
         tokio::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                reap_once(&inner);
+                reap_once(&inner, true);
                 drop(inner);
-                let woken = wake.notified();
                 tokio::select! {
                     _ = child_signals.recv() => {}
-                    () = woken => {}
                     // Signals coalesce; a slow sweep catches anything a burst hid.
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
@@ -78,14 +70,24 @@ impl Reaper {
     /// leader's exit status.
     pub fn watch(&self, leader: i32) -> oneshot::Receiver<Exit> {
         let (sender, receiver) = oneshot::channel();
-        self.groups().insert(leader, Watched { leader, exit: Some(sender), leader_reaped: false });
-        self.inner.wake.notify_one();
+        let mut watched = Watched { leader, exit: Some(sender), leader_reaped: false };
+        let mut groups = self.groups();
+        // The agent may have ended before it was watched (its SIGCHLD already handled).
+        if reap_group(leader, &mut watched) {
+            groups.insert(leader, watched);
+        }
         receiver
     }
 
-    /// Reaps whatever can be reaped now; used while waiting for a group to vanish.
+    /// Reaps whatever can be reaped now in the watched groups; used while waiting for a
+    /// group to vanish.
     pub fn reap_now(&self) {
-        reap_once(&self.inner);
+        reap_once(&self.inner, false);
+    }
+
+    /// Reaps whatever can be reaped now, orphans included; used once a group is gone.
+    pub fn reap_all_now(&self) {
+        reap_once(&self.inner, true);
     }
 
     fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Watched>> {
@@ -94,41 +96,46 @@ impl Reaper {
 }
 
 /// Reaps every exited child in the watched groups; a group whose leader was reaped and that
-/// has no child of ours left is no longer watched.
-fn reap_once(inner: &Inner) {
+/// has no child of ours left is no longer watched. With `sweep_orphans`, also zombie
+/// children outside those groups (when the reaper was made to look after them).
+fn reap_once(inner: &Inner, sweep_orphans: bool) {
     let mut groups = inner.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    groups.retain(|group, watched| {
-        loop {
-            let status = match waitpid(Pid::from_raw(-group), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => return true,
-                Err(Errno::ECHILD) => return !watched.leader_reaped,
-                Err(Errno::EINTR) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, group, "waitpid on an agent group failed");
-                    return true;
-                }
-                Ok(status) => status,
-            };
-            let exit = match status {
-                WaitStatus::Exited(pid, code) => Some((pid, Exit::Code(code))),
-                WaitStatus::Signaled(pid, signal, _) => Some((pid, Exit::Signal(signal as i32))),
-                _ => None,
-            };
-            if let Some((pid, exit)) = exit
-                && pid.as_raw() == watched.leader
-            {
-                watched.leader_reaped = true;
-                if let Some(sender) = watched.exit.take() {
-                    let _ = sender.send(exit);
-                }
-            }
-        }
-    });
-    if inner.sweep_orphans {
+    groups.retain(|group, watched| reap_group(*group, watched));
+    if sweep_orphans && inner.sweep_orphans {
         let me = std::process::id() as i32;
         for process in procfs::all_processes() {
             if process.parent == me && process.is_zombie() && !groups.contains_key(&process.group) {
                 let _ = waitpid(Pid::from_raw(process.pid), Some(WaitPidFlag::WNOHANG));
+            }
+        }
+    }
+}
+
+/// Reaps the exited children in `group`, delivering the leader's status; false once the
+/// leader was reaped and no child of ours is left in the group.
+fn reap_group(group: i32, watched: &mut Watched) -> bool {
+    loop {
+        let status = match waitpid(Pid::from_raw(-group), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return true,
+            Err(Errno::ECHILD) => return !watched.leader_reaped,
+            Err(Errno::EINTR) => continue,
+            Err(error) => {
+                tracing::warn!(%error, group, "waitpid on an agent group failed");
+                return true;
+            }
+            Ok(status) => status,
+        };
+        let exit = match status {
+            WaitStatus::Exited(pid, code) => Some((pid, Exit::Code(code))),
+            WaitStatus::Signaled(pid, signal, _) => Some((pid, Exit::Signal(signal as i32))),
+            _ => None,
+        };
+        if let Some((pid, exit)) = exit
+            && pid.as_raw() == watched.leader
+        {
+            watched.leader_reaped = true;
+            if let Some(sender) = watched.exit.take() {
+                let _ = sender.send(exit);
             }
         }
     }
