@@ -52,6 +52,7 @@ impl AppState {
         prepare_data_dir(Path::new(&config.data_dir))?;
         // Installed before anything is counted: metrics recorded earlier would be lost.
         crate::telemetry::handle();
+        crate::telemetry::spawn_upkeep(shutdown.clone());
         let location = if config.persistence.enabled {
             Location::File(config.sqlite_path())
         } else {

@@ -40,6 +40,25 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// How often recorded histogram samples are folded into their buckets. The exporter keeps
+/// each sample until then (or until a scrape): without this, a server nobody scrapes would
+/// grow by every request's latency sample.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every few seconds until the server drains.
+pub fn spawn_upkeep(shutdown: crate::shutdown::Shutdown) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => handle().run_upkeep(),
+                () = shutdown.reached(crate::shutdown::Stage::Draining) => return,
+            }
+        }
+    });
+}
+
 /// One answered HTTP request. The handles for a (route, method, status) are looked up in the
 /// registry once per thread and kept, so counting a request costs two atomic updates.
 pub fn http_request(route: &str, method: &http::Method, status: u16, seconds: f64) {
