@@ -13,38 +13,16 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// One JSON object per line: `timestamp`, `level`, `request_id`, `message`, the event's
-/// fields, `target`.
-pub struct JsonLines;
-
-/// `timestamp LEVEL target: message key=value ... request_id=...`
-pub struct HumanLines;
-
-impl<S, N> FormatEvent<S, N> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _context: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let metadata = event.metadata();
-        let mut line = Map::new();
-        line.insert("timestamp".into(), Value::String(timestamp()));
-        line.insert("level".into(), Value::String(metadata.level().as_str().into()));
-        if let Some(id) = crate::observe::current_request_id() {
-            line.insert("request_id".into(), Value::String(id));
-        }
-        event.record(&mut JsonFields(&mut line));
-        line.insert("target".into(), Value::String(metadata.target().into()));
-        writeln!(writer, "{}", Value::Object(line))
-    }
+/// How a line looks: one JSON object (`timestamp`, `level`, `request_id`, `message`, the
+/// event's fields, `target`), or `timestamp LEVEL target: message key=value ...
+/// request_id=...` for humans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLines {
+    Json,
+    Human,
 }
 
-impl<S, N> FormatEvent<S, N> for HumanLines
+impl<S, N> FormatEvent<S, N> for LogLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -58,22 +36,37 @@ where
         let metadata = event.metadata();
         let mut fields = Map::new();
         event.record(&mut JsonFields(&mut fields));
-        let message = match fields.remove("message") {
-            Some(Value::String(text)) => text,
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        write!(writer, "{} {:>5} {}: {message}", timestamp(), metadata.level(), metadata.target())?;
-        for (name, value) in &fields {
-            match value {
-                Value::String(text) => write!(writer, " {name}={text}")?,
-                other => write!(writer, " {name}={other}")?,
+        let request_id = crate::observe::current_request_id();
+        match self {
+            Self::Json => {
+                fields.insert("timestamp".into(), Value::String(timestamp()));
+                fields.insert("level".into(), Value::String(metadata.level().as_str().into()));
+                if let Some(id) = request_id {
+                    fields.insert("request_id".into(), Value::String(id));
+                }
+                fields.insert("target".into(), Value::String(metadata.target().into()));
+                writeln!(writer, "{}", Value::Object(fields))
+            }
+            Self::Human => {
+                let message = match fields.remove("message") {
+                    Some(Value::String(text)) => text,
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                let (level, target) = (metadata.level(), metadata.target());
+                write!(writer, "{} {level:>5} {target}: {message}", timestamp())?;
+                for (name, value) in &fields {
+                    match value {
+                        Value::String(text) => write!(writer, " {name}={text}")?,
+                        other => write!(writer, " {name}={other}")?,
+                    }
+                }
+                if let Some(id) = request_id {
+                    write!(writer, " request_id={id}")?;
+                }
+                writeln!(writer)
             }
         }
-        if let Some(id) = crate::observe::current_request_id() {
-            write!(writer, " request_id={id}")?;
-        }
-        writeln!(writer)
     }
 }
 

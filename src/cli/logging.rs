@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use super::log_lines::{HumanLines, JsonLines};
+use super::log_lines::LogLines;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,11 +26,8 @@ pub fn init(verbose: bool, format: LogFormat) {
         LogFormat::Json => true,
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let installed = if json {
-        builder.event_format(JsonLines).try_init()
-    } else {
-        builder.event_format(HumanLines).try_init()
-    };
+    let lines = if json { LogLines::Json } else { LogLines::Human };
+    let installed = builder.event_format(lines).try_init();
     if installed.is_err() {
         eprintln!("logging was already initialised");
     }
