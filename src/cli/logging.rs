@@ -25,7 +25,12 @@ pub fn init(verbose: bool, format: LogFormat) {
         LogFormat::Human => false,
         LogFormat::Json => true,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A failed write (stderr a pipe whose reader is gone) must not turn into `eprintln!`,
+    // which panics on that same stderr — in whichever task was logging.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let lines = if json { LogLines::Json } else { LogLines::Human };
     let installed = builder.event_format(lines).try_init();
     if installed.is_err() {

@@ -108,11 +108,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let signals = shutdown.clone();
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
-            }
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
             signals.escalate();
+            tracing::info!(signal = name, "signal received");
         }
     });
     let host = HostOptions { proxy_bin: None, reap_all_children: true };

@@ -110,6 +110,46 @@ async fn sigterm_drains_and_exits_0_within_the_drain_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
+/// Logging to a pipe nobody reads any more (a log shipper that died) must not stop the server
+/// from hearing SIGTERM: a failed log write once panicked the task that logged it.
+#[tokio::test]
+async fn sigterm_still_stops_the_server_when_its_log_pipe_is_gone() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.json");
+    let data_dir = dir.path().join("data");
+    std::fs::write(&config, serde_json::json!({ "data_dir": data_dir }).to_string())
+        .expect("config");
+    let mut child = Command::new(binary())
+        .args(["server", "-p", "0", "--log-format", "json", "-c"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let listening = async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if line.contains("listening") {
+                return;
+            }
+        }
+        panic!("the server ended before listening");
+    };
+    tokio::time::timeout(Duration::from_secs(10), listening).await.expect("listens in time");
+    drop(lines);
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("signal");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test]
 async fn the_shipped_example_and_demo_configurations_are_valid() {
     let root = env!("CARGO_MANIFEST_DIR");
