@@ -66,6 +66,18 @@ def log(*args):
 # Process bookkeeping: every child gets its own process group; all are killed on exit.
 # --------------------------------------------------------------------------------------------
 
+def _kill_group(p):
+    """SIGKILL the process group led by p and reap p (bounded)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 class Procs:
     def __init__(self):
         self.groups = []  # (name, Popen, term_signal, grace_seconds)
@@ -87,14 +99,7 @@ class Procs:
                 p.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        _kill_group(p)
         self.groups = [g for g in self.groups if g[1] is not p]
 
     def cleanup(self):
@@ -110,14 +115,7 @@ class Procs:
                 p.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 log(f"{name} did not stop within {grace}s; SIGKILL")
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            _kill_group(p)
         for pgid in self.extra_pgids:
             try:
                 os.killpg(pgid, signal.SIGKILL)
