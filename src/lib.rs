@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cors;
+pub mod data_dir;
 pub mod echo_agent;
 pub mod error;
 pub mod listener;

@@ -4,10 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
@@ -32,6 +33,8 @@ pub struct Inner {
     pub client: UpstreamClient,
     pub proxy: ProxySettings,
     pub shutdown: Shutdown,
+    /// Held while the server lives: no second server may run on the same directory.
+    pub data_dir_lock: DataDirLock,
 }
 
 impl std::ops::Deref for AppState {
@@ -49,7 +52,9 @@ impl AppState {
         shutdown: Shutdown,
         host: &HostOptions,
     ) -> anyhow::Result<Self> {
-        prepare_data_dir(Path::new(&config.data_dir))?;
+        let database = config.persistence.enabled.then(|| config.sqlite_path());
+        let data_dir_lock =
+            data_dir::prepare_and_lock(Path::new(&config.data_dir), database.as_deref())?;
         // Installed before anything is counted: metrics recorded earlier would be lost.
         crate::telemetry::handle();
         crate::telemetry::spawn_upkeep(shutdown.clone());
@@ -95,30 +100,7 @@ impl AppState {
             client,
             proxy,
             shutdown,
+            data_dir_lock,
         })))
     }
-}
-
-/// Creates `data_dir` as 0700, and refuses one that other users may write to.
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("while creating data_dir {}", dir.display()))?;
-    }
-    let mode = std::fs::metadata(dir)
-        .with_context(|| format!("while inspecting data_dir {}", dir.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o022 != 0 {
-        bail!(
-            "data_dir {} is writable by other users (mode {:o}); run `chmod 700` on it",
-            dir.display(),
-            mode & 0o777
-        );
-    }
-    Ok(())
 }

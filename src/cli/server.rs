@@ -73,7 +73,11 @@ pub fn main(args: ServerArgs) -> ExitCode {
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<crate::data_dir::InUse>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

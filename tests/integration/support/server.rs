@@ -182,6 +182,11 @@ impl BinaryServer {
         format!("http://{}{path}", self.address)
     }
 
+    /// The directory the server runs in (its configuration and `data/`).
+    pub fn dir_path(&self) -> &Path {
+        self.dir.as_ref().expect("present until handed back").path()
+    }
+
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = self.child.id().expect("running") as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
