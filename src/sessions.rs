@@ -4,6 +4,7 @@
 //! [`backend::SessionBackend`] trait.
 
 pub mod backend;
+pub mod first_prompt;
 mod housekeeping;
 mod initial_prompt;
 pub mod local;
@@ -36,8 +37,8 @@ const RETRY_AFTER_SECONDS: u64 = 5;
 pub struct StartInput {
     pub environment: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
-    /// The first prompt, delivered once the agent is `stable`.
-    pub message: Option<String>,
+    /// The first prompt, delivered once the agent is `stable`; chosen by [`first_prompt`].
+    pub first_prompt: Option<String>,
     pub system_prompt: Option<String>,
 }
 
@@ -130,14 +131,6 @@ impl SessionManager {
             .filter(|text| !text.is_empty())
             .map(|text| validate::repository(text, &self.0.policy.repository_hosts))
             .transpose()?;
-        let message = input
-            .tags
-            .get("message")
-            .filter(|text| !text.is_empty())
-            .cloned()
-            .or(input.message)
-            .filter(|text| !text.is_empty());
-
         let session = self.admit(owner, &input.tags, &input.environment)?;
         if let Err(error) = self.0.store.insert(session.to_row()).await {
             crate::telemetry::store_error();
@@ -154,7 +147,7 @@ impl SessionManager {
         };
         let (control, commands) = mpsc::unbounded_channel();
         session.attach_supervisor(control);
-        let begin = supervisor::Begin::Launch { spec, first_message: message };
+        let begin = supervisor::Begin::Launch { spec, first_message: input.first_prompt };
         let supervision = supervisor::supervise(self.0.clone(), session.clone(), begin, commands);
         self.0.runtime.spawn(supervision);
         if wait {

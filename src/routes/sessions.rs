@@ -23,7 +23,7 @@ use crate::openapi::responses::{
     PayloadTooLarge, QuotaExceeded, StartUnavailable, Started, StoreUnavailable, Unauthenticated,
     UnsupportedMediaType,
 };
-use crate::sessions::{Session, StartInput, validate};
+use crate::sessions::{Session, StartInput, first_prompt, validate};
 use crate::state::AppState;
 use crate::store::sessions::SessionFilter;
 
@@ -92,10 +92,12 @@ pub async fn start(
 ) -> Result<Json<StartResponse>, ApiError> {
     caller.require(Permission::SessionCreate)?;
     let wait = wait_parameter(raw_query.as_deref())?;
+    let tags = string_map(&body, "tags")?;
+    let message = optional_string(&body, "message")?;
     let input = StartInput {
         environment: string_map(&body, "environment")?,
-        tags: string_map(&body, "tags")?,
-        message: optional_string(&body, "message")?,
+        first_prompt: first_prompt::for_start(&tags, message.as_deref()),
+        tags,
         system_prompt: None,
     };
     let session = state.sessions.start_session(&caller.user_id, input, wait).await?;

@@ -16,7 +16,7 @@ use crate::openapi::responses::{
     QuotaExceeded, StartUnavailable, Started, Unauthenticated, UnsupportedMediaType,
 };
 use crate::profiles;
-use crate::sessions::StartInput;
+use crate::sessions::{StartInput, first_prompt};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -63,33 +63,29 @@ pub async fn start_with_profile(
     environment.extend(string_map(&body, "environment")?);
     let mut tags = profile.tags.clone();
     tags.extend(string_map(&body, "tags")?);
-    let message = match optional_string(&body, "message")?.filter(|m| !m.is_empty()) {
-        Some(message) => Some(message),
-        None => match tags.get("message").filter(|m| !m.is_empty()) {
-            Some(message) => Some(message.clone()),
-            None => match optional_string(&body, "template_id")?.filter(|t| !t.is_empty()) {
-                Some(template_id) => {
-                    let template = profile
-                        .message_templates
-                        .iter()
-                        .find(|t| t.id == template_id || t.name == template_id)
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_request",
-                                "`template_id` names no template of this profile",
-                            )
-                        })?;
-                    Some(profiles::render(&template.content, &template_variables(&body)?)?)
-                }
-                None => None,
-            },
-        },
-    };
+    let message = optional_string(&body, "message")?;
+    let first_prompt = first_prompt::for_profile_start(message.as_deref(), &tags, || {
+        let Some(template_id) = optional_string(&body, "template_id")?.filter(|t| !t.is_empty())
+        else {
+            return Ok(None);
+        };
+        let template = profile
+            .message_templates
+            .iter()
+            .find(|t| t.id == template_id || t.name == template_id)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    "`template_id` names no template of this profile",
+                )
+            })?;
+        Ok(Some(profiles::render(&template.content, &template_variables(&body)?)?))
+    })?;
     let repository = tags.get("repository").filter(|r| !r.is_empty()).cloned();
     let input = StartInput {
         environment,
         tags,
-        message,
+        first_prompt,
         system_prompt: Some(profile.system_prompt.clone()).filter(|p| !p.is_empty()),
     };
     let session = state.sessions.start_session(&caller.user_id, input, wait).await?;

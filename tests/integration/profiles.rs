@@ -263,6 +263,41 @@ async fn starting_from_a_profile_merges_environment_and_tags_and_renders_the_tem
     assert_eq!(read["profile"]["repository_history"][0]["url"], "owner/repo");
 }
 
+/// The request's `message` beats a `message` tag the profile carries (and the `/start` rule,
+/// tag first, is not applied a second time behind it).
+#[tokio::test]
+async fn the_typed_message_beats_the_profiles_message_tag() {
+    let server = TestServer::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let profile = json!({"name": "P", "environment": {"ECHO_AGENT_BOOT_MS": "0"},
+                         "tags": {"message": "from the profile"}});
+    let (_, created) = send(&client, "POST", &server.url("/profiles"), Some(profile)).await;
+    let id = created["profile"]["id"].as_str().expect("id").to_string();
+    let start = json!({"profile_id": id, "message": "typed by the caller"});
+    let (code, started) =
+        send(&client, "POST", &server.url("/start-with-profile"), Some(start)).await;
+    assert_eq!(code, 200, "{started}");
+    let session = started["session_id"].as_str().expect("id").to_string();
+    let url = server.url(&format!("/{session}/messages"));
+    let messages = crate::support::wait_until(
+        "the first prompt to arrive",
+        std::time::Duration::from_secs(20),
+        || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let (_, messages) = get_json(&client, &url).await;
+                let text = messages.to_string();
+                (text.contains("echo: typed by the caller") || text.contains("from the profile"))
+                    .then_some(messages)
+            }
+        },
+    )
+    .await;
+    let text = messages.to_string();
+    assert!(text.contains("echo: typed by the caller"), "{text}");
+    assert!(!text.contains("from the profile"), "{text}");
+}
+
 #[tokio::test]
 async fn profiles_survive_a_restart() {
     let server = BinaryServer::start(|_| {}).await;
