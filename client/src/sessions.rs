@@ -179,12 +179,19 @@ pub struct SearchResponse {
     pub total: u64,
 }
 
-/// Answer of `GET /sessions/{id}`: the search item plus lifecycle details.
+/// Answer of `GET /sessions/{id}`: the search item plus lifecycle details, every one of them
+/// always present (`null` when unknown or not yet ended). The exit fields live here, not in
+/// `summary` (whose copies stay `None` in a detail), because a detail always shows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub summary: SessionSummary,
+    /// The agent's exit code once the session ended; null while it runs and when unknowable.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub exit_code: Option<i32>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub exit_reason: Option<ExitReason>,
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub ended_at: Option<String>,
     /// The agent's last known `stable` / `running`.

@@ -259,8 +259,11 @@ pub fn summary_of_row(row: &SessionRow) -> SessionSummary {
 
 /// The `/sessions/{id}` answer for a stored row.
 pub fn detail_of_row(row: &SessionRow) -> SessionDetail {
+    let mut summary = summary_of_row(row);
     SessionDetail {
-        summary: summary_of_row(row),
+        exit_code: summary.exit_code.take(),
+        exit_reason: summary.exit_reason.take(),
+        summary,
         ended_at: row.ended_at_ms.map(format_ms),
         agent_status: row.agent_status.clone(),
         initial_message: row.initial_message,

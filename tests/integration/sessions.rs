@@ -42,7 +42,11 @@ async fn start_answers_once_the_agent_answers_and_the_session_is_listed() {
     assert_eq!(code, 200);
     assert_eq!(detail["session_id"], id);
     assert_eq!(detail["restarts"], 0);
-    assert!(detail.get("ended_at").is_some() && detail.get("agent_status").is_some());
+    for always in ["exit_code", "exit_reason", "ended_at", "agent_status", "initial_message"] {
+        assert!(detail.get(always).is_some(), "{always} missing from a live detail: {detail}");
+    }
+    assert_eq!((&detail["exit_code"], &detail["ended_at"]), (&Value::Null, &Value::Null));
+    assert!(item.get("exit_code").is_none(), "a live search item shows no exit fields");
 
     let logs =
         client.get(server.url(&format!("/sessions/{id}/logs?tail=5"))).send().await.expect("logs");
