@@ -2,6 +2,7 @@
 //! `--json` for scripts; any error exits non-zero with the server's message on stderr.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,9 +90,13 @@ pub struct SearchArgs {
 pub struct SendArgs {
     #[command(flatten)]
     pub session: SessionArgs,
-    /// The message.
+    /// The message, as the Go CLI takes it; `-` (or nothing, with standard input not a
+    /// terminal) reads it from standard input.
+    #[arg(value_name = "MESSAGE", conflicts_with = "message")]
+    pub text: Option<String>,
+    /// The message (the same as the positional form).
     #[arg(short, long)]
-    pub message: String,
+    pub message: Option<String>,
     /// Send raw keystrokes instead of a prompt.
     #[arg(long)]
     pub raw: bool,
@@ -106,7 +111,16 @@ fn key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
-pub fn main(command: ClientCommand) -> ExitCode {
+pub fn main(mut command: ClientCommand) -> ExitCode {
+    if let ClientCommand::Send(args) = &mut command {
+        match message_to_send(args.text.take(), args.message.take()) {
+            Ok(message) => args.message = Some(message),
+            Err(problem) => {
+                eprintln!("error: {problem}");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -121,6 +135,31 @@ pub fn main(command: ClientCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The message of `client send`: the positional argument or `--message`; `-`, or neither
+/// with standard input not a terminal, reads standard input (surrounding whitespace trimmed,
+/// as agentapi refuses untrimmed messages).
+fn message_to_send(text: Option<String>, flag: Option<String>) -> Result<String, String> {
+    let given = text.or(flag);
+    if given.as_deref().is_some_and(|text| text != "-") {
+        return Ok(given.unwrap_or_default());
+    }
+    let mut stdin = std::io::stdin();
+    if given.is_none() && stdin.is_terminal() {
+        return Err(
+            "no message: pass it as an argument, with --message, or on standard input".into()
+        );
+    }
+    let mut read = String::new();
+    stdin
+        .read_to_string(&mut read)
+        .map_err(|error| format!("cannot read the message from standard input: {error}"))?;
+    let message = read.trim();
+    if message.is_empty() {
+        return Err("the message read from standard input is empty".into());
+    }
+    Ok(message.to_string())
 }
 
 fn connect(connection: &Connection) -> agentapi_proxy_client::Result<Client> {
@@ -205,18 +244,18 @@ async fn run(command: ClientCommand) -> agentapi_proxy_client::Result<()> {
             }
         }
         ClientCommand::Send(args) => {
+            let message = args.message.unwrap_or_default();
             let client = connect(&args.session.connection)?;
             let agent = client.agent(&args.session.session_id);
             let json = args.session.connection.json;
             match (args.wait, args.raw) {
                 (Some(seconds), false) => {
-                    let reply =
-                        agent.send_and_wait(&args.message, Duration::from_secs(seconds)).await?;
+                    let reply = agent.send_and_wait(&message, Duration::from_secs(seconds)).await?;
                     if json { print_json(&reply) } else { println!("{}", reply.content) }
                 }
                 (_, raw) => {
                     let kind = if raw { MessageType::Raw } else { MessageType::User };
-                    agent.send_message(&args.message, kind).await?;
+                    agent.send_message(&message, kind).await?;
                     if json {
                         print_json(&serde_json::json!({"ok": true}))
                     } else {

@@ -121,3 +121,52 @@ async fn errors_exit_non_zero_with_the_servers_message() {
     let (code, _, _) = cli(&server, &["start", "--env", "no-equals-sign"], Some(KEY)).await;
     assert_eq!(code, 2, "usage errors exit 2");
 }
+
+/// The Go CLI's form: `client send -s ID "text"`; and `-` (or no message with a pipe on
+/// standard input) reads the message from standard input.
+#[tokio::test]
+async fn send_takes_the_message_as_a_positional_argument_or_from_stdin() {
+    let server = TestServer::start(with_key).await;
+    let (code, out, err) =
+        cli(&server, &["start", "--env", "ECHO_AGENT_BOOT_MS=0", "--json"], Some(KEY)).await;
+    assert_eq!(code, 0, "{err}");
+    let started: Value = serde_json::from_str(&out).expect("JSON");
+    let id = started["session_id"].as_str().expect("id").to_string();
+
+    let (code, out, err) =
+        cli(&server, &["send", "-s", &id, "as the Go CLI sends it", "--wait", "20"], Some(KEY))
+            .await;
+    assert_eq!((code, out.trim()), (0, "echo: as the Go CLI sends it"), "{err}");
+
+    for args in
+        [vec!["send", "-s", &id, "-", "--wait", "20"], vec!["send", "-s", &id, "--wait", "20"]]
+    {
+        let mut child = Command::new(binary())
+            .arg("client")
+            .args(&args)
+            .args(["-e", &server.base(), "-k", KEY])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"from a pipe\n").await.expect("write");
+        drop(stdin);
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("finishes")
+            .expect("runs");
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            (output.status.code(), out.trim()),
+            (Some(0), "echo: from a pipe"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let (code, _, err) =
+        cli(&server, &["send", "-s", &id, "twice", "-m", "twice"], Some(KEY)).await;
+    assert_eq!(code, 2, "a message given twice is a usage error: {err}");
+}
