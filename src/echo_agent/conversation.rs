@@ -61,9 +61,29 @@ impl Directive {
     }
 }
 
-/// Why a user message was refused.
-#[derive(Debug)]
-pub struct Busy;
+/// Why a user message was refused, in agentapi's words and order: the status first, then
+/// the text (it must be trimmed, then non-empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Busy,
+    Untrimmed,
+    Empty,
+}
+
+impl Refusal {
+    /// agentapi's problem `detail` for this refusal (always a 500).
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Busy => {
+                "failed to send message: message can only be sent when the agent is waiting for user input"
+            }
+            Self::Untrimmed => {
+                "failed to send message: message must be trimmed of leading and trailing whitespace"
+            }
+            Self::Empty => "failed to send message: message must not be empty",
+        }
+    }
+}
 
 /// Accepts a user message: records it and starts the agent working. Returns how long the
 /// POST must wait before answering, and whether the server must stop answering afterwards.
@@ -72,9 +92,18 @@ pub fn send_user_message(
     agent: &Arc<Agent>,
     timing: Timing,
     content: &str,
-) -> Result<Accepted, Busy> {
+) -> Result<Accepted, Refusal> {
+    if agent.status() != Status::Stable {
+        return Err(Refusal::Busy);
+    }
+    if content.trim() != content {
+        return Err(Refusal::Untrimmed);
+    }
+    if content.is_empty() {
+        return Err(Refusal::Empty);
+    }
     if !agent.transition(Status::Stable, Status::Running) {
-        return Err(Busy);
+        return Err(Refusal::Busy);
     }
     let text = Text::new(content.to_string());
     let len = text.len();

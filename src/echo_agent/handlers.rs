@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::conversation::{self, Busy};
+use super::conversation;
 use super::http::App;
 use super::problem::{MessageKind, Problem, host_of, read_json, schema_link, schema_url};
 use super::state::Status;
@@ -113,12 +113,10 @@ pub async fn message(State(app): State<App>, headers: HeaderMap, body: Body) -> 
         MessageKind::Raw => json_ok(&host, "MessageResponseBody", &Ok { ok: true }),
         MessageKind::User => {
             match conversation::send_user_message(&app.agent, app.timing, &request.content) {
-                Err(Busy) => Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &host,
-                    "failed to send message: message can only be sent when the agent is waiting for user input",
-                )
-                .into_response(),
+                Err(refusal) => {
+                    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, &host, refusal.detail())
+                        .into_response()
+                }
                 Result::Ok(accepted) => {
                     if !accepted.delay.is_zero() {
                         tokio::time::sleep(accepted.delay).await;

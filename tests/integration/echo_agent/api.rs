@@ -87,6 +87,38 @@ async fn messages_start_with_the_agent_and_echo_user_messages() {
     agent.wait_stable().await;
 }
 
+/// agentapi refuses a `user` message that is empty or not trimmed (500, its own words), and
+/// stays `stable`; raw keystrokes may be anything.
+#[tokio::test]
+async fn empty_or_untrimmed_user_messages_are_refused_as_agentapi_does() {
+    let agent = EchoAgent::start(&[], &[]).await;
+    agent.wait_stable().await;
+    for (content, detail) in [
+        ("", "failed to send message: message must not be empty"),
+        (
+            "   ",
+            "failed to send message: message must be trimmed of leading and trailing whitespace",
+        ),
+        (
+            " hi",
+            "failed to send message: message must be trimmed of leading and trailing whitespace",
+        ),
+        (
+            "hi\n",
+            "failed to send message: message must be trimmed of leading and trailing whitespace",
+        ),
+    ] {
+        let (code, content_type, body) =
+            problem_of(agent.post_message(content, "user").await).await;
+        assert_problem(code, &content_type, &body, 500);
+        assert_eq!(body["detail"], detail, "{content:?}");
+        assert_eq!(agent.status().await, "stable", "{content:?} left the agent working");
+    }
+    assert_eq!(agent.post_message(" ", "raw").await.status(), 200);
+    let messages = agent.get_json("/messages").await;
+    assert_eq!(messages["messages"].as_array().map(Vec::len), Some(1), "{messages}");
+}
+
 #[tokio::test]
 async fn busy_agent_refuses_user_messages_but_takes_raw_ones() {
     let agent = EchoAgent::start(&[], &[("ECHO_AGENT_REPLY_MS", "60000")]).await;

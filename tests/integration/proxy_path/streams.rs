@@ -30,7 +30,7 @@ async fn event_frames_arrive_one_by_one_and_idle_streams_get_pings() {
     events.until(is_stable).await;
     assert_eq!(Counts::get(&proxy.activity.opened), 1);
 
-    let content = "the quick brown fox jumps over the lazy dog ".repeat(4);
+    let content = "the quick brown fox jumps over the lazy dog ".repeat(4).trim_end().to_string();
     let sent = proxy.post_message(&content, "user").await;
     assert_eq!(sent.status(), 200);
     // Agent updates grow over ~600 ms; each must arrive on its own, as it is written.
