@@ -175,21 +175,28 @@ pub struct Repository {
     pub full_name: String,
 }
 
-/// Accepts `owner/repo` (on the first allowed host) or `https://HOST/owner/repo[.git]`
-/// with `HOST` in `allowed_hosts`.
+/// Accepts `owner/repo` (on the first allowed host), `https://HOST/owner/repo[.git]` or the
+/// scp-like SSH form `git@HOST:owner/repo[.git]`, with `HOST` in `allowed_hosts`.
 pub fn repository(text: &str, allowed_hosts: &[String]) -> Result<Repository, ApiError> {
     let invalid =
         |why: &str| ApiError::bad_request("invalid_repository", format!("tag `repository`: {why}"));
-    let (host, path) = match text.strip_prefix("https://") {
-        Some(rest) => {
-            let (host, path) = rest.split_once('/').ok_or_else(|| invalid("no owner/repo"))?;
-            if !allowed_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
-                return Err(invalid("that host is not in agent.repository_hosts"));
-            }
-            (host.to_ascii_lowercase(), path)
+    let on_allowed_host = |host: &str, path| {
+        if !allowed_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
+            return Err(invalid("that host is not in agent.repository_hosts"));
         }
-        None if text.contains("://") => return Err(invalid("only https:// URLs are accepted")),
-        None => {
+        Ok((host.to_ascii_lowercase(), path))
+    };
+    let (host, path) = match (text.strip_prefix("https://"), text.strip_prefix("git@")) {
+        (Some(rest), _) => {
+            let (host, path) = rest.split_once('/').ok_or_else(|| invalid("no owner/repo"))?;
+            on_allowed_host(host, path)?
+        }
+        (None, Some(rest)) => {
+            let (host, path) = rest.split_once(':').ok_or_else(|| invalid("no owner/repo"))?;
+            on_allowed_host(host, path)?
+        }
+        _ if text.contains("://") => return Err(invalid("only https:// URLs are accepted")),
+        _ => {
             let host =
                 allowed_hosts.first().ok_or_else(|| invalid("no repository host is configured"))?;
             (host.clone(), text)
@@ -200,18 +207,19 @@ pub fn repository(text: &str, allowed_hosts: &[String]) -> Result<Repository, Ap
     let (owner, name) = path.split_once('/').ok_or_else(|| invalid("expected owner/repo"))?;
     if !is_repo_owner(owner) || !is_repo_name(name) {
         return Err(invalid(
-            "expected owner/repo: owner of letters, digits and -, repo of letters, digits and . _ -",
+            "expected owner/repo: owner of letters, digits, - and _, repo of letters, digits and . _ -",
         ));
     }
     Ok(Repository { host, full_name: format!("{owner}/{name}") })
 }
 
+/// A GitHub account name; enterprise managed users add `_shortcode`.
 fn is_repo_owner(owner: &str) -> bool {
     let bytes = owner.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 39
         && bytes[0].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(b))
 }
 
 fn is_repo_name(name: &str) -> bool {
@@ -335,6 +343,9 @@ mod tests {
         ok("owner/repo", "github.com", "owner/repo");
         ok("https://github.com/owner/repo.git", "github.com", "owner/repo");
         ok("https://ghe.example.com/team-a/my_repo.v2/", "ghe.example.com", "team-a/my_repo.v2");
+        ok("acme_corp/tool", "github.com", "acme_corp/tool");
+        ok("git@github.com:o_1/r-2.git", "github.com", "o_1/r-2");
+        ok("git@GHE.example.com:name_short/r", "ghe.example.com", "name_short/r");
         for bad in [
             "a/$(touch /tmp/pwned)",
             "owner",
@@ -345,6 +356,10 @@ mod tests {
             "http://github.com/owner/repo",
             "ssh://github.com/owner/repo",
             "owner/re po",
+            "_owner/repo",
+            "git@evil.example:owner/repo",
+            "git@github.com/owner/repo",
+            "git@github.com:owner/../x",
             "",
         ] {
             assert_eq!(
