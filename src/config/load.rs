@@ -220,10 +220,15 @@ fn apply_environment(
         .collect();
     overrides.sort();
     for (name, raw) in overrides {
-        let Some((path, leaf)) = resolve_env_path(shape, &name[ENV_PREFIX.len()..]) else {
-            findings
-                .warnings
-                .push(format!("environment variable {name} names no configuration key (ignored)"));
+        let rest = &name[ENV_PREFIX.len()..];
+        let Some((path, leaf)) = resolve_env_path(shape, rest) else {
+            let unknown = format!("environment variable {name} names no configuration key");
+            // As in the file, a misspelt `auth` key could leave the server open.
+            if rest.get(..6).is_some_and(|head| head.eq_ignore_ascii_case("AUTH__")) {
+                findings.problems.push(unknown);
+            } else {
+                findings.warnings.push(format!("{unknown} (ignored)"));
+            }
             continue;
         };
         match parse_env_value(raw, leaf) {

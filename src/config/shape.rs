@@ -136,7 +136,63 @@ fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
-/// Checks `value` against `shape`: type mismatches become problems, unknown keys warnings.
+/// An unknown key is a warning, except inside `auth`, where a typo (`enabeld`) could leave
+/// the server open: there it is a problem, with the nearest known key suggested.
+pub fn unknown_key<'k>(
+    path: &str,
+    key: &str,
+    known: impl Iterator<Item = &'k String>,
+    findings: &mut Findings,
+) {
+    let full = join(path, key);
+    if !(full.starts_with("auth.") || full == "auth") {
+        findings.warnings.push(format!("unknown configuration key `{full}` (ignored)"));
+        return;
+    }
+    let suggestion = nearest(key, known)
+        .map(|near| format!("; did you mean `{}`?", join(path, near)))
+        .unwrap_or_default();
+    findings.problems.push(format!(
+        "unknown configuration key `{full}`: inside `auth` a misspelt key could leave the \
+         server open{suggestion}"
+    ));
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a typo.
+fn nearest<'k>(key: &str, known: impl Iterator<Item = &'k String>) -> Option<&'k str> {
+    let key = key.to_ascii_lowercase();
+    known
+        .map(|candidate| (edit_distance(&key, &candidate.to_ascii_lowercase()), candidate))
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate.as_str())
+}
+
+/// Levenshtein distance, counting an adjacent swap as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut table: Vec<usize> = (0..(a.len() + 1) * width).collect();
+    for i in 0..=a.len() {
+        table[i * width] = i;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (table[(i - 1) * width + j] + 1)
+                .min(table[i * width + j - 1] + 1)
+                .min(table[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(table[(i - 2) * width + j - 2] + 1);
+            }
+            table[i * width + j] = best;
+        }
+    }
+    table[a.len() * width + b.len()]
+}
+
+/// Checks `value` against `shape`: type mismatches become problems, unknown keys warnings
+/// (problems inside `auth`, see [`unknown_key`]).
 /// `null` anywhere means "not set" and is accepted.
 pub fn check(value: &Value, shape: &Shape, path: &str, findings: &mut Findings) {
     let mismatch = |findings: &mut Findings| {
@@ -172,9 +228,7 @@ pub fn check(value: &Value, shape: &Shape, path: &str, findings: &mut Findings) 
             for (key, element) in map {
                 match fields.get(key) {
                     Some(field) => check(element, field, &join(path, key), findings),
-                    None => findings
-                        .warnings
-                        .push(format!("unknown configuration key `{}` (ignored)", join(path, key))),
+                    None => unknown_key(path, key, fields.keys(), findings),
                 }
             }
         }

@@ -85,6 +85,7 @@ fn environment_names_ignore_case_and_json_values_fill_lists_and_maps() {
     let env = [
         ("AGENTAPI_PROXY_Auth__Enabled", "TRUE"),
         ("AGENTAPI_PROXY_AUTH__STATIC__ENABLED", "true"),
+        ("AGENTAPI_PROXY_AUTH__STATIC__API_KEYS", r#"[{"key": "k", "user_id": "a"}]"#),
         ("AGENTAPI_PROXY_CORS__ALLOWED_ORIGINS", r#"["https://app.example.com"]"#),
         ("AGENTAPI_PROXY_AGENT__ENVIRONMENT", r#"{"ANTHROPIC_API_KEY": "sk-1"}"#),
         ("AGENTAPI_PROXY_SESSION__ON_SHUTDOWN", "keep"),
@@ -123,6 +124,62 @@ fn unknown_keys_and_unknown_environment_variables_are_warned_not_fatal() {
     assert!(warnings.contains("`session.max_sesions`"), "{warnings}");
     assert!(warnings.contains("AGENTAPI_PROXY_NO_SUCH_KEY"), "{warnings}");
     assert!(!warnings.contains("AGENTAPI_PROXY_API_KEY"), "the client's variable is not ours");
+}
+
+/// Inside `auth` a misspelt key could leave the server open: it stops startup, naming the
+/// key and the nearest known one; the same for an `AGENTAPI_PROXY_AUTH__...` variable.
+#[test]
+fn unknown_keys_inside_auth_are_problems_with_a_suggestion() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        r#"{"auth": {"enabeld": true, "static": {"enabled": true, "api_keys": [],
+                     "keys_flie": "k.json"}}}"#,
+    );
+    let env = [("AGENTAPI_PROXY_AUTH__GITHUB__ENABLD", "true")];
+    let found = problems(load(&fixture.options(Some(file), &env)));
+    let text = found.join("\n");
+    assert!(
+        text.contains("`auth.enabeld`") && text.contains("did you mean `auth.enabled`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`auth.static.keys_flie`") && text.contains("`auth.static.keys_file`"),
+        "{text}"
+    );
+    assert!(text.contains("AGENTAPI_PROXY_AUTH__GITHUB__ENABLD"), "{text}");
+    assert_eq!(found.len(), 3, "{found:?}");
+}
+
+/// `auth.enabled` with nothing that can let a caller in locks everyone out: a startup error
+/// that says what to add. Keys, a keys file, GitHub tokens or OAuth each suffice.
+#[test]
+fn auth_enabled_without_any_credential_source_is_a_problem() {
+    let fixture = Fixture::new();
+    for locked_out in [
+        r#"{"auth": {"enabled": true}}"#,
+        r#"{"auth": {"enabled": true, "static": {"enabled": true}}}"#,
+        r#"{"auth": {"enabled": true, "static": {"enabled": false, "api_keys": [{"key": "k", "user_id": "a"}]}}}"#,
+    ] {
+        let file = fixture.write("c.json", locked_out);
+        let found = problems(load(&fixture.options(Some(file), &[])));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("nothing lets anyone in") && p.contains("generate-token")),
+            "{locked_out}: {found:?}"
+        );
+    }
+    fixture.write("keys.json", r#"{"api_keys": []}"#);
+    let keys_file = fixture.dir.path().join("keys.json").display().to_string();
+    for open_to_someone in [
+        json!({"auth": {"enabled": true, "static": {"enabled": true, "api_keys": [{"key": "k", "user_id": "a"}]}}}),
+        json!({"auth": {"enabled": true, "static": {"enabled": true, "keys_file": keys_file}}}),
+        json!({"auth": {"enabled": true, "github": {"enabled": true}}}),
+    ] {
+        let file = fixture.write("c.json", &open_to_someone.to_string());
+        load(&fixture.options(Some(file), &[])).expect("loads");
+    }
 }
 
 #[test]

@@ -117,10 +117,15 @@ fn auth(config: &Config, out: &mut Findings) {
                 .push("`server.public_url` is empty: the OAuth browser login needs it".into());
         }
     }
-    let any_method = statics.enabled || github.enabled || github.oauth.is_some();
-    if auth.enabled && !any_method {
-        out.warnings.push(
-            "`auth.enabled` is true but no method is enabled: every request will be refused".into(),
+    let keys = statics.enabled && (!statics.api_keys.is_empty() || !statics.keys_file.is_empty());
+    let github_sign_in = github.enabled || github.oauth.is_some();
+    if auth.enabled && !keys && !github_sign_in {
+        out.problems.push(
+            "`auth.enabled` is true but nothing lets anyone in, so every request would be \
+             refused: add keys (`auth.static.enabled: true` with `api_keys` or a `keys_file`; \
+             `agentapi-proxy helpers generate-token --output-path api_keys.json --user-id NAME` \
+             makes one), or enable `auth.github`"
+                .into(),
         );
     }
 }
