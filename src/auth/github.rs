@@ -55,8 +55,7 @@ pub trait GitHubApi: Send + Sync + std::fmt::Debug {
 /// What the OAuth token endpoint needs.
 #[derive(Debug)]
 pub struct CodeExchange<'a> {
-    pub client_id: &'a str,
-    pub client_secret: &'a str,
+    pub client: &'a crate::auth::oauth::flow::GithubOAuthClient,
     pub code: &'a str,
     pub redirect_uri: &'a str,
     pub code_verifier: &'a str,

@@ -6,6 +6,7 @@
 //! cookies are stored only as SHA-256, and none of them (nor the code) is ever logged.
 
 mod cookies;
+pub mod flow;
 mod redirects;
 mod secrets;
 
@@ -70,6 +71,7 @@ pub struct OAuth {
     cookies: CookiePolicy,
     store: Arc<dyn OAuthStore>,
     github: Arc<GithubAuth>,
+    client: flow::GithubOAuthClient,
 }
 
 impl OAuth {
@@ -77,14 +79,15 @@ impl OAuth {
         config: &Config,
         store: Arc<dyn OAuthStore>,
         github: Arc<GithubAuth>,
-    ) -> Option<Self> {
-        let oauth = config.auth.github.oauth.clone()?;
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(oauth) = config.auth.github.oauth.clone() else { return Ok(None) };
+        let client = flow::client(&oauth)?;
         let public_url = config.server.public_url.trim_end_matches('/');
         let browser_callback =
             (!public_url.is_empty()).then(|| format!("{public_url}/oauth/callback"));
         let cookies =
             CookiePolicy::new(config.server.insecure_cookies, origin_of(&config.server.public_url));
-        Some(Self { config: oauth, browser_callback, cookies, store, github })
+        Ok(Some(Self { config: oauth, browser_callback, cookies, store, github, client }))
     }
 
     pub fn cookies(&self) -> &CookiePolicy {
@@ -113,29 +116,18 @@ impl OAuth {
         return_to: Option<String>,
         binding: Option<String>,
     ) -> Result<Started, ApiError> {
-        let state = secrets::random_hex(32)?;
-        let verifier = secrets::code_verifier()?;
-        let query = serde_urlencoded::to_string([
-            ("client_id", self.config.client_id.as_str()),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("scope", self.config.scope.as_str()),
-            ("state", state.as_str()),
-            ("code_challenge", secrets::code_challenge(&verifier).as_str()),
-            ("code_challenge_method", "S256"),
-        ])
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("authorize URL: {error}")))?;
-        let auth_url =
-            format!("{}/login/oauth/authorize?{query}", self.config.base_url.trim_end_matches('/'));
+        let login = flow::authorize(&self.client, &self.config.scope, &redirect_uri)
+            .map_err(|error| ApiError::Internal(anyhow::anyhow!("authorize URL: {error}")))?;
         let pending = PendingLogin {
-            state_hash: secrets::hash_hex(&state),
-            verifier,
+            state_hash: secrets::hash_hex(&login.state),
+            verifier: login.verifier,
             redirect_uri,
             return_to,
             binding_hash: binding.as_deref().map(secrets::hash_hex),
             expires_at_ms: now_ms() + LOGIN_LIFETIME_SECONDS as i64 * 1000,
         };
         self.store.put_pending(pending).await.map_err(store_unavailable)?;
-        Ok(Started { auth_url, state, login_cookie: binding })
+        Ok(Started { auth_url: login.url, state: login.state, login_cookie: binding })
     }
 
     /// `GET /oauth/callback`: takes the state (once), exchanges the code with its PKCE
@@ -174,8 +166,7 @@ impl OAuth {
             ApiError::bad_request("oauth_denied", "GitHub returned no authorization code")
         })?;
         let exchange = CodeExchange {
-            client_id: &self.config.client_id,
-            client_secret: &self.config.client_secret,
+            client: &self.client,
             code,
             redirect_uri: &pending.redirect_uri,
             code_verifier: &pending.verifier,

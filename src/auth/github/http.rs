@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LINK};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::{CodeExchange, GitHubApi, GithubError, GithubIdentity};
+use crate::auth::oauth::flow;
 
 /// Deadline of each call to GitHub (security.md rule 7).
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,12 +24,10 @@ pub struct HttpGitHub {
     client: Client,
     /// REST API root, e.g. `https://api.github.com` or `https://HOST/api/v3`.
     api_base: String,
-    /// Web host for OAuth, e.g. `https://github.com`.
-    web_base: String,
 }
 
 impl HttpGitHub {
-    pub fn new(api_base: &str, web_base: &str) -> anyhow::Result<Self> {
+    pub fn new(api_base: &str) -> anyhow::Result<Self> {
         let client = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
@@ -36,11 +35,7 @@ impl HttpGitHub {
             .user_agent(concat!("agentapi-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| anyhow::anyhow!("cannot build the GitHub HTTP client: {error}"))?;
-        Ok(Self {
-            client,
-            api_base: api_base.trim_end_matches('/').to_string(),
-            web_base: web_base.trim_end_matches('/').to_string(),
-        })
+        Ok(Self { client, api_base: api_base.trim_end_matches('/').to_string() })
     }
 
     async fn get(&self, url: &str, token: &str) -> Result<reqwest::Response, GithubError> {
@@ -131,12 +126,6 @@ struct Team {
     organization: Org,
 }
 
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: Option<String>,
-    error: Option<String>,
-}
-
 #[async_trait::async_trait]
 impl GitHubApi for HttpGitHub {
     async fn identity(&self, token: &str) -> Result<GithubIdentity, GithubError> {
@@ -162,33 +151,8 @@ impl GitHubApi for HttpGitHub {
     }
 
     async fn exchange_code(&self, exchange: CodeExchange<'_>) -> Result<String, GithubError> {
-        let form = serde_urlencoded::to_string([
-            ("client_id", exchange.client_id),
-            ("client_secret", exchange.client_secret),
-            ("code", exchange.code),
-            ("redirect_uri", exchange.redirect_uri),
-            ("code_verifier", exchange.code_verifier),
-        ])
-        .map_err(|_| GithubError::Unavailable("cannot encode the token request".into()))?;
-        let response = self
-            .client
-            .post(format!("{}/login/oauth/access_token", self.web_base))
-            .header(ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .map_err(|error| GithubError::Unavailable(describe(&error)))?;
-        let status = response.status();
-        if status.is_server_error() || status.is_redirection() {
-            return Err(GithubError::Unavailable(format!("{status} from the token endpoint")));
-        }
-        let answer: TokenAnswer = Self::json(response).await?;
-        match (answer.access_token, answer.error) {
-            (Some(token), None) if !token.is_empty() => Ok(token),
-            (_, Some(error)) => Err(GithubError::Rejected(format!("token endpoint: {error}"))),
-            _ => Err(GithubError::Rejected(format!("token endpoint answered {status}"))),
-        }
+        let CodeExchange { client, code, redirect_uri, code_verifier } = exchange;
+        flow::exchange(client, &self.client, code, code_verifier, redirect_uri).await
     }
 }
 

@@ -1,8 +1,6 @@
-//! Random values of the OAuth flows: `state`, PKCE verifiers and their S256 challenges,
-//! proxy tokens (`aps_` + 256 random bits), and the SHA-256 hex under which they are stored.
+//! Random values of the OAuth flows that the `oauth2` crate does not make (`state` and PKCE
+//! are made in `flow.rs`): the browser login's binding cookie, proxy tokens (`aps_` + 256 random bits), and the SHA-256 hex under which they are stored.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -13,19 +11,6 @@ pub fn random_hex(bytes: usize) -> Result<String, ApiError> {
     getrandom::fill(&mut buffer)
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("no randomness: {error}")))?;
     Ok(hex::encode(buffer))
-}
-
-/// A PKCE code verifier: 43 characters of the unreserved alphabet (RFC 7636 §4.1).
-pub fn code_verifier() -> Result<String, ApiError> {
-    let mut buffer = [0u8; 32];
-    getrandom::fill(&mut buffer)
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("no randomness: {error}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(buffer))
-}
-
-/// The S256 challenge of a verifier: BASE64URL(SHA-256(verifier)) without padding.
-pub fn code_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// A new proxy-issued token.
@@ -43,18 +28,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_s256_challenge_matches_rfc_7636_appendix_b() {
-        assert_eq!(
-            code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
-    }
-
-    #[test]
     fn secrets_are_long_distinct_and_well_formed() {
-        let verifier = code_verifier().expect("verifier");
-        assert_eq!(verifier.len(), 43);
-        assert_ne!(verifier, code_verifier().expect("verifier"));
+        assert_ne!(random_hex(32).expect("random"), random_hex(32).expect("random"));
         let token = proxy_token().expect("token");
         assert!(token.starts_with("aps_") && token.len() == 4 + 64);
         assert_eq!(hash_hex(&token).len(), 64);
