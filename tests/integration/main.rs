@@ -8,6 +8,7 @@ mod cli_client;
 mod client;
 mod echo_agent;
 mod github;
+mod hostile_budgets;
 mod hostile_input;
 mod isolation;
 mod lifecycle;
