@@ -61,7 +61,14 @@ pub struct ProxySettings {
     pub streams: Arc<StreamBudget>,
     /// Longest pause inside a request body; `None` = no limit.
     pub body_read_timeout: Option<Duration>,
+    /// Add [`AGENT_PAGE_SANDBOX`] to every proxied answer (not `proxy.trust_agent_pages`).
+    pub sandbox_agent_pages: bool,
 }
+
+/// The CSP every proxied answer carries unless `proxy.trust_agent_pages` (security.md rule
+/// 20): an agent's page runs in an opaque origin, so its requests carry no usable cookie of
+/// the person viewing it.
+pub const AGENT_PAGE_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
 impl ProxySettings {
     pub fn from_config(config: &Config) -> Self {
@@ -86,6 +93,7 @@ impl ProxySettings {
             cors: Arc::new(CorsSettings::from_config(&config.cors)),
             streams: Arc::new(StreamBudget::new(proxy.max_streams_per_user)),
             body_read_timeout: seconds(proxy.body_read_timeout_seconds),
+            sandbox_agent_pages: !proxy.trust_agent_pages,
         }
     }
 }
@@ -233,6 +241,13 @@ async fn forward_inner(
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     headers::rewrite_response(&mut parts.headers, false);
+    if settings.sandbox_agent_pages {
+        // Added beside any policy of the agent's: a browser enforces all of them.
+        parts.headers.append(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(AGENT_PAGE_SANDBOX),
+        );
+    }
 
     drop(upgrade_ticket);
 
@@ -449,6 +464,9 @@ mod tests {
         assert_eq!(settings.credential_headers[0].as_str(), "x-my-key");
         assert!(settings.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
         assert!(settings.strip_credentials);
+        assert!(settings.sandbox_agent_pages);
+        config.proxy.trust_agent_pages = true;
+        assert!(!ProxySettings::from_config(&config).sandbox_agent_pages);
     }
 }
 

@@ -288,6 +288,8 @@ pub struct ProxyConfig {
     pub max_streams_per_user: u64,
     /// New: longest pause inside a request body before it is aborted; `0` = no limit.
     pub body_read_timeout_seconds: u64,
+    /// New: serve agent pages without the sandbox CSP (security.md rule 20).
+    pub trust_agent_pages: bool,
 }
 
 impl Default for ProxyConfig {
@@ -301,6 +303,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             max_streams_per_user: 200,
             body_read_timeout_seconds: 30,
+            trust_agent_pages: false,
         }
     }
 }

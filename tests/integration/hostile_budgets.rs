@@ -1,7 +1,8 @@
 //! Issue 17, findings 8–11 (security.md rules 18–19, rows 32–33): one user's open streams
 //! are capped without touching another's, stalled request bodies are cut off, an agent's
 //! refusal text cannot forge log lines, `redirect_uri` is normalised before the allow-list
-//! check, and `/search` refuses more than 32 tag filters.
+//! check, `/search` refuses more than 32 tag filters, and agent pages come sandboxed
+//! (rule 20).
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -373,4 +374,57 @@ async fn an_agents_refusal_cannot_forge_log_lines() {
     let refusal = text.lines().find(|line| line.contains("refused the initial prompt")).expect("line");
     assert!(refusal.contains(r"refused\r\n2026-01-01T00:00:00Z ERROR"), "escaped, still readable: {refusal}");
     assert!(refusal.contains(r"\u{1b}[2J"), "{refusal}");
+}
+
+/// An agent that serves an HTML page whose script would act with the viewer's cookie.
+const PAGE_AGENT: &str = r#"#!/usr/bin/env bash
+exec perl -MIO::Socket::INET -e '
+my $server = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ENV{APX_PORT},
+    Listen => 16, ReuseAddr => 1) or die "listen: $!";
+while (my $client = $server->accept) {
+    my $head = "";
+    while (my $line = <$client>) { $head .= $line; last if $line eq "\r\n"; }
+    my ($type, $reply) = ("text/html", "<script>fetch(\"/start\", {method: \"POST\"})</script>");
+    if ($head =~ m{^GET /status}) {
+        ($type, $reply) = ("application/json", "{\"status\":\"stable\",\"agent_type\":\"custom\",\"transport\":\"pty\"}");
+    }
+    print $client "HTTP/1.1 200 OK\r\nContent-Type: $type\r\nContent-Security-Policy: default-src *\r\n"
+        . "Content-Length: " . length($reply) . "\r\nConnection: close\r\n\r\n$reply";
+    close $client;
+}'
+"#;
+
+async fn page_policies(trust_agent_pages: bool) -> Vec<String> {
+    let scripts = tempfile::tempdir().expect("dir");
+    let script = scripts.path().join("page-agent.sh");
+    std::fs::write(&script, PAGE_AGENT).expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = TestServer::start(|config| {
+        config.agent.script = script.display().to_string();
+        config.proxy.trust_agent_pages = trust_agent_pages;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let (id, _) = crate::support::sessions::start_ok(&client, &server.base(), json!({})).await;
+    let page = client.get(server.url(&format!("/{id}/x"))).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html");
+    page.headers()
+        .get_all("content-security-policy")
+        .iter()
+        .map(|value| value.to_str().expect("text").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn agent_pages_are_sandboxed_unless_the_operator_trusts_them() {
+    let policies = page_policies(false).await;
+    assert!(
+        policies.iter().any(|p| p == "sandbox allow-scripts allow-forms allow-popups allow-downloads"),
+        "{policies:?}"
+    );
+    assert!(policies.iter().all(|p| !p.contains("allow-same-origin")), "{policies:?}");
+    assert!(policies.iter().any(|p| p == "default-src *"), "the agent's own policy stays");
+    let trusted = page_policies(true).await;
+    assert_eq!(trusted, ["default-src *"], "proxy.trust_agent_pages: true");
 }
