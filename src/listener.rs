@@ -227,9 +227,7 @@ impl Service {
         let cors_enabled = self.state.proxy.cors.is_enabled();
         if crate::routes::proxy::takes_fast_path(&request, cors_enabled) {
             let (state, peer) = (self.state.clone(), self.proxy_peer.clone());
-            Either::Left(async move {
-                Ok(crate::routes::proxy::fast(state, peer, request).await)
-            })
+            Either::Left(async move { Ok(crate::routes::proxy::fast(state, peer, request).await) })
         } else {
             request.extensions_mut().insert(ConnectInfo(self.peer));
             Either::Right(self.app.clone().oneshot(request))

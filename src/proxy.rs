@@ -68,7 +68,8 @@ pub struct ProxySettings {
 /// The CSP every proxied answer carries unless `proxy.trust_agent_pages` (security.md rule
 /// 20): an agent's page runs in an opaque origin, so its requests carry no usable cookie of
 /// the person viewing it.
-pub const AGENT_PAGE_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads";
+pub const AGENT_PAGE_SANDBOX: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
 impl ProxySettings {
     pub fn from_config(config: &Config) -> Self {
@@ -243,10 +244,9 @@ async fn forward_inner(
     headers::rewrite_response(&mut parts.headers, false);
     if settings.sandbox_agent_pages {
         // Added beside any policy of the agent's: a browser enforces all of them.
-        parts.headers.append(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(AGENT_PAGE_SANDBOX),
-        );
+        parts
+            .headers
+            .append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(AGENT_PAGE_SANDBOX));
     }
 
     drop(upgrade_ticket);
@@ -259,9 +259,8 @@ async fn forward_inner(
         Body::new(counted(stream, Direction::ToClient))
     } else {
         let port = target.port;
-        let open_ended =
-            !http_body::Body::is_end_stream(&incoming)
-                && http_body::Body::size_hint(&incoming).exact().is_none();
+        let open_ended = !http_body::Body::is_end_stream(&incoming)
+            && http_body::Body::size_hint(&incoming).exact().is_none();
         let body = counted(incoming, Direction::ToClient).map_err(move |error| {
             tracing::warn!(port, %error, "the agent broke off a response; cutting it off");
             error

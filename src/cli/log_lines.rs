@@ -84,7 +84,8 @@ where
 /// CR, LF and ESC; DEL; C1), the Unicode line and paragraph separators, and the bidi
 /// embeddings, overrides and isolates that reorder what a reader sees.
 fn is_unsafe_in_logs(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Writes `text` with every [`is_unsafe_in_logs`] character escaped.
@@ -203,7 +204,9 @@ mod tests {
             written,
             "refused\\r\\n2024-01-01T00:00:00Z ERROR agentapi_proxy::auth: \\u{1b}[2Jforged"
         );
-        for c in ['\u{0}', '\u{7}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}', '\u{202e}', '\u{2066}'] {
+        for c in
+            ['\u{0}', '\u{7}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}', '\u{202e}', '\u{2066}']
+        {
             let written = human(&format!("a{c}b"));
             assert!(!written.contains(c), "{c:?} escaped: {written}");
             assert!(written.starts_with("a\\u{") && written.ends_with('b'), "{written}");

@@ -183,19 +183,25 @@ async fn search_refuses_more_than_32_tag_filters() {
     let filters = |count: usize| {
         (0..count).map(|index| format!("tag.k{index}=v{index}")).collect::<Vec<_>>().join("&")
     };
-    let (status, body) =
-        crate::support::sessions::get_json(&client, &server.url(&format!("/search?{}", filters(1000))))
-            .await;
+    let (status, body) = crate::support::sessions::get_json(
+        &client,
+        &server.url(&format!("/search?{}", filters(1000))),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_request");
     assert!(body["message"].as_str().expect("message").contains("32"), "{body}");
-    let (status, _) =
-        crate::support::sessions::get_json(&client, &server.url(&format!("/search?{}", filters(33))))
-            .await;
+    let (status, _) = crate::support::sessions::get_json(
+        &client,
+        &server.url(&format!("/search?{}", filters(33))),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, body) =
-        crate::support::sessions::get_json(&client, &server.url(&format!("/search?{}", filters(32))))
-            .await;
+    let (status, body) = crate::support::sessions::get_json(
+        &client,
+        &server.url(&format!("/search?{}", filters(32))),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"], 0);
 }
@@ -222,7 +228,8 @@ async fn redirect_uris_are_normalised_before_the_allow_list_check() {
         .build()
         .expect("client");
     let authorize = |uri: &str| {
-        let request = client.post(server.url("/oauth/authorize")).json(&json!({"redirect_uri": uri}));
+        let request =
+            client.post(server.url("/oauth/authorize")).json(&json!({"redirect_uri": uri}));
         async move {
             let response = request.send().await.expect("send");
             let status = response.status().as_u16();
@@ -371,8 +378,12 @@ async fn an_agents_refusal_cannot_forge_log_lines() {
             || words.get(1..3) == Some(&["ERROR", "agentapi_proxy::auth:"][..]);
         assert!(!forged, "a forged line: {line:?}");
     }
-    let refusal = text.lines().find(|line| line.contains("refused the initial prompt")).expect("line");
-    assert!(refusal.contains(r"refused\r\n2026-01-01T00:00:00Z ERROR"), "escaped, still readable: {refusal}");
+    let refusal =
+        text.lines().find(|line| line.contains("refused the initial prompt")).expect("line");
+    assert!(
+        refusal.contains(r"refused\r\n2026-01-01T00:00:00Z ERROR"),
+        "escaped, still readable: {refusal}"
+    );
     assert!(refusal.contains(r"\u{1b}[2J"), "{refusal}");
 }
 
@@ -420,7 +431,9 @@ async fn page_policies(trust_agent_pages: bool) -> Vec<String> {
 async fn agent_pages_are_sandboxed_unless_the_operator_trusts_them() {
     let policies = page_policies(false).await;
     assert!(
-        policies.iter().any(|p| p == "sandbox allow-scripts allow-forms allow-popups allow-downloads"),
+        policies
+            .iter()
+            .any(|p| p == "sandbox allow-scripts allow-forms allow-popups allow-downloads"),
         "{policies:?}"
     );
     assert!(policies.iter().all(|p| !p.contains("allow-same-origin")), "{policies:?}");

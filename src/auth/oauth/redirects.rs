@@ -286,8 +286,21 @@ mod tests {
                 query: Some("Q=%2e%2e".into()),
             }
         );
-        assert_eq!(parse("http://[::1]:3000/").map(|n| (n.host, n.port)), Some(("[::1]".into(), Some(3000))));
-        for bad in ["/relative", "//host/x", "http:/x", "1http://h/", "http://h:99999/", "http://h:1:2/", "http:///x", "http://h/é", "http://%68/"] {
+        assert_eq!(
+            parse("http://[::1]:3000/").map(|n| (n.host, n.port)),
+            Some(("[::1]".into(), Some(3000)))
+        );
+        for bad in [
+            "/relative",
+            "//host/x",
+            "http:/x",
+            "1http://h/",
+            "http://h:99999/",
+            "http://h:1:2/",
+            "http:///x",
+            "http://h/é",
+            "http://%68/",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
