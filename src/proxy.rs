@@ -277,7 +277,7 @@ async fn forward_inner(
 /// A place in `user`'s stream budget, or 429.
 fn stream_ticket(settings: &ProxySettings, user: &Arc<str>) -> Result<StreamTicket, ApiError> {
     settings.streams.try_open(user).ok_or_else(|| {
-        tracing::info!(user_id = %user, "stream budget reached; refusing another stream");
+        tracing::debug!(user_id = %user, "stream budget reached; refusing another stream");
         ApiError::QuotaExceeded {
             message: format!(
                 "too many open streams: at most {} per user (proxy.max_streams_per_user)",
