@@ -32,6 +32,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: u64 },
     #[error("expected a JSON body (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The request body stalled for `proxy.body_read_timeout_seconds`.
+    #[error("the request body stalled: no data for {seconds} seconds")]
+    RequestTimeout { seconds: u64 },
     #[error("{message}")]
     QuotaExceeded { message: String, retry_after_seconds: u64 },
     #[error("{message}")]
@@ -75,6 +78,7 @@ impl ApiError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
             }
+            Self::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
             Self::QuotaExceeded { retry_after_seconds, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", Some(*retry_after_seconds))
             }

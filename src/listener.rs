@@ -1,5 +1,6 @@
 //! The HTTP listener: accepts connections, serves the router over HTTP/1.1 with a
-//! header-read timeout and bounded headers, and drains gracefully on shutdown.
+//! header-read timeout, bounded headers and a stall timeout on request bodies, and drains
+//! gracefully on shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::config::{Config, OnShutdown};
-use crate::proxy::Peer;
+use crate::proxy::{Peer, StallLimitedBody};
 use crate::sessions::local::HostOptions;
 use crate::shutdown::{Shutdown, Stage};
 use crate::state::AppState;
@@ -206,20 +207,30 @@ impl Service {
         Self { app, state, peer, proxy_peer }
     }
 
+    /// The request with its body (if it has one) failing once it stalls for
+    /// `proxy.body_read_timeout_seconds`.
+    fn with_body_deadline(&self, request: hyper::Request<Incoming>) -> hyper::Request<Body> {
+        match self.state.proxy.body_read_timeout {
+            Some(limit) if !hyper::body::Body::is_end_stream(request.body()) => {
+                request.map(|body| Body::new(StallLimitedBody::new(body, limit)))
+            }
+            _ => request.map(Body::new),
+        }
+    }
+
     fn call(
         &self,
-        mut request: hyper::Request<Incoming>,
+        request: hyper::Request<Incoming>,
     ) -> impl std::future::Future<Output = Result<axum::response::Response, Infallible>> + use<>
     {
+        let mut request = self.with_body_deadline(request);
         let cors_enabled = self.state.proxy.cors.is_enabled();
         if crate::routes::proxy::takes_fast_path(&request, cors_enabled) {
             let (state, peer) = (self.state.clone(), self.proxy_peer.clone());
-            Either::Left(async move {
-                Ok(crate::routes::proxy::fast(state, peer, request.map(Body::new)).await)
-            })
+            Either::Left(async move { Ok(crate::routes::proxy::fast(state, peer, request).await) })
         } else {
             request.extensions_mut().insert(ConnectInfo(self.peer));
-            Either::Right(self.app.clone().oneshot(request.map(Body::new)))
+            Either::Right(self.app.clone().oneshot(request))
         }
     }
 }

@@ -109,6 +109,8 @@ handlers in `src/routes/`); the integration test `openapi` checks it against eve
             responses::PayloadTooLarge,
             responses::UnsupportedMediaType,
             responses::QuotaExceeded,
+            responses::RequestTimeout,
+            responses::TooManyStreams,
             responses::Internal,
             responses::AgentFailedToStart,
             responses::AgentUnavailable,

@@ -2,10 +2,12 @@
 //! upgrades. Knows no processes: it is given an endpoint (`127.0.0.1:<port>`) and a request,
 //! and reports what it saw through [`Activity`].
 //!
-//! Submodules: `headers` (rewriting, trusted proxies), `body` (request body limit), `sse`
-//! (event streams: frame boundaries, heartbeat, drain), `upgrade` (WebSocket tunnel).
+//! Submodules: `headers` (rewriting, trusted proxies), `body` (request body limit and read
+//! timeout), `budget` (open streams per user), `sse` (event streams: frame boundaries,
+//! heartbeat, drain), `upgrade` (WebSocket tunnel).
 
 mod body;
+mod budget;
 mod headers;
 mod pool;
 mod sse;
@@ -23,6 +25,8 @@ use http::{Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
+pub use body::{BodyStalled, StallLimitedBody, stalled_after};
+pub use budget::{StreamBudget, StreamTicket};
 pub use headers::{Cidr, Peer};
 pub use pool::AgentConnections;
 pub use sse::{FrameBoundary, PING};
@@ -53,7 +57,19 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<Cidr>,
     /// `cors.allowed_origins`, for installing [`crate::cors::cors`].
     pub cors: Arc<CorsSettings>,
+    /// Open streams per user, against `proxy.max_streams_per_user`.
+    pub streams: Arc<StreamBudget>,
+    /// Longest pause inside a request body; `None` = no limit.
+    pub body_read_timeout: Option<Duration>,
+    /// Add [`AGENT_PAGE_SANDBOX`] to every proxied answer (not `proxy.trust_agent_pages`).
+    pub sandbox_agent_pages: bool,
 }
+
+/// The CSP every proxied answer carries unless `proxy.trust_agent_pages` (security.md rule
+/// 20): an agent's page runs in an opaque origin, so its requests carry no usable cookie of
+/// the person viewing it.
+pub const AGENT_PAGE_SANDBOX: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
 impl ProxySettings {
     pub fn from_config(config: &Config) -> Self {
@@ -76,6 +92,9 @@ impl ProxySettings {
             // Validation rejected bad CIDRs already; anything unparsable is simply not trusted.
             trusted_proxies: proxy.trusted_proxies.iter().filter_map(|c| Cidr::parse(c)).collect(),
             cors: Arc::new(CorsSettings::from_config(&config.cors)),
+            streams: Arc::new(StreamBudget::new(proxy.max_streams_per_user)),
+            body_read_timeout: seconds(proxy.body_read_timeout_seconds),
+            sandbox_agent_pages: !proxy.trust_agent_pages,
         }
     }
 }
@@ -112,7 +131,8 @@ pub fn split_session_path(path_and_query: &str) -> Option<(&str, Cow<'_, str>)> 
 /// Forwards `request` (whose URI is the original one, e.g. `/{id}/events?x`) to the agent on
 /// `127.0.0.1:port`, targeting `upstream_path_and_query`. Never panics; every failure of our
 /// own is an [`ApiError`] JSON response. Event streams and upgrades live on after this
-/// returns, inside the response body / a spawned tunnel.
+/// returns, inside the response body / a spawned tunnel; they, and bodies of unknown length,
+/// count against `user`'s stream budget while open (429 past it).
 #[allow(clippy::too_many_arguments)] // the interface the session routes call
 pub async fn forward(
     connections: &Arc<AgentConnections>,
@@ -121,11 +141,12 @@ pub async fn forward(
     port: u16,
     upstream_path_and_query: &str,
     peer: &Peer,
+    user: &Arc<str>,
     activity: Arc<dyn Activity>,
     request: Request<Body>,
 ) -> Response {
     activity.request_seen();
-    let target = Target { port, path_and_query: upstream_path_and_query, peer };
+    let target = Target { port, path_and_query: upstream_path_and_query, peer, user };
     match forward_inner(connections, settings, shutdown, target, activity, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -136,6 +157,7 @@ struct Target<'a> {
     port: u16,
     path_and_query: &'a str,
     peer: &'a Peer,
+    user: &'a Arc<str>,
 }
 
 async fn forward_inner(
@@ -159,6 +181,8 @@ async fn forward_inner(
         None
     };
     let upgrading = client_upgrade.is_some();
+    // Taken before the agent is asked: a refused upgrade never reaches it.
+    let upgrade_ticket = if upgrading { Some(stream_ticket(settings, target.user)?) } else { None };
 
     let upstream_host = upstream_host(target.port)?;
     let uri = upstream_uri(target.path_and_query)?;
@@ -207,30 +231,61 @@ async fn forward_inner(
 
     let (mut parts, incoming) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_upgrade), Some(agent_upgrade)) =
-            (client_upgrade, parts.extensions.remove::<OnUpgrade>())
+        let (Some(client_upgrade), Some(agent_upgrade), Some(ticket)) =
+            (client_upgrade, parts.extensions.remove::<OnUpgrade>(), upgrade_ticket)
         else {
             tracing::warn!(port = target.port, "agent switched protocols unasked; refusing");
             return Err(unavailable("the agent sent an invalid answer"));
         };
         headers::rewrite_response(&mut parts.headers, true);
-        upgrade::tunnel(client_upgrade, agent_upgrade, shutdown, activity);
+        upgrade::tunnel(client_upgrade, agent_upgrade, shutdown, activity, ticket);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     headers::rewrite_response(&mut parts.headers, false);
+    if settings.sandbox_agent_pages {
+        // Added beside any policy of the agent's: a browser enforces all of them.
+        parts
+            .headers
+            .append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(AGENT_PAGE_SANDBOX));
+    }
+
+    drop(upgrade_ticket);
 
     let body = if is_event_stream(&parts.headers) {
-        let guard = sse::StreamGuard::open(activity);
+        // Refused here, the agent's stream is dropped and its connection closed.
+        let ticket = stream_ticket(settings, target.user)?;
+        let guard = sse::StreamGuard::open(activity, ticket);
         let stream = sse::SseBody::new(incoming, settings.sse_heartbeat, shutdown, guard);
         Body::new(counted(stream, Direction::ToClient))
     } else {
         let port = target.port;
-        Body::new(counted(incoming, Direction::ToClient).map_err(move |error| {
+        let open_ended = !http_body::Body::is_end_stream(&incoming)
+            && http_body::Body::size_hint(&incoming).exact().is_none();
+        let body = counted(incoming, Direction::ToClient).map_err(move |error| {
             tracing::warn!(port, %error, "the agent broke off a response; cutting it off");
             error
-        }))
+        });
+        if open_ended {
+            Body::new(budget::Ticketed::new(body, stream_ticket(settings, target.user)?))
+        } else {
+            Body::new(body)
+        }
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// A place in `user`'s stream budget, or 429.
+fn stream_ticket(settings: &ProxySettings, user: &Arc<str>) -> Result<StreamTicket, ApiError> {
+    settings.streams.try_open(user).ok_or_else(|| {
+        tracing::debug!(user_id = %user, "stream budget reached; refusing another stream");
+        ApiError::QuotaExceeded {
+            message: format!(
+                "too many open streams: at most {} per user (proxy.max_streams_per_user)",
+                settings.streams.max()
+            ),
+            retry_after_seconds: 5,
+        }
+    })
 }
 
 /// `body`, with its data bytes added to the proxied-bytes metric as they pass.
@@ -301,6 +356,10 @@ fn upstream_failure(
 ) -> ApiError {
     if body::is_body_too_large(error) {
         return ApiError::PayloadTooLarge { limit };
+    }
+    if let Some(stalled) = body::stalled_after(error) {
+        tracing::debug!(port, "the client's request body stalled");
+        return ApiError::RequestTimeout { seconds: stalled.as_secs() };
     }
     if client_body_failed(error) {
         tracing::debug!(port, error = %error_chain(error), "the client's request body failed");
@@ -404,6 +463,9 @@ mod tests {
         assert_eq!(settings.credential_headers[0].as_str(), "x-my-key");
         assert!(settings.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
         assert!(settings.strip_credentials);
+        assert!(settings.sandbox_agent_pages);
+        config.proxy.trust_agent_pages = true;
+        assert!(!ProxySettings::from_config(&config).sandbox_agent_pages);
     }
 }
 

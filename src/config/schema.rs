@@ -284,6 +284,12 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     pub strip_credentials: bool,
     pub trusted_proxies: Vec<String>,
+    /// New: open proxied streams one user may hold (security.md rule 18); `0` = unlimited.
+    pub max_streams_per_user: u64,
+    /// New: longest pause inside a request body before it is aborted; `0` = no limit.
+    pub body_read_timeout_seconds: u64,
+    /// New: serve agent pages without the sandbox CSP (security.md rule 20).
+    pub trust_agent_pages: bool,
 }
 
 impl Default for ProxyConfig {
@@ -295,6 +301,9 @@ impl Default for ProxyConfig {
             max_body_bytes: 10 * 1024 * 1024,
             strip_credentials: true,
             trusted_proxies: Vec::new(),
+            max_streams_per_user: 200,
+            body_read_timeout_seconds: 30,
+            trust_agent_pages: false,
         }
     }
 }

@@ -79,6 +79,18 @@ pub struct UnsupportedMediaType(pub ErrorBody);
 #[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
 pub struct QuotaExceeded(pub ErrorBody);
 
+/// The request body stalled: no data for `proxy.body_read_timeout_seconds` (on any route
+/// with a body). Code `request_timeout`. Once the answer has started the connection is
+/// closed instead.
+#[derive(ToResponse)]
+pub struct RequestTimeout(pub ErrorBody);
+
+/// The caller already holds `proxy.max_streams_per_user` open proxied streams (event
+/// streams, WebSocket tunnels, responses without a length). Code `quota_exceeded`.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
+pub struct TooManyStreams(pub ErrorBody);
+
 /// Our own failure; logged with the request id, never detailed. Code `internal_error`.
 #[derive(ToResponse)]
 pub struct Internal(pub ErrorBody);

@@ -8,7 +8,7 @@
 use super::params::{ProxyRestPath, ProxySessionIdPath};
 use super::responses::{
     AgentAnswer, AgentStarting, AgentTimeout, AgentUnavailable, Alive, Forbidden, NotFound,
-    PayloadTooLarge, Unauthenticated,
+    PayloadTooLarge, RequestTimeout, TooManyStreams, Unauthenticated,
 };
 
 /// `GET /healthz`: the same answer as `GET /health`.
@@ -44,7 +44,9 @@ macro_rules! proxied {
                 (status = 401, response = Unauthenticated),
                 (status = 403, response = Forbidden),
                 (status = 404, response = NotFound),
+                (status = 408, response = RequestTimeout),
                 (status = 413, response = PayloadTooLarge),
+                (status = 429, response = TooManyStreams),
                 (status = 502, response = AgentUnavailable),
                 (status = 503, response = AgentStarting),
                 (status = 504, response = AgentTimeout),

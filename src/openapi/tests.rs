@@ -37,6 +37,7 @@ async fn every_error_body_has_the_fields_of_the_error_schema() {
         ApiError::Conflict("again".into()),
         ApiError::PayloadTooLarge { limit: 1 },
         ApiError::UnsupportedMediaType,
+        ApiError::RequestTimeout { seconds: 30 },
         ApiError::QuotaExceeded { message: "quota".into(), retry_after_seconds: 1 },
         ApiError::AtCapacity { message: "full".into(), retry_after_seconds: 1 },
         ApiError::Draining,

@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::Activity;
+use super::budget::StreamTicket;
 use crate::shutdown::{Shutdown, Stage};
 
 /// The comment a heartbeat writes: ignored by every SSE parser, keeps intermediaries open.
@@ -66,20 +67,24 @@ impl FrameBoundary {
     }
 }
 
-/// Calls [`Activity::stream_closed`] once, when dropped.
-pub struct StreamGuard(Arc<dyn Activity>);
+/// Calls [`Activity::stream_closed`] once, when dropped, and gives the stream's place in its
+/// user's budget back.
+pub struct StreamGuard {
+    activity: Arc<dyn Activity>,
+    _ticket: StreamTicket,
+}
 
 impl StreamGuard {
     /// Reports the stream as opened now.
-    pub fn open(activity: Arc<dyn Activity>) -> Self {
+    pub fn open(activity: Arc<dyn Activity>, ticket: StreamTicket) -> Self {
         activity.stream_opened();
-        Self(activity)
+        Self { activity, _ticket: ticket }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.stream_closed();
+        self.activity.stream_closed();
     }
 }
 

@@ -8,6 +8,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::Activity;
+use super::budget::StreamTicket;
 use super::sse::StreamGuard;
 use crate::shutdown::{Shutdown, Stage};
 
@@ -17,9 +18,10 @@ pub fn tunnel(
     agent: OnUpgrade,
     shutdown: &Shutdown,
     activity: Arc<dyn Activity>,
+    ticket: StreamTicket,
 ) {
     let shutdown = shutdown.clone();
-    let guard = StreamGuard::open(activity);
+    let guard = StreamGuard::open(activity, ticket);
     tokio::spawn(async move {
         let _guard = guard;
         let joined = async {

@@ -71,9 +71,12 @@ async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit: MAX_JSON_BYTES as u64 })
         }
-        Err(_) => {
-            Err(ApiError::bad_request("invalid_request", "the request body could not be read"))
-        }
+        Err(error) => match crate::proxy::stalled_after(error.as_ref()) {
+            Some(after) => Err(ApiError::RequestTimeout { seconds: after.as_secs() }),
+            None => {
+                Err(ApiError::bad_request("invalid_request", "the request body could not be read"))
+            }
+        },
     }
 }
 

@@ -112,6 +112,7 @@ async fn route(
         port,
         &upstream_path,
         peer,
+        &caller.user_id,
         activity,
         request,
     )

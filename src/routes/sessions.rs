@@ -132,8 +132,8 @@ pub fn start_response(session: &Session) -> StartResponse {
     tag = "sessions",
     operation_id = "searchSessions",
     summary = "List sessions, newest first (permission session:list)",
-    description = "Besides the parameters below, any number of `tag.<key>=<value>` parameters \
-        filter by tags (all must match exactly). Non-admins only ever see their own sessions: \
+    description = "Besides the parameters below, up to 32 `tag.<key>=<value>` parameters \
+        filter by tags (all must match exactly; more are a 400). Non-admins only ever see their own sessions: \
         a `user_id` of someone else gives an empty list.",
     params(SearchParams),
     responses(
@@ -173,10 +173,17 @@ pub async fn search(
             _ => Some(caller.user_id.to_string()),
         }
     };
-    let tags = params
+    let tags: Vec<(String, String)> = params
         .iter()
         .filter_map(|(key, value)| Some((key.strip_prefix("tag.")?.to_string(), value.clone())))
+        .take(SessionFilter::MAX_TAG_FILTERS + 1)
         .collect();
+    if tags.len() > SessionFilter::MAX_TAG_FILTERS {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("at most {} `tag.<key>` filters per search", SessionFilter::MAX_TAG_FILTERS),
+        ));
+    }
     let filter = SessionFilter {
         user_id,
         status,

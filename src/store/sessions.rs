@@ -39,11 +39,18 @@ pub struct SessionRow {
 /// Filters of `GET /search`; every given one must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SessionFilter {
+    /// At most [`SessionFilter::MAX_TAG_FILTERS`] (each is a join in the query).
     pub user_id: Option<String>,
     pub status: Option<SessionStatus>,
     pub tags: Vec<(String, String)>,
     pub limit: u32,
     pub offset: u64,
+}
+
+impl SessionFilter {
+    /// Most `tag.<key>=<value>` filters one search takes (security.md row 33): SQLite's
+    /// expression tree gives out near a thousand.
+    pub const MAX_TAG_FILTERS: usize = 32;
 }
 
 /// Storage of sessions, written in portable SQL so another database can implement it.

@@ -9,6 +9,7 @@ mod client;
 mod data_dir;
 mod echo_agent;
 mod github;
+mod hostile_budgets;
 mod hostile_input;
 mod isolation;
 mod lifecycle;

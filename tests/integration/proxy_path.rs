@@ -64,6 +64,8 @@ struct ProxyState {
     shutdown: Shutdown,
     port: u16,
     activity: Arc<Counts>,
+    /// Whose stream budget the proxied streams count against.
+    user: Arc<str>,
 }
 
 /// A proxy in this test process, forwarding `/{ID}/...` to `127.0.0.1:port`.
@@ -105,6 +107,7 @@ impl Proxy {
             shutdown: shutdown.clone(),
             port,
             activity: activity.clone(),
+            user: "proxy-path-test".into(),
         });
         let app = Router::new()
             .fallback(handle)
@@ -165,6 +168,7 @@ async fn handle(
                 state.port,
                 &rest,
                 &proxy::Peer::new(peer, &state.settings.trusted_proxies),
+                &state.user,
                 activity,
                 request,
             )
