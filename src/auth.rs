@@ -174,16 +174,18 @@ impl Authenticator {
             .transpose()?
             .filter(|name| *name != AUTHORIZATION);
         let github = if github_config.enabled || github_config.oauth.is_some() {
-            let web_base = github_config.oauth.as_ref().map_or("", |oauth| oauth.base_url.as_str());
-            let api = HttpGitHub::new(&github_config.base_url, web_base)?;
+            let api = HttpGitHub::new(&github_config.base_url)?;
             Some(Arc::new(GithubAuth::new(Arc::new(api), github_config)))
         } else {
             None
         };
-        let oauth = github.as_ref().and_then(|github| {
-            let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
-            OAuth::new(config, store, github.clone()).map(Arc::new)
-        });
+        let oauth = match &github {
+            Some(github) => {
+                let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
+                OAuth::new(config, store, github.clone())?.map(Arc::new)
+            }
+            None => None,
+        };
         let session_cookie = oauth.as_ref().map(|oauth| oauth.cookies().session_name());
         Ok(Self {
             enabled: config.auth.enabled,
