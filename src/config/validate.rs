@@ -332,9 +332,8 @@ fn uid_range(agent: &crate::config::AgentConfig, out: &mut Findings) {
         out.problems.push("`agent.uid_range` needs `agent.run_as_user` (its group is kept)".into());
     }
     if first == 0 || first > last {
-        out.problems.push(format!(
-            "`agent.uid_range`: [{first}, {last}] must have 0 < first <= last"
-        ));
+        out.problems
+            .push(format!("`agent.uid_range`: [{first}, {last}] must have 0 < first <= last"));
     }
     let own = nix::unistd::geteuid().as_raw();
     if (first..=last).contains(&own) {

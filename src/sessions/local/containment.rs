@@ -238,7 +238,10 @@ impl Containment {
             Some(cgroups) => {
                 for session_id in cgroups.existing() {
                     if !kept.contains(&session_id) {
-                        tracing::info!(session_id, "removing a cgroup left over from a previous run");
+                        tracing::info!(
+                            session_id,
+                            "removing a cgroup left over from a previous run"
+                        );
                         self.end_session(&session_id, reap).await;
                     }
                 }
@@ -252,6 +255,12 @@ impl Containment {
             }
         }
     }
+}
+
+/// Kills and removes the session cgroups a server with `sessions_dir` left behind (it
+/// ended without ending its sessions: killed, or a test's in-process server).
+pub fn remove_leftover_cgroups(sessions_dir: &Path) -> usize {
+    cgroups::remove_all(sessions_dir)
 }
 
 /// The fallback's regular look at the process tree, until the containment is dropped.

@@ -68,7 +68,8 @@ impl Cgroups {
             }
             Some(dir)
         };
-        let mut cgroups = Cgroups { hierarchies: Vec::new(), limits: Vec::new(), v2_controllers: Vec::new() };
+        let mut cgroups =
+            Cgroups { hierarchies: Vec::new(), limits: Vec::new(), v2_controllers: Vec::new() };
         let add = |cgroups: &mut Cgroups, kind: Kind, own_dir: &Path| -> bool {
             let parent = own_dir.join(&name);
             if fs::create_dir_all(&parent).is_err() {
@@ -77,8 +78,15 @@ impl Cgroups {
             cgroups.hierarchies.push(Hierarchy { kind, parent });
             true
         };
+        // `cgroup.kill` (Linux 5.14) is what holds a v2 session together; the root cgroup
+        // has none, so it is looked for in the parent once that exists.
         let v2 = locate("").filter(|own_dir| {
-            own_dir.join("cgroup.kill").exists() && add(&mut cgroups, Kind::V2, own_dir)
+            add(&mut cgroups, Kind::V2, own_dir)
+                && (own_dir.join(&name).join("cgroup.kill").exists() || {
+                    let _ = fs::remove_dir(own_dir.join(&name));
+                    cgroups.hierarchies.clear();
+                    false
+                })
         });
         if let Some(own_dir) = &v2 {
             let parent = own_dir.join(&name);
@@ -254,11 +262,8 @@ impl Cgroups {
 
     /// The session whose cgroup `pid` is in, if it is one of ours.
     pub fn session_of(&self, pid: i32) -> Option<String> {
-        let dirs: Vec<PathBuf> = self
-            .hierarchies
-            .iter()
-            .map(|hierarchy| hierarchy.parent.clone())
-            .collect();
+        let dirs: Vec<PathBuf> =
+            self.hierarchies.iter().map(|hierarchy| hierarchy.parent.clone()).collect();
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let name = text.lines().find_map(|line| {
             let path = line.splitn(3, ':').nth(2)?;
@@ -270,6 +275,47 @@ impl Cgroups {
         })?;
         self.existing().contains(&name).then_some(name)
     }
+}
+
+/// Kills and removes every session cgroup of the server whose sessions live in
+/// `sessions_dir`, wherever it was made (for a server that is gone without ending its
+/// sessions, such as a test's). Returns how many session cgroups were removed.
+pub fn remove_all(sessions_dir: &Path) -> usize {
+    let (Ok(mountinfo), Ok(membership)) =
+        (fs::read_to_string("/proc/self/mountinfo"), fs::read_to_string("/proc/self/cgroup"))
+    else {
+        return 0;
+    };
+    let mounts = parse_mounts(&mountinfo);
+    let own = parse_membership(&membership);
+    let name = parent_name(sessions_dir);
+    let mut hierarchies = Vec::new();
+    for (key, kind) in
+        [("", Kind::V2), ("freezer", Kind::Freezer), ("pids", Kind::Pids), ("memory", Kind::Memory)]
+    {
+        let (Some((mount, root)), Some(path)) = (mounts.get(key), own.get(key)) else { continue };
+        let Some(relative) = path.strip_prefix(root.as_str()) else { continue };
+        let parent = mount.join(relative.trim_start_matches('/')).join(&name);
+        if parent.is_dir() {
+            hierarchies.push(Hierarchy { kind, parent });
+        }
+    }
+    let cgroups = Cgroups { hierarchies, limits: Vec::new(), v2_controllers: Vec::new() };
+    let sessions = cgroups.existing();
+    for session_id in &sessions {
+        for _ in 0..500 {
+            cgroups.kill(session_id);
+            if cgroups.is_empty(session_id) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = cgroups.remove(session_id);
+    }
+    for hierarchy in &cgroups.hierarchies {
+        let _ = fs::remove_dir(&hierarchy.parent);
+    }
+    sessions.len()
 }
 
 /// `agentapi-proxy-<hash of the sessions directory>`: servers with different data
@@ -366,7 +412,8 @@ fn parse_membership(text: &str) -> HashMap<String, String> {
     let mut own = HashMap::new();
     for line in text.lines() {
         let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
