@@ -97,9 +97,8 @@ impl Cgroups {
                 }
             }
         }
-        let has_v2 = |controller: &str, cgroups: &Cgroups| {
-            cgroups.v2_controllers.iter().any(|enabled| *enabled == controller)
-        };
+        let has_v2 =
+            |controller: &str, cgroups: &Cgroups| cgroups.v2_controllers.contains(&controller);
         if v2.is_none()
             && let Some(own_dir) = locate("freezer")
         {
