@@ -134,6 +134,11 @@ impl Cgroups {
             }
         }
         cgroups.limits = limits;
+        // Made to prove they can be; made again with the first session (no empty parents
+        // are left behind by a server that never starts one).
+        for hierarchy in &cgroups.hierarchies {
+            let _ = fs::remove_dir(&hierarchy.parent);
+        }
         Some(cgroups)
     }
 
