@@ -263,6 +263,11 @@ impl SessionManager {
         futures_util::future::join_all(stops).await;
     }
 
+    /// How the backend contains sessions (`cgroup_v2`, `cgroup_v1`, `descendants`).
+    pub fn containment_mode(&self) -> Option<&'static str> {
+        self.0.backend.containment_mode()
+    }
+
     /// How many sessions are in each state (for metrics).
     pub fn count_by_status(&self) -> Vec<(&'static str, usize)> {
         let statuses = [

@@ -19,6 +19,7 @@ pub const AUTH_FAILURES: &str = "agentapi_proxy_auth_failures_total";
 pub const STORE_ERRORS: &str = "agentapi_proxy_store_errors_total";
 pub const GITHUB_LOOKUPS: &str = "agentapi_proxy_github_token_lookups_total";
 pub const PROXIED_BYTES: &str = "agentapi_proxy_proxied_bytes_total";
+pub const CONTAINMENT_MODE: &str = "agentapi_proxy_containment_mode";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -210,5 +211,13 @@ pub fn store_error() {
 pub fn set_sessions(counts: &[(&'static str, usize)]) {
     for (state, count) in counts {
         gauge!(SESSIONS, "state" => *state).set(*count as f64);
+    }
+}
+
+/// The session containment in use: 1 for `mode`, 0 for the others (set at scrape time).
+pub fn set_containment_mode(mode: &'static str) {
+    for known in crate::sessions::local::containment::Mode::ALL {
+        let value = if known.label() == mode { 1.0 } else { 0.0 };
+        gauge!(CONTAINMENT_MODE, "mode" => known.label()).set(value);
     }
 }

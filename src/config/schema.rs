@@ -244,18 +244,28 @@ pub struct AgentConfig {
     pub run_as_user: String,
     /// New: resource limits for every agent process (0 = no limit).
     pub limits: AgentLimits,
+    /// New: `[first, last]`: with `run_as_user`, each live session runs under its own uid
+    /// from this range (empty = every agent runs as `run_as_user`).
+    pub uid_range: Vec<u32>,
+    /// New: how a session's processes are held together: `auto` (cgroups when the server
+    /// can create them, else the record of descendants), `cgroup` (required) or
+    /// `descendants` (the fallback, forced).
+    pub containment: String,
 }
 
-/// `agent.limits`: applied to each agent with `prlimit` before the startup script runs.
+/// `agent.limits`: per session; process and memory limits through the session's cgroup
+/// where there is one, the rest (and the fallbacks) with `prlimit` before the agent runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentLimits {
-    /// `RLIMIT_NPROC`: processes of the agent's user.
+    /// The session's `pids.max`; without a pids controller, `RLIMIT_NPROC` (per uid).
     pub max_processes: u64,
     /// `RLIMIT_NOFILE`.
     pub open_files: u64,
     /// `RLIMIT_AS` in bytes.
     pub address_space_bytes: u64,
+    /// The session's `memory.max` (cgroup v2) or `memory.limit_in_bytes` (v1); 0 = none.
+    pub memory_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -271,6 +281,8 @@ impl Default for AgentConfig {
             log_max_bytes: 10 * 1024 * 1024,
             run_as_user: String::new(),
             limits: AgentLimits::default(),
+            uid_range: Vec::new(),
+            containment: "auto".into(),
         }
     }
 }

@@ -93,6 +93,10 @@ pub fn config_shape() -> Shape {
         Shape::Str { choices: Some(&["terminate", "keep"]) };
     *shape.at_mut(&["session", "restart"]) = Shape::Str { choices: Some(&["never", "on-failure"]) };
     *shape.at_mut(&["auth", "static", "api_keys"]) = Shape::List(Box::new(api_key_shape()));
+    *shape.at_mut(&["agent", "uid_range"]) =
+        Shape::List(Box::new(Shape::Int { max: u32::MAX as u64 }));
+    *shape.at_mut(&["agent", "containment"]) =
+        Shape::Str { choices: Some(&["auto", "cgroup", "descendants"]) };
     *shape.at_mut(&["agent", "environment"]) = Shape::Map(Box::new(Shape::Str { choices: None }));
     *shape.at_mut(&["auth", "github", "user_mapping", "team_role_mapping"]) =
         Shape::Map(Box::new(record_of::<TeamRole>()));

@@ -341,3 +341,33 @@ fn run_as_user_must_name_an_existing_unprivileged_user() {
         assert!(found.iter().any(|p| p.contains(needle)), "{user}: {found:?}");
     }
 }
+
+#[test]
+fn uid_range_must_be_a_positive_ordered_pair_without_the_proxys_uid_and_with_a_user() {
+    let fixture = Fixture::new();
+    let own = nix::unistd::geteuid().as_raw();
+    let mut cases = vec![
+        (json!({"uid_range": [5, 6, 7], "run_as_user": "nobody"}), "must be `[first, last]`"),
+        (json!({"uid_range": [300000, 200000], "run_as_user": "nobody"}), "0 < first <= last"),
+        (json!({"uid_range": [0, 10], "run_as_user": "nobody"}), "0 < first <= last"),
+        (json!({"uid_range": [200000, 265535]}), "needs `agent.run_as_user`"),
+        (json!({"uid_range": ["a", 2]}), "`agent.uid_range[0]`"),
+        (json!({"containment": "jail"}), "`agent.containment`"),
+    ];
+    if own > 0 {
+        cases.push((json!({"uid_range": [own, own + 1], "run_as_user": "nobody"}), "own uid"));
+    }
+    for (agent, needle) in cases {
+        let file = fixture.write("c.json", &json!({ "agent": agent }).to_string());
+        let found = problems(load(&fixture.options(Some(file), &[])));
+        assert!(found.iter().any(|p| p.contains(needle)), "{agent}: {found:?}");
+    }
+    let file = fixture.write(
+        "c.json",
+        &json!({"agent": {"containment": "descendants", "limits": {"memory_bytes": 1 << 30}}})
+            .to_string(),
+    );
+    let loaded = load(&fixture.options(Some(file), &[])).expect("loads");
+    assert_eq!(loaded.config.agent.containment, "descendants");
+    assert_eq!(loaded.config.agent.limits.memory_bytes, 1 << 30);
+}

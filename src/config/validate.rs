@@ -306,6 +306,7 @@ fn agent(config: &Config, out: &mut Findings) {
             _ => out.problems.push(format!("`agent.run_as_user`: no user {:?}", agent.run_as_user)),
         }
     }
+    uid_range(agent, out);
     if agent.repository_hosts.is_empty() {
         out.warnings
             .push("`agent.repository_hosts` is empty: no `repository` tag can be used".into());
@@ -318,6 +319,30 @@ fn agent(config: &Config, out: &mut Findings) {
             out.problems
                 .push(format!("`agent.repository_hosts[{index}]`: {host:?} is not a host name"));
         }
+    }
+}
+
+/// `agent.uid_range`: `[first, last]`, only with `run_as_user`, never root nor the proxy's
+/// own uid (an agent must never share the server's identity).
+fn uid_range(agent: &crate::config::AgentConfig, out: &mut Findings) {
+    let range = &agent.uid_range;
+    if range.is_empty() {
+        return;
+    }
+    let [first, last] = range[..] else {
+        out.problems.push("`agent.uid_range` must be `[first, last]`".into());
+        return;
+    };
+    if agent.run_as_user.is_empty() {
+        out.problems.push("`agent.uid_range` needs `agent.run_as_user` (its group is kept)".into());
+    }
+    if first == 0 || first > last {
+        out.problems
+            .push(format!("`agent.uid_range`: [{first}, {last}] must have 0 < first <= last"));
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    if (first..=last).contains(&own) {
+        out.problems.push(format!("`agent.uid_range` contains the proxy's own uid {own}"));
     }
 }
 

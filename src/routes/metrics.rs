@@ -35,6 +35,9 @@ pub async fn metrics(
         Caller::from_request_parts(&mut parts, &state).await?.require(Permission::MetricsRead)?;
     }
     crate::telemetry::set_sessions(&state.sessions.count_by_status());
+    if let Some(mode) = state.sessions.containment_mode() {
+        crate::telemetry::set_containment_mode(mode);
+    }
     let text = crate::telemetry::handle().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

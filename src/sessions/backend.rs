@@ -119,4 +119,13 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
 
     /// Housekeeping for a live agent (e.g. capping its log).
     fn maintain(&self, session_id: &str);
+
+    /// Told once stored sessions were loaded and every agent that could be was re-adopted:
+    /// whatever is left of the others can go.
+    async fn recovered(&self) {}
+
+    /// How this backend holds a session's processes together (for `/metrics`).
+    fn containment_mode(&self) -> Option<&'static str> {
+        None
+    }
 }

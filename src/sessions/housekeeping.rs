@@ -85,6 +85,7 @@ pub(super) async fn load_stored_sessions(inner: &Arc<Inner>) -> anyhow::Result<(
         }
         inner.registry_write().insert(row.id, session);
     }
+    inner.backend.recovered().await;
     Ok(())
 }
 

@@ -1,15 +1,18 @@
 //! The local backend: each session's agent is a process group on this host, started by
 //! the startup script (directly when the embedded one would only exec it) on a reserved
 //! port, watched by the reaper, and stopped group-wide (polite signal, grace period, then
-//! force).
+//! force); whatever else the session started is ended with it through its containment
+//! (cgroup, or the record of its descendants).
 
 pub mod agent_log;
+pub mod containment;
 mod isolation;
 mod launch;
 mod listeners;
 pub mod ports;
 pub mod procfs;
 pub mod reaper;
+mod uid_pool;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +27,11 @@ use super::backend::{
 };
 use crate::config::{AgentConfig, BUILTIN_ECHO_AGENT, Config};
 use crate::upstream::UpstreamClient;
+use containment::Containment;
 use isolation::Isolation;
 use ports::PortAllocator;
 use reaper::Reaper;
+use uid_pool::UidPool;
 
 /// The embedded default startup script (sessions.md step 5).
 pub const DEFAULT_SCRIPT: &str = include_str!("../../scripts/agentapi_default.sh");
@@ -51,6 +56,9 @@ pub struct LocalBackend {
     lang_env: String,
     ready_timeout: Duration,
     isolation: Isolation,
+    containment: Arc<Containment>,
+    /// One uid per session (`agent.uid_range`).
+    uids: Option<UidPool>,
     ports: Arc<PortAllocator>,
     reaper: Reaper,
     client: UpstreamClient,
@@ -78,8 +86,11 @@ impl LocalBackend {
             .with_context(|| format!("while resolving data_dir {}", config.data_dir))?;
         let sessions_dir = data_dir.join("sessions");
         create_private_dir(&sessions_dir)?;
-        let isolation = Isolation::from_config(&config.agent)?;
+        let mut isolation = Isolation::from_config(&config.agent)?;
         isolation.open_path(&[&data_dir, &sessions_dir])?;
+        let containment = Containment::new(&config.agent, &sessions_dir)?;
+        isolation.leave_to_cgroup(containment.limits_processes(), containment.limits_memory());
+        let uids = UidPool::new(&config.agent.uid_range, &sessions_dir);
         let script = if config.agent.script.is_empty() {
             let path = data_dir.join("agentapi_default.sh");
             // The script holds no secret; a separate agent user must be able to read it.
@@ -116,6 +127,8 @@ impl LocalBackend {
             lang_env: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             ready_timeout: Duration::from_secs(config.session.ready_timeout_seconds),
             isolation,
+            containment,
+            uids,
             ports: Arc::new(PortAllocator::new(config.start_port..=config.end_port)),
             reaper: Reaper::start(options.reap_all_children)?,
             client,
@@ -233,12 +246,26 @@ impl LocalBackend {
         }
     }
 
-    /// SIGKILLs the group and waits for it to vanish.
+    /// SIGKILLs the group and everything else of its session, and waits for all of it to
+    /// vanish.
     async fn kill_group(&self, group: i32) {
         Self::signal_group(group, Signal::SIGKILL);
+        self.containment.kill_now(group);
         if !self.wait_group_gone(group, KILL_WAIT).await {
             tracing::error!(group, "process group survived SIGKILL");
         }
+        self.end_containment(group).await;
+    }
+
+    /// Ends what is left of the session of `group` outside the group, and its cgroup.
+    async fn end_containment(&self, group: i32) {
+        let reaper = &self.reaper;
+        self.containment.end(group, &|| reaper.reap_all_now()).await;
+    }
+
+    /// How sessions are contained on this host.
+    pub fn containment_mode(&self) -> containment::Mode {
+        self.containment.mode()
     }
 }
 
@@ -264,6 +291,8 @@ impl SessionBackend for LocalBackend {
             return None;
         }
         self.ports.claim(port);
+        let uid = procfs::owner(process.pid);
+        self.containment.adopt(process.pid, uid.filter(|_| self.uids.is_some()));
         Some(Launched { process: *process, exited: watch_foreign_exit(*process) })
     }
 
@@ -271,6 +300,7 @@ impl SessionBackend for LocalBackend {
         if same_process(process) || procfs::group_alive(process.pid) {
             self.kill_group(process.pid).await;
         }
+        // What it left in its cgroup is ended by `recovered`.
     }
 
     async fn stop(&self, process: &AgentProcess, grace: Duration) {
@@ -279,6 +309,7 @@ impl SessionBackend for LocalBackend {
             tracing::info!(group, ?grace, "agent ignored SIGTERM; killing its process group");
             self.kill_group(group).await;
         }
+        self.end_containment(group).await;
         self.reaper.reap_all_now();
     }
 
@@ -301,6 +332,18 @@ impl SessionBackend for LocalBackend {
         {
             tracing::warn!(%error, session_id, "could not remove the session directory");
         }
+        if let Some(pool) = &self.uids {
+            pool.release(session_id);
+        }
+    }
+
+    async fn recovered(&self) {
+        let reaper = &self.reaper;
+        self.containment.sweep_leftovers(&|| reaper.reap_all_now()).await;
+    }
+
+    fn containment_mode(&self) -> Option<&'static str> {
+        Some(self.containment.mode().label())
     }
 
     fn maintain(&self, session_id: &str) {

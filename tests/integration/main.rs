@@ -6,6 +6,7 @@ mod bench_smoke;
 mod cli;
 mod cli_client;
 mod client;
+mod containment;
 mod data_dir;
 mod echo_agent;
 mod github;

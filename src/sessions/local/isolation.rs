@@ -51,9 +51,11 @@ impl Isolation {
         Ok(())
     }
 
-    /// Gives a session's directories to the agents' user.
-    pub fn hand_over(&self, dirs: &[&Path]) -> anyhow::Result<()> {
-        let Some((uid, gid)) = self.user else { return Ok(()) };
+    /// Gives a session's directories to the agents' user, or to the session's own uid
+    /// (`agent.uid_range`) in the user's group.
+    pub fn hand_over(&self, dirs: &[&Path], session_uid: Option<u32>) -> anyhow::Result<()> {
+        let Some((user_uid, gid)) = self.user else { return Ok(()) };
+        let uid = session_uid.map_or(user_uid, Uid::from_raw);
         for dir in dirs {
             chown(*dir, Some(uid), Some(gid))
                 .with_context(|| format!("while giving {} to the agent user", dir.display()))?;
@@ -61,9 +63,22 @@ impl Isolation {
         Ok(())
     }
 
+    /// Limits the session's cgroup already applies are not set again as rlimits: a
+    /// per-uid `RLIMIT_NPROC` would count every agent of a shared user (finding 6). Without
+    /// a memory cgroup, `memory_bytes` falls back to `RLIMIT_AS` unless that is set.
+    pub fn leave_to_cgroup(&mut self, processes: bool, memory: bool) {
+        if processes {
+            self.limits.max_processes = 0;
+        }
+        if !memory && self.limits.memory_bytes > 0 && self.limits.address_space_bytes == 0 {
+            tracing::warn!("no memory cgroup: agent.limits.memory_bytes is applied as RLIMIT_AS");
+            self.limits.address_space_bytes = self.limits.memory_bytes;
+        }
+    }
+
     /// A command that runs `program args...` confined: under `prlimit` when limits are set,
-    /// as the agents' user when one is set.
-    pub fn command(&self, program: &Path) -> Command {
+    /// as the agents' user (or the session's own uid in its group) when one is set.
+    pub fn command(&self, program: &Path, session_uid: Option<u32>) -> Command {
         let limits = [
             ("--nproc", self.limits.max_processes),
             ("--nofile", self.limits.open_files),
@@ -81,9 +96,9 @@ impl Isolation {
             command.args(&set).arg("--").arg(program);
             command
         };
-        if let Some((uid, gid)) = self.user {
+        if let Some((user_uid, gid)) = self.user {
             use std::os::unix::process::CommandExt;
-            command.uid(uid.as_raw()).gid(gid.as_raw());
+            command.uid(session_uid.unwrap_or(user_uid.as_raw())).gid(gid.as_raw());
         }
         command
     }

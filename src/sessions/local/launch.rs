@@ -42,13 +42,20 @@ pub(super) async fn launch(
 ) -> Result<Launched, LaunchError> {
     let dir = backend.session_dir(&spec.session_id);
     create_private_dir(&dir.join("tmp")).map_err(LaunchError::Internal)?;
-    backend.isolation.hand_over(&[&dir, &dir.join("tmp")]).map_err(LaunchError::Internal)?;
+    let uid = match &backend.uids {
+        Some(pool) => Some(pool.acquire(&spec.session_id).ok_or_else(|| {
+            LaunchError::Internal(anyhow::anyhow!("every uid of agent.uid_range is in use"))
+        })?),
+        None => None,
+    };
+    backend.isolation.hand_over(&[&dir, &dir.join("tmp")], uid).map_err(LaunchError::Internal)?;
     let deadline = Instant::now() + backend.ready_timeout;
     let mut hint = port_hint;
     for attempt in 1..=PORT_ATTEMPTS {
         let port = backend.ports.reserve(hint.take()).ok_or(LaunchError::NoPort)?;
         let mut guard = GroupGuard { backend, group: None, port: Some(port) };
-        let (pid, mut exited) = spawn(backend, spec, port, &dir).map_err(LaunchError::Internal)?;
+        let (pid, mut exited) =
+            spawn(backend, spec, port, &dir, uid).map_err(LaunchError::Internal)?;
         guard.group = Some(pid);
         let process = AgentProcess {
             pid,
@@ -101,18 +108,20 @@ fn spawn(
     spec: &AgentSpec,
     port: u16,
     dir: &Path,
+    uid: Option<u32>,
 ) -> anyhow::Result<(i32, oneshot::Receiver<Exit>)> {
     use anyhow::Context;
     let log =
         agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
     let argv = backend.agent_argv(spec, port);
     let mut command = if backend.needs_script(spec) {
-        let mut command = backend.isolation.command(&backend.shell);
+        let mut command = backend.isolation.command(&backend.shell, uid);
         command.arg("--noprofile").arg("--norc").arg(&backend.script).args(&argv);
         command
     } else {
         let (program, args) = argv.split_first().context("an empty agent command line")?;
-        let mut command = backend.isolation.command(&isolation::locate(program, &backend.path_env));
+        let program = isolation::locate(program, &backend.path_env);
+        let mut command = backend.isolation.command(&program, uid);
         command.args(args);
         command
     };
@@ -124,8 +133,12 @@ fn spawn(
         .stdout(log.try_clone().context("while sharing agent.log")?)
         .stderr(log)
         .process_group(0);
+    let entry = backend.containment.prepare(&spec.session_id)?;
+    entry.apply(&mut command);
     let child = command.spawn().context("while spawning the agent")?;
+    drop(entry);
     let pid = i32::try_from(child.id()).context("pid out of range")?;
+    backend.containment.attach(&spec.session_id, pid, uid);
     // The reaper owns the exit status from here; dropping `Child` neither waits nor kills.
     let exited = backend.reaper.watch(pid);
     drop(child);
@@ -216,6 +229,7 @@ impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
         if let Some(group) = self.group {
             LocalBackend::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+            self.backend.containment.kill_now(group);
             self.backend.reaper.reap_now();
         }
         if let Some(port) = self.port {

@@ -40,6 +40,12 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The uid `pid` runs as (the owner of its `/proc` entry).
+pub fn owner(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}")).ok().map(|meta| meta.uid())
+}
+
 /// Every process on the host, as far as it can be read.
 pub fn all_processes() -> Vec<ProcStat> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };

@@ -86,9 +86,15 @@ impl Drop for BinaryServer {
 }
 
 /// Kills the process group of every process whose working directory lies under `dir`: the
-/// agents of a test's server (they run in `<data_dir>/sessions/<id>`).
+/// agents of a test's server (they run in `<data_dir>/sessions/<id>`), and removes the
+/// session cgroups the server left.
 pub fn kill_agents_under(dir: &Path) {
     let Ok(dir) = std::fs::canonicalize(dir) else { return };
+    if let Ok(data) = std::fs::canonicalize(dir.join("data")) {
+        agentapi_proxy::sessions::local::containment::remove_leftover_cgroups(
+            &data.join("sessions"),
+        );
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
