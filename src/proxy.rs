@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
 pub use headers::{Cidr, Peer};
-pub use pool::AgentConnections;
+pub use pool::{AgentConnections, EndpointCheck};
 pub use sse::{FrameBoundary, PING};
 
 use crate::config::Config;
