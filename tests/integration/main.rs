@@ -9,6 +9,7 @@ mod client;
 mod echo_agent;
 mod github;
 mod hostile_input;
+mod hostile_ports;
 mod isolation;
 mod lifecycle;
 mod openapi;
