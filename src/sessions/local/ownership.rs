@@ -177,4 +177,17 @@ mod tests {
         let stranger = Agent { group: own_group() + 1_000_000, port: own_port };
         assert!(squatters(&[stranger], &range).is_empty(), "not the session's listeners");
     }
+
+    #[test]
+    fn the_readiness_check_sees_what_the_agent_process_itself_listens_on() {
+        let own = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let [own_port, other_port] =
+            [&own, &other].map(|listener| listener.local_addr().expect("addr").port());
+        let range = own_port.min(other_port)..=own_port.max(other_port);
+        let me = std::process::id() as i32;
+        assert_eq!(leader_squats(Agent { group: me, port: own_port }, &range), vec![other_port]);
+        drop(other);
+        assert!(leader_squats(Agent { group: me, port: own_port }, &range).is_empty());
+    }
 }
