@@ -176,14 +176,19 @@ async fn a_stranger_planted_on_the_agents_port_never_gets_a_request() {
     assert_eq!(strangers.requests(), 0, "no request of anyone ever reached a stranger");
 }
 
-/// An agentapi look-alike that stops listening (but keeps running) when asked `/let-go`;
-/// every answer closes its connection.
+/// An agentapi look-alike on port `argv[1]` that stops listening (but keeps running) when
+/// asked `/let-go`; every answer closes its connection. It also listens on any further
+/// ports named, without ever answering there.
 const LETTING_GO_AGENT: &str = r#"
 import socket, sys, threading
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("127.0.0.1", int(sys.argv[1])))
-server.listen(16)
+def listen(port):
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", int(port)))
+    listener.listen(16)
+    return listener
+server = listen(sys.argv[1])
+others = [listen(port) for port in sys.argv[2:]]
 while True:
     connection, _ = server.accept()
     request = b""
@@ -264,13 +269,17 @@ for port in sys.argv[1:]:
 threading.Event().wait()
 "#;
 
-/// With `SQUAT` set, a child of the agent binds every other port of the range.
+/// With `SQUAT=leader` the agent itself listens on every other port of the range as well
+/// as its own; with `SQUAT=child` a child of the agent does.
 const SQUATTING_SCRIPT: &str = r#"#!/usr/bin/env bash
-if [ -n "$SQUAT" ]; then
-  others=()
-  for port in $(seq "$RANGE_START" "$RANGE_END"); do
-    [ "$port" != "$APX_PORT" ] && others+=("$port")
-  done
+others=()
+for port in $(seq "$RANGE_START" "$RANGE_END"); do
+  [ "$port" != "$APX_PORT" ] && others+=("$port")
+done
+if [ "$SQUAT" = leader ]; then
+  exec "$PYTHON" "$AGENT" "$APX_PORT" "${others[@]}"
+fi
+if [ "$SQUAT" = child ]; then
   "$PYTHON" "$SQUATTER" "${others[@]}" &
 fi
 exec "$@"
@@ -280,6 +289,7 @@ exec "$@"
 async fn an_agent_squatting_the_port_range_is_stopped_and_the_ports_come_free() {
     let scripts = tempfile::tempdir().expect("dir");
     let squatter = write_file(scripts.path(), "squatter.py", SQUATTER);
+    let agent = write_file(scripts.path(), "agent.py", LETTING_GO_AGENT);
     let script = write_file(scripts.path(), "agent.sh", SQUATTING_SCRIPT);
     let (first, last) = free_range(4);
     let server = TestServer::start(|config| {
@@ -289,13 +299,26 @@ async fn an_agent_squatting_the_port_range_is_stopped_and_the_ports_come_free() 
         let environment = &mut config.agent.environment;
         environment.insert("PYTHON".into(), python());
         environment.insert("SQUATTER".into(), squatter.display().to_string());
+        environment.insert("AGENT".into(), agent.display().to_string());
         environment.insert("RANGE_START".into(), first.to_string());
         environment.insert("RANGE_END".into(), last.to_string());
     })
     .await;
     let client = reqwest::Client::new();
+
+    // Squatting before it answers: the start fails.
     let (status, answer) =
-        start(&client, &server.base(), json!({"environment": {"SQUAT": "1"}})).await;
+        start(&client, &server.base(), json!({"environment": {"SQUAT": "leader"}})).await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["code"], "agent_failed_to_start");
+    let others: Vec<u16> = (first + 1..=last).collect();
+    assert_eq!(answer["details"]["squatted_ports"], json!(others), "{answer}");
+    let (_, failed) = get_json(&client, &server.url("/search?status=failed")).await;
+    assert_eq!(failed["sessions"][0]["exit_reason"], "port_squatting", "{failed}");
+
+    // Squatting once running (a child of the agent): the agent is stopped.
+    let (status, answer) =
+        start(&client, &server.base(), json!({"environment": {"SQUAT": "child"}})).await;
     let id = answer["session_id"].as_str().expect("a session either way").to_string();
     let detail_url = server.url(&format!("/sessions/{id}"));
     let detail = wait_until("the squatter to be stopped", Duration::from_secs(15), || {
