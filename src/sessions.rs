@@ -111,6 +111,7 @@ impl SessionManager {
         });
         housekeeping::load_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
+        housekeeping::spawn_port_watch(Arc::downgrade(&inner));
         Ok(Self(inner))
     }
 

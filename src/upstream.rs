@@ -1,6 +1,8 @@
 //! The one pooled HTTP/1.1 client to agents, shared by readiness polls, status refreshes,
 //! initial prompts and the proxy. Agents are always addressed as `127.0.0.1:<port>` with that
-//! `Host` header (agentapi refuses other hosts).
+//! `Host` header (agentapi refuses other hosts). The server's own calls read at most
+//! [`MAX_ANSWER_BYTES`] of an answer (security.md rule 17): an agent is not trusted to answer
+//! small.
 
 use std::time::Duration;
 
@@ -12,6 +14,10 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+/// The most the server reads of an agent's answer to one of its own calls; a larger answer
+/// is a failed call.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Pooled keep-alive client to agent ports.
 pub type UpstreamClient = Client<HttpConnector, Body>;
@@ -28,7 +34,8 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         .build(connector)
 }
 
-/// Sends a small request to an agent and collects its (small) answer within `timeout`.
+/// Sends a small request to an agent and collects its answer within `timeout`; an answer
+/// over [`MAX_ANSWER_BYTES`] (declared or sent) fails without being read further.
 pub async fn exchange(
     client: &UpstreamClient,
     port: u16,
@@ -53,11 +60,17 @@ pub async fn exchange(
     let work = async {
         let response = client.request(request).await.context("while calling the agent")?;
         let status = response.status();
-        let bytes = response
-            .into_body()
+        let declared = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_ANSWER_BYTES as u64) {
+            anyhow::bail!("the agent's answer is over {MAX_ANSWER_BYTES} bytes");
+        }
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .context("while reading the agent's answer")?
+            .map_err(|error| anyhow::anyhow!("while reading the agent's answer: {error}"))?
             .to_bytes();
         Ok::<_, anyhow::Error>((status, bytes))
     };
@@ -75,5 +88,73 @@ pub async fn agent_status(client: &UpstreamClient, port: u16, timeout: Duration)
     match value.get("status")?.as_str()? {
         state @ ("running" | "stable") => Some(state.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A stand-in agent that answers every request with `head` and then `body_bytes` zeros
+    /// (or without end when `None`), as fast as it can.
+    async fn agent(head: &'static str, body_bytes: Option<usize>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![0u8; 64 * 1024];
+                    let mut left = body_bytes.unwrap_or(usize::MAX);
+                    while left > 0 {
+                        let size = left.min(chunk.len());
+                        if stream.write_all(&chunk[..size]).await.is_err() {
+                            return;
+                        }
+                        left -= size;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn get_status(port: u16) -> anyhow::Result<(StatusCode, Bytes)> {
+        let client = client(Duration::from_secs(1));
+        exchange(&client, port, Method::GET, "/status", None, Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_fails_after_the_limit_without_waiting_for_the_timeout() {
+        let port = agent("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", None).await;
+        let started = Instant::now();
+        let error = get_status(port).await.expect_err("over the limit");
+        assert!(format!("{error:#}").contains("length limit"), "{error:#}");
+        assert!(started.elapsed() < Duration::from_secs(4), "failed at the limit, not the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 4294967296\r\n\r\n";
+        let port = agent(head, Some(16)).await;
+        let error = get_status(port).await.expect_err("declared too large");
+        assert!(format!("{error:#}").contains("over 1048576 bytes"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_at_the_limit_is_read_whole() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n";
+        let port = agent(head, Some(MAX_ANSWER_BYTES)).await;
+        let (status, body) = get_status(port).await.expect("at the limit");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), MAX_ANSWER_BYTES);
     }
 }

@@ -60,6 +60,8 @@ pub enum ExitReason {
     ReadyTimeout,
     /// The agent exited before it answered.
     StartFailed,
+    /// The agent listened on ports of the agent range other than its own and was stopped.
+    PortSquatting,
 }
 
 impl ExitReason {
@@ -72,6 +74,7 @@ impl ExitReason {
             Self::LostWhileDown => "lost_while_down",
             Self::ReadyTimeout => "ready_timeout",
             Self::StartFailed => "start_failed",
+            Self::PortSquatting => "port_squatting",
         }
     }
 
@@ -84,6 +87,7 @@ impl ExitReason {
             Self::LostWhileDown,
             Self::ReadyTimeout,
             Self::StartFailed,
+            Self::PortSquatting,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == text)

@@ -3,10 +3,12 @@
 //! sockets go when the session does. Idle connections are kept per listener worker, so a
 //! connection is only used by the thread whose runtime drives it. A connection returns to the
 //! pool when its response body has been read to the end; one dropped half-way is closed by
-//! hyper, never reused.
+//! hyper, never reused. A new connection is used only once the session layer's
+//! [`EndpointCheck`] confirms that whatever listens on the port is the agent's (a stranger
+//! that took the port is never sent a request).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,12 +37,33 @@ pub enum SendError {
     ConnectTimeout,
     #[error("the exchange with the agent failed")]
     Http(#[source] hyper::Error),
+    #[error("something other than the agent listens on its port")]
+    NotTheAgent,
+}
+
+/// Tells whether every listener a new connection to the agent's port can reach is the
+/// agent's own. Blocking but brief; asked once per new connection.
+#[derive(Clone)]
+pub struct EndpointCheck(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl EndpointCheck {
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+}
+
+impl std::fmt::Debug for EndpointCheck {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("EndpointCheck")
+    }
 }
 
 /// The idle keep-alive connections to one agent.
 #[derive(Debug, Default)]
 pub struct AgentConnections {
     idle: [Mutex<Vec<IdleConnection>>; WORKER_SLOTS],
+    /// Set by the session layer for each agent it runs; none: every connection is used.
+    check: RwLock<Option<EndpointCheck>>,
 }
 
 #[derive(Debug)]
@@ -64,7 +87,7 @@ impl AgentConnections {
         let fresh = reused.is_none();
         let mut sender = match reused {
             Some(sender) => sender,
-            None => connect(port, connect_timeout).await?,
+            None => self.connect(port, connect_timeout).await?,
         };
         let request = if sender.ready().await.is_ok() {
             match sender.try_send_request(request).await {
@@ -77,10 +100,33 @@ impl AgentConnections {
         } else {
             request
         };
-        let mut sender = connect(port, connect_timeout).await?;
+        let mut sender = self.connect(port, connect_timeout).await?;
         sender.ready().await.map_err(SendError::Http)?;
         let response = sender.send_request(request).await.map_err(SendError::Http)?;
         Ok(self.track(port, sender, response))
+    }
+
+    /// Makes `check` the test every new connection must pass; idle connections (made to the
+    /// agent before) are kept.
+    pub fn check_endpoint_with(&self, check: EndpointCheck) {
+        *self.check.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(check);
+    }
+
+    /// A new connection to `port`, used only when the endpoint check passes after connecting
+    /// (a listener that took the connection is still listening then).
+    async fn connect(&self, port: u16, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
+            .map_err(SendError::Connect)?;
+        let check = self.check.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(check) = check
+            && !(check.0)()
+        {
+            tracing::warn!(port, "a stranger listens on the agent's port; not sending it anything");
+            return Err(SendError::NotTheAgent);
+        }
+        handshake(port, stream).await
     }
 
     /// A live idle connection to `port`, newest first; stale ones met on the way are closed.
@@ -138,11 +184,7 @@ impl AgentConnections {
     }
 }
 
-async fn connect(port: u16, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .map_err(|_| SendError::ConnectTimeout)?
-        .map_err(SendError::Connect)?;
+async fn handshake(port: u16, stream: TcpStream) -> Result<SendRequest<Body>, SendError> {
     let _ = stream.set_nodelay(true);
     let (sender, connection) =
         http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
@@ -284,6 +326,30 @@ mod tests {
             assert_eq!(body_text(response).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "one new connection, then reused");
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_failing_the_endpoint_check_is_never_sent_anything() {
+        // The stand-in's first connection answers once and closes; later ones stay open.
+        let close_first = Arc::new(tokio::sync::Notify::new());
+        close_first.notify_one();
+        let (port, _accepted, _closed) = agent(close_first).await;
+        let pool = Arc::new(AgentConnections::default());
+        let allowed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = allowed.clone();
+        pool.check_endpoint_with(EndpointCheck::new(move || flag.load(Ordering::SeqCst)));
+        let timeout = Duration::from_secs(2);
+        for _ in 0..2 {
+            pool.idle_here().clear();
+            let checked = pool.send(port, timeout, get(port)).await.expect("checked and sent");
+            assert_eq!(body_text(checked).await, "ok");
+        }
+        allowed.store(false, Ordering::SeqCst);
+        let reused = pool.send(port, timeout, get(port)).await.expect("an idle connection");
+        assert_eq!(body_text(reused).await, "ok", "connections made before stay usable");
+        pool.idle_here().clear();
+        let refused = pool.send(port, timeout, get(port)).await;
+        assert!(matches!(refused, Err(SendError::NotTheAgent)), "a new connection was used");
     }
 
     #[tokio::test]

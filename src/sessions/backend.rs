@@ -80,6 +80,10 @@ pub enum LaunchError {
     Timeout { details: Value },
     /// No port is free in the configured range.
     NoPort,
+    /// Another process listened on the agent's port at every attempt; it was never talked to.
+    PortTaken,
+    /// The agent already listened on other ports of the agent range; it was stopped.
+    PortSquatting { details: Value },
     /// Our own failure (spawning, files).
     Internal(anyhow::Error),
 }
@@ -127,5 +131,17 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     /// How this backend holds a session's processes together (for `/metrics`).
     fn containment_mode(&self) -> Option<&'static str> {
         None
+    }
+
+    /// Whether every listener a new connection to the agent's endpoint can reach belongs to
+    /// the agent's session (asked before a new proxy connection is used). Blocking, brief.
+    fn owns_endpoint(&self, _process: &AgentProcess) -> bool {
+        true
+    }
+
+    /// Of `running`, the agents that listen on ports of the agent range other than their
+    /// own, with those ports. Blocking; one look at the host for all of them.
+    fn squatters(&self, _running: &[AgentProcess]) -> Vec<(AgentProcess, Vec<u16>)> {
+        Vec::new()
     }
 }

@@ -1,5 +1,6 @@
-//! Work on the registry as a whole: loading stored sessions at boot, and purging finished
-//! sessions once `retain_finished_seconds` have passed.
+//! Work on the registry as a whole: loading stored sessions at boot, purging finished
+//! sessions once `retain_finished_seconds` have passed, and stopping agents that listen on
+//! other ports of the agent range (`port_squatting`).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::net::Ipv4Addr;
 use tokio::sync::mpsc;
 
 use super::backend::{AgentProcess, Endpoint};
-use super::session::{LiveState, Session};
+use super::session::{Control, LiveState, Session, StopReason};
 use super::{Inner, supervisor};
 use crate::clock::now_ms;
 
@@ -87,6 +88,51 @@ pub(super) async fn load_stored_sessions(inner: &Arc<Inner>) -> anyhow::Result<(
     }
     inner.backend.recovered().await;
     Ok(())
+}
+
+/// How often the agent range is looked over for agents listening on ports not theirs.
+const PORT_WATCH_PERIOD: Duration = Duration::from_secs(1);
+
+/// Starts the task that stops squatting agents: one look at the host's listeners per
+/// [`PORT_WATCH_PERIOD`] for every active session at once.
+pub(super) fn spawn_port_watch(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(PORT_WATCH_PERIOD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(strong) = inner.upgrade() else { return };
+            stop_squatters(&strong).await;
+        }
+    });
+}
+
+async fn stop_squatters(inner: &Inner) {
+    let active: Vec<(Arc<Session>, AgentProcess)> = inner
+        .registry_read()
+        .values()
+        .filter_map(|session| {
+            let state = session.state();
+            let process = state.process.filter(|_| state.status == SessionStatus::Active)?;
+            Some((session.clone(), process))
+        })
+        .collect();
+    if active.is_empty() {
+        return;
+    }
+    let backend = inner.backend.clone();
+    let running: Vec<AgentProcess> = active.iter().map(|(_, process)| *process).collect();
+    let Ok(found) = tokio::task::spawn_blocking(move || backend.squatters(&running)).await else {
+        return;
+    };
+    for (process, ports) in found {
+        let Some((session, _)) = active.iter().find(|(_, candidate)| *candidate == process) else {
+            continue;
+        };
+        tracing::warn!(session_id = %session.id, port = process.endpoint.port, ?ports, "the agent listens on other ports of the agent range; stopping it");
+        let (done, _) = tokio::sync::oneshot::channel();
+        session.send(Control::Stop { reason: StopReason::PortSquatting, done });
+    }
 }
 
 /// Starts the task that removes finished sessions past their retention.

@@ -22,12 +22,17 @@ pub(super) async fn deliver(inner: Arc<Inner>, session: Arc<Session>, content: S
     let give_up = Instant::now() + GIVE_UP_AFTER;
     let mut pause = Duration::from_millis(50);
     let outcome = loop {
-        let (status, port) = session.status_and_port();
-        let Some(port) = port.filter(|_| status == SessionStatus::Active) else {
+        let state = session.state();
+        let Some(process) = state.process.filter(|_| state.status == SessionStatus::Active) else {
             break InitialMessageState::Failed;
         };
-        let agent =
-            crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await;
+        let port = process.endpoint.port;
+        // The user's prompt goes to the agent only, never to a stranger that took its port.
+        let agent = if inner.backend.owns_endpoint(&process) {
+            crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await
+        } else {
+            None
+        };
         if agent.as_deref() == Some("stable") {
             let body = json!({ "content": content, "type": "user" });
             let sent = crate::upstream::exchange(

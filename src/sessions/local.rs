@@ -9,6 +9,7 @@ pub mod containment;
 mod isolation;
 mod launch;
 mod listeners;
+mod ownership;
 pub mod ports;
 pub mod procfs;
 pub mod reaper;
@@ -287,7 +288,9 @@ impl SessionBackend for LocalBackend {
         let port = process.endpoint.port;
         let answers =
             crate::upstream::agent_status(&self.client, port, Duration::from_secs(2)).await;
-        if answers.is_none() || procfs::group_listens_on(process.pid, port) == Some(false) {
+        if answers.is_none()
+            || ownership::port_owner(process.pid, port) != ownership::PortOwner::Session
+        {
             return None;
         }
         self.ports.claim(port);
@@ -350,6 +353,24 @@ impl SessionBackend for LocalBackend {
         if let Err(error) = agent_log::cap(&self.log_path(session_id), self.agent.log_max_bytes) {
             tracing::warn!(%error, session_id, "could not cap agent.log");
         }
+    }
+
+    fn owns_endpoint(&self, process: &AgentProcess) -> bool {
+        ownership::port_owner(process.pid, process.endpoint.port) == ownership::PortOwner::Session
+    }
+
+    fn squatters(&self, running: &[AgentProcess]) -> Vec<(AgentProcess, Vec<u16>)> {
+        let agents: Vec<ownership::Agent> = running
+            .iter()
+            .map(|process| ownership::Agent { group: process.pid, port: process.endpoint.port })
+            .collect();
+        ownership::squatters(&agents, self.ports.range())
+            .into_iter()
+            .filter_map(|(agent, ports)| {
+                let process = running.iter().find(|process| process.pid == agent.group)?;
+                Some((*process, ports))
+            })
+            .collect()
     }
 }
 

@@ -23,6 +23,8 @@ pub enum StopReason {
     Deleted,
     IdleTimeout,
     ServerShutdown,
+    /// The agent listened on other ports of the agent range.
+    PortSquatting,
 }
 
 impl StopReason {
@@ -32,6 +34,7 @@ impl StopReason {
             Self::Deleted => ExitReason::AgentExited,
             Self::IdleTimeout => ExitReason::IdleTimeout,
             Self::ServerShutdown => ExitReason::ServerShutdown,
+            Self::PortSquatting => ExitReason::PortSquatting,
         }
     }
 }
@@ -51,6 +54,8 @@ pub enum StartFailure {
     Exited { details: Value },
     TimedOut { details: Value },
     NoPort,
+    PortTaken,
+    PortSquatting { details: Value },
     Internal,
 }
 
@@ -69,6 +74,16 @@ impl StartFailure {
             Self::NoPort => ApiError::AtCapacity {
                 message: "no free port is left for another agent".into(),
                 retry_after_seconds: super::RETRY_AFTER_SECONDS,
+            },
+            Self::PortTaken => ApiError::AtCapacity {
+                message: "another process listened on the agent's port at every attempt".into(),
+                retry_after_seconds: super::RETRY_AFTER_SECONDS,
+            },
+            Self::PortSquatting { details } => ApiError::AgentUnavailable {
+                code: "agent_failed_to_start",
+                message: "the agent listened on other ports of the agent range and was stopped"
+                    .into(),
+                details: Some(details),
             },
             Self::Internal => ApiError::Internal(anyhow::anyhow!("the agent could not be started")),
         }

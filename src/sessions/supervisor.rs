@@ -103,6 +103,10 @@ pub(super) async fn supervise(
             }
         };
         session.touch();
+        let backend = inner.backend.clone();
+        session.connections.check_endpoint_with(crate::proxy::EndpointCheck::new(move || {
+            backend.owns_endpoint(&process)
+        }));
         inner
             .record(&session, |state| {
                 state.status = SessionStatus::Active;
@@ -218,6 +222,10 @@ async fn watch_running(
 }
 
 async fn refresh_agent_status(inner: &Inner, session: &Session, process: &AgentProcess) {
+    if !inner.backend.owns_endpoint(process) {
+        tracing::warn!(session_id = %session.id, port = process.endpoint.port, "something other than the agent listens on its port");
+        return;
+    }
     let port = process.endpoint.port;
     let status = crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await;
     if let Some(status) = status
@@ -285,6 +293,10 @@ async fn record_start_failure(inner: &Inner, session: &Session, error: LaunchErr
             (StartFailure::TimedOut { details }, None, ExitReason::ReadyTimeout)
         }
         LaunchError::NoPort => (StartFailure::NoPort, None, ExitReason::StartFailed),
+        LaunchError::PortTaken => (StartFailure::PortTaken, None, ExitReason::StartFailed),
+        LaunchError::PortSquatting { details } => {
+            (StartFailure::PortSquatting { details }, None, ExitReason::PortSquatting)
+        }
         LaunchError::Internal(error) => {
             tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not start an agent");
             (StartFailure::Internal, None, ExitReason::StartFailed)

@@ -1,7 +1,8 @@
 //! Starting one agent: reserve a port, spawn it in its own process group (through the
 //! startup script when that has work to do), and poll `/status` until our own child
-//! answers — retrying on another port when the port turns out to be taken, killing the
-//! group when it fails or never answers.
+//! answers — retrying on another port when the port turns out to be taken (a stranger is
+//! never sent a request), killing the group when it fails, never answers, or already
+//! listens on other ports of the agent range.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use super::ownership::{self, Agent, PortOwner};
 use super::{LocalBackend, agent_log, create_private_dir, isolation, procfs};
 use crate::sessions::backend::{
     AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
@@ -30,6 +32,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 enum Readiness {
     Ready,
+    /// Something that is not the session listens where connections to the port land.
+    Stranger,
     Exited(Exit),
     TimedOut,
 }
@@ -51,8 +55,10 @@ pub(super) async fn launch(
     backend.isolation.hand_over(&[&dir, &dir.join("tmp")], uid).map_err(LaunchError::Internal)?;
     let deadline = Instant::now() + backend.ready_timeout;
     let mut hint = port_hint;
+    let mut taken = Vec::with_capacity(PORT_ATTEMPTS);
     for attempt in 1..=PORT_ATTEMPTS {
-        let port = backend.ports.reserve(hint.take()).ok_or(LaunchError::NoPort)?;
+        let port = backend.ports.reserve(hint.take(), &taken).ok_or(LaunchError::NoPort)?;
+        taken.push(port);
         let mut guard = GroupGuard { backend, group: None, port: Some(port) };
         let (pid, mut exited) =
             spawn(backend, spec, port, &dir, uid).map_err(LaunchError::Internal)?;
@@ -66,21 +72,40 @@ pub(super) async fn launch(
         // finish before the launch reports anything, so the store never sees `active` first.
         let (_, readiness) = tokio::join!(
             observer.spawned(&process),
-            wait_until_ready(backend, port, &mut exited, deadline)
+            wait_until_ready(backend, Agent { group: pid, port }, &mut exited, deadline)
         );
         let last_attempt = attempt == PORT_ATTEMPTS;
         match readiness {
-            Readiness::Ready => match procfs::group_listens_on(pid, port) {
-                Some(false) if !last_attempt => {
-                    tracing::warn!(port, "another process answers on the agent's port; retrying");
+            Readiness::Ready => {
+                let squatted =
+                    ownership::leader_squats(Agent { group: pid, port }, backend.ports.range());
+                if !squatted.is_empty() {
+                    tracing::warn!(
+                        port,
+                        ?squatted,
+                        "the agent listens on other ports of the range; stopping it"
+                    );
                     backend.kill_group(pid).await;
-                    continue;
+                    let tail = log_tail(backend, &spec.session_id).await;
+                    let mut details = failure_details(None, &tail);
+                    details["squatted_ports"] = json!(squatted);
+                    return Err(LaunchError::PortSquatting { details });
                 }
-                _ => {
-                    guard.disarm();
-                    return Ok(Launched { process, exited });
+                guard.disarm();
+                return Ok(Launched { process, exited });
+            }
+            Readiness::Stranger => {
+                // Dropping the guard releases the port; `taken` keeps this start off it.
+                tracing::warn!(
+                    port,
+                    attempt,
+                    "another process listens on the agent's port; not talking to it"
+                );
+                backend.kill_group(pid).await;
+                if last_attempt {
+                    return Err(LaunchError::PortTaken);
                 }
-            },
+            }
             Readiness::Exited(exit) => {
                 backend.kill_group(pid).await;
                 let tail = log_tail(backend, &spec.session_id).await;
@@ -100,7 +125,7 @@ pub(super) async fn launch(
             }
         }
     }
-    Err(LaunchError::NoPort)
+    Err(LaunchError::PortTaken)
 }
 
 fn spawn(
@@ -150,12 +175,15 @@ fn spawn(
 /// For the first [`CONNECT_PROBING`] a plain connect every millisecond tells when the agent
 /// listens (a refused connect costs next to nothing), and `/status` is asked only then;
 /// after that `/status` is polled every 5 ms until [`FAST_POLLING`], then doubling to 200 ms.
+/// `/status` is only ever sent once every listener a connection to the port can reach is
+/// the session's; a stranger's listener ends the wait at once.
 async fn wait_until_ready(
     backend: &LocalBackend,
-    port: u16,
+    agent: Agent,
     exited: &mut oneshot::Receiver<Exit>,
     deadline: Instant,
 ) -> Readiness {
+    let port = agent.port;
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
@@ -165,10 +193,18 @@ async fn wait_until_ready(
         let probe_timeout = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         let connect_probing = started.elapsed() < CONNECT_PROBING;
         let listening = !connect_probing || accepts_connections(port, probe_timeout).await;
-        if listening
-            && crate::upstream::agent_status(&backend.client, port, probe_timeout).await.is_some()
-        {
-            return Readiness::Ready;
+        if listening {
+            match ownership::port_owner(agent.group, port) {
+                PortOwner::Stranger => return Readiness::Stranger,
+                PortOwner::Session => {
+                    let status =
+                        crate::upstream::agent_status(&backend.client, port, probe_timeout).await;
+                    if status.is_some() {
+                        return Readiness::Ready;
+                    }
+                }
+                PortOwner::Nobody => {}
+            }
         }
         let now = Instant::now();
         if now >= deadline {

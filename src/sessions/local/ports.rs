@@ -28,13 +28,19 @@ impl PortAllocator {
         Self { range, state: Mutex::new(Allocations { held: HashSet::new(), cursor }) }
     }
 
-    /// Reserves a free port, preferring `preferred` when it is free; `None` when the range is
-    /// exhausted.
-    pub fn reserve(&self, preferred: Option<u16>) -> Option<u16> {
+    /// The ports agents are given.
+    pub fn range(&self) -> &RangeInclusive<u16> {
+        &self.range
+    }
+
+    /// Reserves a free port, preferring `preferred` when it is free and never one of `avoid`
+    /// (ports a start already found taken); `None` when the range is exhausted.
+    pub fn reserve(&self, preferred: Option<u16>, avoid: &[u16]) -> Option<u16> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(port) = preferred
             && self.range.contains(&port)
             && !state.held.contains(&port)
+            && !avoid.contains(&port)
             && is_free(port)
         {
             state.held.insert(port);
@@ -45,7 +51,7 @@ impl PortAllocator {
         for step in 0..span {
             let offset = (u32::from(state.cursor - start) + step) % span;
             let port = start + offset as u16;
-            if !state.held.contains(&port) && is_free(port) {
+            if !state.held.contains(&port) && !avoid.contains(&port) && is_free(port) {
                 state.held.insert(port);
                 state.cursor = if port == end { start } else { port + 1 };
                 return Some(port);
@@ -90,13 +96,14 @@ mod tests {
     #[test]
     fn ports_are_never_handed_out_twice_and_the_range_can_run_out() {
         let allocator = PortAllocator::new(free_range(3));
-        let mut got: Vec<u16> = (0..3).filter_map(|_| allocator.reserve(None)).collect();
+        let mut got: Vec<u16> = (0..3).filter_map(|_| allocator.reserve(None, &[])).collect();
         got.sort();
         got.dedup();
         assert_eq!(got.len(), 3);
-        assert_eq!(allocator.reserve(None), None, "exhausted");
+        assert_eq!(allocator.reserve(None, &[]), None, "exhausted");
         allocator.release(got[1]);
-        assert_eq!(allocator.reserve(None), Some(got[1]));
+        assert_eq!(allocator.reserve(None, &[got[1]]), None, "avoided");
+        assert_eq!(allocator.reserve(Some(got[1]), &[]), Some(got[1]));
     }
 
     #[test]
@@ -104,7 +111,7 @@ mod tests {
         let range = free_range(2);
         let foreign = TcpListener::bind(("127.0.0.1", *range.start())).expect("occupy");
         let allocator = PortAllocator::new(range.clone());
-        assert_eq!(allocator.reserve(None), Some(*range.end()));
+        assert_eq!(allocator.reserve(None, &[]), Some(*range.end()));
         drop(foreign);
     }
 }

@@ -1,5 +1,5 @@
-//! What `/proc` tells about processes and sockets: process groups, start times, zombies,
-//! and which process group owns a listening port. Linux only.
+//! What `/proc` tells about processes: process groups, start times, zombies, and the
+//! sockets a process holds. Linux only.
 
 use std::collections::HashSet;
 use std::fs;
@@ -77,58 +77,14 @@ pub fn group_alive(group: i32) -> bool {
     }
 }
 
-/// Socket inodes listening on TCP `port` (IPv4 and IPv6), from `/proc/net/tcp*`: slow (it
-/// lists every connection on the host), so only when netlink cannot tell.
-fn listening_inodes_from_proc(port: u16) -> HashSet<u64> {
-    let mut inodes = HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else { continue };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let local_port =
-                local.rsplit_once(':').and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
-            if local_port == Some(port)
-                && *state == "0A"
-                && let Ok(inode) = inode.parse()
-            {
-                inodes.insert(inode);
-            }
-        }
-    }
-    inodes
-}
-
-/// Whether a process of `group` holds a socket listening on `port`: the agent that answers
-/// is ours, not a stranger that took the port first. `None` when nothing is seen listening.
-pub fn group_listens_on(group: i32, port: u16) -> Option<bool> {
-    let inodes = super::listeners::listening_inodes(port)
-        .unwrap_or_else(|| listening_inodes_from_proc(port));
-    if inodes.is_empty() {
-        return None;
-    }
-    // The leader is the agent itself (the startup script execs it); the rest of the group
-    // is looked at only when it does not hold the socket.
-    let owned = holds_socket(group, &inodes)
-        || live_group_members(group)
-            .into_iter()
-            .any(|pid| pid != group && holds_socket(pid, &inodes));
-    Some(owned)
-}
-
-/// Whether `pid` has one of the sockets `inodes` open.
-fn holds_socket(pid: i32, inodes: &HashSet<u64>) -> bool {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok()).any(|target| {
-        target
-            .to_str()
-            .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
-            .is_some_and(|inode| inodes.contains(&inode))
-    })
+/// Inodes of the sockets `pid` has open (none when it cannot be read).
+pub fn socket_inodes(pid: i32) -> HashSet<u64> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return HashSet::new() };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -155,20 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn a_listening_socket_is_attributed_to_its_process_group() {
+    fn a_listening_socket_is_among_its_holders_sockets() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let group = stat(std::process::id() as i32).expect("stat").group;
-        assert_eq!(group_listens_on(group, port), Some(true));
-        assert_eq!(group_listens_on(group + 1_000_000, port), Some(false));
-    }
-
-    #[test]
-    fn proc_net_tcp_tells_the_same_listeners_as_netlink() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let from_proc = listening_inodes_from_proc(port);
-        assert_eq!(from_proc.len(), 1);
-        assert_eq!(super::super::listeners::listening_inodes(port), Some(from_proc));
+        let inodes: Vec<u64> = super::super::listeners::listeners_on(port)
+            .into_iter()
+            .map(|listener| listener.inode)
+            .collect();
+        assert_eq!(inodes.len(), 1);
+        assert!(socket_inodes(std::process::id() as i32).contains(&inodes[0]));
     }
 }
