@@ -200,6 +200,14 @@ impl Authenticator {
     }
 
     /// The OAuth flows, when `auth.github.oauth` is configured.
+    /// Every request header that may carry a credential: marked sensitive before anything
+    /// could log or index it.
+    pub fn credential_headers(&self) -> Vec<HeaderName> {
+        let mut names = vec![AUTHORIZATION, http::header::COOKIE];
+        names.extend(self.static_header.iter().chain(&self.token_header).cloned());
+        names
+    }
+
     pub fn oauth(&self) -> Option<&Arc<OAuth>> {
         self.oauth.as_ref()
     }

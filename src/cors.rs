@@ -7,6 +7,13 @@
 //! for an allowed origin, `403` JSON (`forbidden`) for any other. Agents' own CORS headers
 //! are dropped by the proxy path, so what a browser sees comes from here only.
 //!
+//! Why not `tower_http::cors::CorsLayer` (tower-http 0.6, checked): it answers *every*
+//! `OPTIONS` request as a preflight, without looking for `Access-Control-Request-Method`, so a
+//! plain `OPTIONS /{id}/...` meant for an agent would never reach it (sessions.md: the rest is
+//! forwarded as sent); and it answers a preflight from an origin that is not allowed with 200
+//! and no allow headers, where api.md wants `403` with the JSON error body. Wrapping it would
+//! need this module's origin decision anyway, so the decision and the headers stay here.
+//!
 //! Install it as the outermost layer (added last) so it runs before auth:
 //! ```ignore
 //! router.layer(axum::middleware::from_fn_with_state(settings.cors.clone(), cors::cors))

@@ -1,8 +1,20 @@
 //! Every route path of the server, written once, and the layers around them.
+//!
+//! From tower-http: gzip for the API's own answers and sensitive-header marking. Kept as our
+//! own: CORS (`cors.rs` says why), the JSON body limit (`routes/json_body.rs`: tower-http's
+//! `RequestBodyLimitLayer` answers 413 in plain text, api.md wants the JSON error body) and no
+//! blanket API timeout (`POST /start` may rightly wait `ready_timeout_seconds` for an agent,
+//! `DELETE` the stop grace; each of those waits is bounded where it happens, and a timeout
+//! cutting `/start` short would hide the id of an agent that still comes up).
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{any, get, post};
+use http::header::SET_COOKIE;
+use tower_http::compression::CompressionLayer;
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 
 use crate::cors;
 use crate::error::ApiError;
@@ -13,6 +25,7 @@ use crate::state::AppState;
 /// (`search`, `sessions`, ...) is never taken for a session id.
 pub fn build(state: AppState) -> Router {
     let cors_settings = state.proxy.cors.clone();
+    let credential_headers = state.auth.credential_headers();
     let mut router = Router::new();
     // The OAuth routes exist only when `auth.github.oauth` is configured.
     if state.auth.oauth().is_some() {
@@ -40,6 +53,9 @@ pub fn build(state: AppState) -> Router {
         .route("/profiles/{id}", get(profiles::read).put(profiles::update).delete(profiles::delete))
         .route("/profiles/{id}/repositories", post(profiles::add_repository))
         .route("/profiles/{id}/templates", post(profiles::add_template))
+        // The API's own answers may be gzipped (event streams never are); everything added
+        // after this line (the agents' answers) passes as the agent sent it.
+        .layer(CompressionLayer::new())
         .route("/{id}", any(proxy::proxy))
         .route("/{id}/{*rest}", any(proxy::proxy))
         .fallback(|| async { ApiError::NotFound("no such route") })
@@ -47,6 +63,9 @@ pub fn build(state: AppState) -> Router {
         .with_state(state)
         // CORS preflights are answered before authentication, on every path.
         .layer(from_fn_with_state(cors_settings, cors::cors))
+        // Credentials and cookies are marked sensitive before anything could log them.
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(credential_headers.into()))
+        .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
         // Outermost: every request gets an id, a log line and metrics.
         .layer(from_fn(crate::observe::observe))
 }

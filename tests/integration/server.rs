@@ -212,3 +212,53 @@ async fn every_answer_carries_a_request_id_and_a_plain_incoming_one_is_kept() {
         .expect("send");
     assert_ne!(replaced.headers()["x-request-id"], "bad id with spaces");
 }
+
+/// The API's own answers are gzipped for a client that asks; what agents send (proxied
+/// answers, event streams) passes as they sent it.
+#[tokio::test]
+async fn api_answers_are_gzipped_on_request_and_agent_answers_never_are() {
+    use std::io::Read;
+    let server = TestServer::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let plain = client.get(server.url("/openapi.json")).send().await.expect("plain");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.expect("body");
+    let zipped = client
+        .get(server.url("/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("gzipped");
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let zipped = zipped.bytes().await.expect("body");
+    assert!(zipped.len() < plain.len() / 2, "{} vs {}", zipped.len(), plain.len());
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut unzipped).expect("gunzip");
+    assert_eq!(unzipped, plain);
+
+    let (id, _) = crate::support::sessions::start_ok(
+        &client,
+        &server.base(),
+        json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}}),
+    )
+    .await;
+    for path in ["messages", "openapi.json"] {
+        let proxied = client
+            .get(server.url(&format!("/{id}/{path}")))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("proxied");
+        assert_eq!(proxied.status(), 200, "{path}");
+        assert!(proxied.headers().get("content-encoding").is_none(), "{path} was compressed");
+    }
+    let mut events = client
+        .get(server.url(&format!("/{id}/events")))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("events");
+    assert!(events.headers().get("content-encoding").is_none());
+    let first = events.chunk().await.expect("read").expect("a frame");
+    assert!(first.starts_with(b"event: "), "{first:?}");
+}

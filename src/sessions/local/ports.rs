@@ -2,6 +2,10 @@
 //! no live session holds it and nothing on the host listens on it (agentapi binds every
 //! interface, so both `0.0.0.0` and `127.0.0.1` are tried). The check is racy by nature;
 //! the supervisor retries on another port when the agent finds its port taken.
+//!
+//! Why not `portpicker::is_free_tcp` (0.1): it binds only the loopback addresses and calls a
+//! port free when *either* `[::1]` or `127.0.0.1` binds, so a port held by an IPv4 wildcard
+//! listener (`0.0.0.0`, which is how agentapi listens) is reported free whenever IPv6 works.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
