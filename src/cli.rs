@@ -44,6 +44,9 @@ pub enum Command {
     /// The built-in agentapi-compatible echo agent (for demos and tests).
     #[command(name = "echo-agent", subcommand)]
     EchoAgent(EchoAgentCommand),
+    /// Internal: writes one agent's output to its capped log (started by the server).
+    #[command(name = "log-keeper", hide = true)]
+    LogKeeper(crate::sessions::local::log_keeper::KeeperArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,5 +80,6 @@ pub fn main() -> ExitCode {
         Command::Client(command) => client::main(command),
         Command::Helpers(command) => helpers::main(command),
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
+        Command::LogKeeper(args) => crate::sessions::local::log_keeper::main(args),
     }
 }

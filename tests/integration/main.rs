@@ -9,6 +9,7 @@ mod client;
 mod echo_agent;
 mod github;
 mod hostile_input;
+mod hostile_logs;
 mod isolation;
 mod lifecycle;
 mod openapi;

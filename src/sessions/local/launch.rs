@@ -3,6 +3,7 @@
 //! answers — retrying on another port when the port turns out to be taken, killing the
 //! group when it fails or never answers.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{LocalBackend, agent_log, create_private_dir, isolation, procfs};
+use super::{LocalBackend, isolation, log_keeper, procfs};
 use crate::sessions::backend::{
     AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
 };
@@ -20,6 +21,8 @@ use crate::sessions::backend::{
 const PORT_ATTEMPTS: usize = 3;
 /// Log lines returned to the session's owner when its agent fails to start.
 const FAILURE_LOG_LINES: usize = 20;
+/// How long a log keeper may take to write the rest of an ended agent's output.
+const KEEPER_WAIT: Duration = Duration::from_secs(2);
 /// How long readiness is polled at the fastest rate.
 const FAST_POLLING: Duration = Duration::from_millis(100);
 /// How long readiness is first probed with plain connects, and how often.
@@ -41,26 +44,36 @@ pub(super) async fn launch(
     observer: &dyn LaunchObserver,
 ) -> Result<Launched, LaunchError> {
     let dir = backend.session_dir(&spec.session_id);
-    create_private_dir(&dir.join("tmp")).map_err(LaunchError::Internal)?;
-    backend.isolation.hand_over(&[&dir, &dir.join("tmp")]).map_err(LaunchError::Internal)?;
+    backend.isolation.hand_over(&dir).map_err(LaunchError::Internal)?;
+    let logs = backend.prepare_log_dir(&spec.session_id).map_err(LaunchError::Internal)?;
     let deadline = Instant::now() + backend.ready_timeout;
     let mut hint = port_hint;
     for attempt in 1..=PORT_ATTEMPTS {
+        // One keeper per log at a time: the previous run's (a restart) must be done.
+        log_keeper::finish(&logs, KEEPER_WAIT).await;
         let port = backend.ports.reserve(hint.take()).ok_or(LaunchError::NoPort)?;
         let mut guard = GroupGuard { backend, group: None, port: Some(port) };
-        let (pid, mut exited) = spawn(backend, spec, port, &dir).map_err(LaunchError::Internal)?;
+        let (pid, mut exited, output) =
+            spawn(backend, spec, port, &dir).map_err(LaunchError::Internal)?;
         guard.group = Some(pid);
         let process = AgentProcess {
             pid,
             start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
             endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
         };
-        // Recording the process (a durable write) and polling for readiness overlap; both
-        // finish before the launch reports anything, so the store never sees `active` first.
-        let (_, readiness) = tokio::join!(
+        // The keeper starts off the start's critical path (the pipe holds what the agent
+        // writes meanwhile); recording the process (a durable write) and polling for
+        // readiness overlap with it. All finish before the launch reports anything, so the
+        // store never sees `active` first.
+        let keeper = spawn_keeper(backend, &logs, output);
+        let (_, readiness, keeper) = tokio::join!(
             observer.spawned(&process),
-            wait_until_ready(backend, port, &mut exited, deadline)
+            wait_until_ready(backend, port, &mut exited, deadline),
+            keeper
         );
+        if let Err(error) = keeper {
+            return Err(LaunchError::Internal(error));
+        }
         let last_attempt = attempt == PORT_ATTEMPTS;
         match readiness {
             Readiness::Ready => match procfs::group_listens_on(pid, port) {
@@ -96,15 +109,18 @@ pub(super) async fn launch(
     Err(LaunchError::NoPort)
 }
 
+/// Spawns the agent writing to a new pipe; returns its pid, its exit, and the pipe's
+/// reading end for the log keeper.
 fn spawn(
     backend: &LocalBackend,
     spec: &AgentSpec,
     port: u16,
     dir: &Path,
-) -> anyhow::Result<(i32, oneshot::Receiver<Exit>)> {
+) -> anyhow::Result<(i32, oneshot::Receiver<Exit>, OwnedFd)> {
     use anyhow::Context;
-    let log =
-        agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
+    // Close-on-exec: no other session's agent, spawned meanwhile, may inherit either end.
+    let (output, log) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("while creating the agent's output pipe")?;
     let argv = backend.agent_argv(spec, port);
     let mut command = if backend.needs_script(spec) {
         let mut command = backend.isolation.command(&backend.shell);
@@ -121,7 +137,7 @@ fn spawn(
         .envs(backend.agent_env(spec, port, dir))
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().context("while sharing agent.log")?)
+        .stdout(log.try_clone().context("while sharing the output pipe")?)
         .stderr(log)
         .process_group(0);
     let child = command.spawn().context("while spawning the agent")?;
@@ -130,7 +146,22 @@ fn spawn(
     let exited = backend.reaper.watch(pid);
     drop(child);
     tracing::info!(session_id = %spec.session_id, pid, port, "agent spawned");
-    Ok((pid, exited))
+    Ok((pid, exited, output))
+}
+
+/// Starts the session's log keeper on a blocking thread (as the server's user, outside the
+/// agent's group and limits) and lets the reaper collect it when it ends.
+async fn spawn_keeper(backend: &LocalBackend, logs: &Path, output: OwnedFd) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (program, logs) = (backend.proxy_bin.clone(), logs.to_path_buf());
+    let max_bytes = backend.agent.log_max_bytes;
+    let spawned =
+        tokio::task::spawn_blocking(move || log_keeper::spawn(&program, &logs, max_bytes, output))
+            .await
+            .context("the log keeper's spawning thread failed")?;
+    let pid = spawned.context("while starting the log keeper")?;
+    drop(backend.reaper.watch(pid));
+    Ok(())
 }
 
 /// Waits until the agent answers `/status` like agentapi, exits, or the deadline passes.
@@ -182,8 +213,10 @@ async fn accepts_connections(port: u16, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
+/// The end of the failed agent's output, once its keeper has written all of it.
 async fn log_tail(backend: &LocalBackend, session_id: &str) -> String {
     use crate::sessions::backend::SessionBackend;
+    log_keeper::finish(&backend.log_dir(session_id), KEEPER_WAIT).await;
     backend.logs(session_id, FAILURE_LOG_LINES).await
 }
 

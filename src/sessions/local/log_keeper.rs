@@ -1,0 +1,130 @@
+//! The log keeper: a small mode of this executable (`agentapi-proxy log-keeper`, hidden),
+//! started beside each agent as the server's user in its own process group. It reads the
+//! agent's stdout and stderr (one pipe) until every writer is gone and writes them to the
+//! session's capped log ([`agent_log::Writer`]). The agent never holds the log file, and the
+//! keeper outlives the server, so the agent never gets `SIGPIPE` when the server goes away.
+//!
+//! The server records each keeper (pid and start time) in `keeper.pid` beside the log, so
+//! it finds it again after a restart: to wait until the log is complete (a failed start's
+//! tail) and to be sure it is gone before a new keeper starts or the logs are removed.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+
+use super::{agent_log, nofollow, procfs};
+
+/// The keeper's record beside the log: `<pid> <start ticks>`.
+const RECORD: &str = "keeper.pid";
+/// Bytes moved from the pipe to the log at a time.
+const CHUNK: usize = 64 * 1024;
+/// After a kill, how long the keeper may take to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
+/// `agentapi-proxy log-keeper` (started by the server, not by people).
+#[derive(Debug, clap::Args)]
+pub struct KeeperArgs {
+    /// The session's log directory (`<data_dir>/logs/<id>`).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// `agent.log_max_bytes`.
+    #[arg(long)]
+    pub max_bytes: u64,
+}
+
+/// The keeper process: stdin to the log until end of file.
+pub fn main(args: KeeperArgs) -> ExitCode {
+    // A terminal's hangup or Ctrl-C is meant for the server, not for the agent's output.
+    let mut ignored = SigSet::empty();
+    for signal in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+        ignored.add(signal);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ignored), None);
+    // Without its log the keeper still drains the pipe, so the agent is never blocked.
+    let mut log = nofollow::open_dir(&args.dir)
+        .and_then(|dir| agent_log::Writer::open(dir, args.max_bytes))
+        .ok();
+    let mut input = std::io::stdin().lock();
+    let mut buffer = vec![0; CHUNK];
+    loop {
+        let read = match input.read(&mut buffer) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return ExitCode::FAILURE,
+        };
+        if let Some(log) = log.as_mut() {
+            // Nowhere to report a full disk; what does not fit is dropped.
+            let _ = log.write(&buffer[..read]);
+        }
+    }
+}
+
+/// Starts a keeper for the log directory `dir` reading `output` (the agent's end of the
+/// pipe stays with the agent) and records it; returns its pid.
+pub fn spawn(program: &Path, dir: &Path, max_bytes: u64, output: OwnedFd) -> std::io::Result<i32> {
+    let mut command = Command::new(program);
+    command
+        .arg("log-keeper")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--max-bytes")
+        .arg(max_bytes.to_string())
+        .env_clear()
+        .current_dir(dir)
+        .stdin(output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let child = command.spawn()?;
+    let pid = child.id() as i32;
+    // The reaper collects it; dropping `Child` neither waits nor kills.
+    drop(child);
+    let start_ticks = procfs::stat(pid).map_or(0, |stat| stat.start_ticks);
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC;
+    let mut record = nofollow::open_file_at(nofollow::open_dir(dir)?, RECORD, flags, 0o600)?;
+    std::io::Write::write_all(&mut record, format!("{pid} {start_ticks}\n").as_bytes())?;
+    Ok(pid)
+}
+
+/// The recorded keeper of `dir` while it still runs (same pid and start time).
+fn running(dir: &Path) -> Option<i32> {
+    let file = nofollow::read_regular_at(nofollow::open_dir(dir).ok()?, RECORD).ok()??;
+    let mut text = String::new();
+    (&file).take(64).read_to_string(&mut text).ok()?;
+    let (pid, start_ticks) = text.trim().split_once(' ')?;
+    let (pid, start_ticks): (i32, u64) = (pid.parse().ok()?, start_ticks.parse().ok()?);
+    let alive = |pid| {
+        procfs::stat(pid).is_some_and(|stat| !stat.is_zombie() && stat.start_ticks == start_ticks)
+    };
+    (pid > 1 && alive(pid)).then_some(pid)
+}
+
+/// Waits until the keeper of `dir` has written everything and exited (it does once nothing
+/// holds the agent's end of the pipe); kills it when that takes longer than `within` (a
+/// process that escaped the agent's group may still hold it). Immediate when none runs.
+pub async fn finish(dir: &Path, within: Duration) {
+    let mut give_up = Instant::now() + within;
+    let mut killed = false;
+    let mut pause = Duration::from_millis(1);
+    while let Some(pid) = running(dir) {
+        if Instant::now() >= give_up {
+            if killed {
+                tracing::error!(pid, "a log keeper survived SIGKILL");
+                return;
+            }
+            tracing::warn!(pid, "the log keeper did not finish in time; killing it");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            killed = true;
+            give_up = Instant::now() + KILL_WAIT;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
