@@ -146,6 +146,9 @@ async fn links_an_agent_plants_are_never_followed_served_or_re_owned() {
     let (kept, _) = start_ok(&client, &base, body.clone()).await;
     let (restarted, restarted_port) = start_ok(&client, &base, body).await;
     let logs_of_kept = log_dir(&server.config_path, &kept);
+    // The links were planted before the agent answered.
+    let served = logs(&client, &server, &kept, 10_000).await;
+    assert!(!served.contains(SECRET), "the logs served a root-only file");
     // 300 lines of ~510 bytes: a few rotations at 64 KiB.
     let tick = log_grows(&client, &server, &kept, 300).await;
     let served = logs(&client, &server, &kept, 10_000).await;
