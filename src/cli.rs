@@ -67,6 +67,11 @@ pub enum EchoAgentCommand {
 
 /// Parses the process arguments and runs the chosen command.
 pub fn main() -> ExitCode {
+    // Started beside every agent: the exact form the server uses skips building the whole
+    // command tree (most of a start's cost in a debug build).
+    if let Some(args) = crate::sessions::local::log_keeper::KeeperArgs::from_server() {
+        return crate::sessions::local::log_keeper::main(args);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

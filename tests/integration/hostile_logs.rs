@@ -160,8 +160,11 @@ async fn links_an_agent_plants_are_never_followed_served_or_re_owned() {
 
     // `restart: on-failure` prepares the directory again: its `tmp` is a link now.
     let pid = agent_debug_env(&client, restarted_port).await["pid"].as_i64().expect("pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill the agent");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the agent");
     let url = format!("{base}/sessions/{restarted}");
     let status = wait_until("the restart to be tried", Duration::from_secs(30), || async {
         let (_, session) = get_json(&client, &url).await;
@@ -204,7 +207,8 @@ async fn a_gigabyte_burst_stays_within_twice_the_cap_on_disk() {
     let base = format!("http://{}", server.address);
     let (id, _) =
         start_ok(&client, &base, json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}})).await;
-    let (logs_dir, work_dir) = (log_dir(&server.config_path, &id), session_dir(&server.config_path, &id));
+    let (logs_dir, work_dir) =
+        (log_dir(&server.config_path, &id), session_dir(&server.config_path, &id));
     let dirs = [logs_dir.as_path(), work_dir.as_path()];
     let mut most = 0;
     wait_until("the burst to be written", Duration::from_secs(180), || {

@@ -67,7 +67,8 @@ impl Isolation {
         let session = nofollow::open_dir(parent)
             .and_then(|parent| nofollow::ensure_dir_at(parent, name, 0o700))
             .with_context(|| refused(""))?;
-        let tmp = nofollow::ensure_dir_at(&session, "tmp", 0o700).with_context(|| refused("tmp"))?;
+        let tmp =
+            nofollow::ensure_dir_at(&session, "tmp", 0o700).with_context(|| refused("tmp"))?;
         for (handle, what) in [(session, ""), (tmp, "tmp")] {
             fchmod(&handle, Mode::from_bits_truncate(0o700)).with_context(|| refused(what))?;
             if let Some((uid, gid)) = self.user {

@@ -8,6 +8,7 @@
 //! it finds it again after a restart: to wait until the log is complete (a failed start's
 //! tail) and to be sure it is gone before a new keeper starts or the logs are removed.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -36,6 +37,25 @@ pub struct KeeperArgs {
     /// `agent.log_max_bytes`.
     #[arg(long)]
     pub max_bytes: u64,
+}
+
+impl KeeperArgs {
+    /// The arguments in exactly the form [`spawn`] passes them, else `None` (then clap
+    /// parses the command line as usual).
+    pub fn from_server() -> Option<Self> {
+        Self::from_args(std::env::args_os().skip(1))
+    }
+
+    fn from_args(args: impl Iterator<Item = OsString>) -> Option<Self> {
+        match args.collect::<Vec<_>>().as_slice() {
+            [mode, dir_flag, dir, max_flag, max_bytes]
+                if mode == "log-keeper" && dir_flag == "--dir" && max_flag == "--max-bytes" =>
+            {
+                Some(Self { dir: PathBuf::from(dir), max_bytes: max_bytes.to_str()?.parse().ok()? })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The keeper process: stdin to the log until end of file.
@@ -126,5 +146,30 @@ pub async fn finish(dir: &Path, within: Duration) {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = OsString> {
+        list.iter().map(OsString::from).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn only_the_servers_exact_form_skips_clap() {
+        let parsed =
+            KeeperArgs::from_args(args(&["log-keeper", "--dir", "/d", "--max-bytes", "7"]))
+                .expect("the server's form");
+        assert_eq!((parsed.dir, parsed.max_bytes), (PathBuf::from("/d"), 7));
+        for other in [
+            &["log-keeper", "--max-bytes", "7", "--dir", "/d"][..],
+            &["log-keeper", "--dir", "/d", "--max-bytes", "x"],
+            &["log-keeper", "--dir", "/d", "--max-bytes", "7", "extra"],
+            &["server", "--dir", "/d", "--max-bytes", "7"],
+        ] {
+            assert!(KeeperArgs::from_args(args(other)).is_none(), "{other:?}");
+        }
     }
 }

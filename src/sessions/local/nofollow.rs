@@ -22,8 +22,7 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 
 /// Opens the directory `name` inside `dir`, refusing a link.
 pub fn open_dir_at(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
-    openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | ALWAYS, Mode::empty())
-        .map_err(explain)
+    openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | ALWAYS, Mode::empty()).map_err(explain)
 }
 
 /// Creates the directory `name` inside `dir` with `mode` unless it exists, then opens it
@@ -39,7 +38,9 @@ pub fn ensure_dir_at(dir: impl AsFd, name: &str, mode: u32) -> io::Result<OwnedF
 /// Opens the file `name` inside `dir` with `flags` (plus `O_NOFOLLOW`), creating it with
 /// `mode` when `flags` say so.
 pub fn open_file_at(dir: impl AsFd, name: &str, flags: OFlag, mode: u32) -> io::Result<File> {
-    openat(dir, name, flags | ALWAYS, Mode::from_bits_truncate(mode)).map(File::from).map_err(explain)
+    openat(dir, name, flags | ALWAYS, Mode::from_bits_truncate(mode))
+        .map(File::from)
+        .map_err(explain)
 }
 
 /// Opens the regular file `name` inside `dir` for reading; `None` when there is none.
