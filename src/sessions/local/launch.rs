@@ -21,8 +21,6 @@ use crate::sessions::backend::{
 const PORT_ATTEMPTS: usize = 3;
 /// Log lines returned to the session's owner when its agent fails to start.
 const FAILURE_LOG_LINES: usize = 20;
-/// Longest time a starting agent's output waits in its pipe for the log keeper.
-const KEEPER_DELAY: Duration = Duration::from_millis(50);
 /// How long a log keeper may take to write the rest of an ended agent's output.
 const KEEPER_WAIT: Duration = Duration::from_secs(2);
 /// How long readiness is polled at the fastest rate.
@@ -63,14 +61,21 @@ pub(super) async fn launch(
             start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
             endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
         };
-        let (keeper, readiness_known) = start_keeper_soon(backend, &logs, output);
+        let keeper = log_keeper::Pending::new(
+            &backend.proxy_bin,
+            &logs,
+            backend.agent.log_max_bytes,
+            &backend.reaper,
+            output,
+        );
         // Recording the process (a durable write) and polling for readiness overlap; both
         // finish before the launch reports anything, so the store never sees `active` first.
-        let (_, readiness) = tokio::join!(observer.spawned(&process), async {
-            let readiness = wait_until_ready(backend, port, &mut exited, deadline).await;
-            let _ = readiness_known.send(());
-            readiness
-        });
+        let (_, readiness) = tokio::join!(
+            observer.spawned(&process),
+            wait_until_ready(backend, port, &mut exited, deadline)
+        );
+        // What the agent wrote until now is in its log before anyone hears of the start.
+        let keeper = keeper.readiness_known(matches!(readiness, Readiness::Ready)).await;
         let last_attempt = attempt == PORT_ATTEMPTS;
         match readiness {
             Readiness::Ready => match procfs::group_listens_on(pid, port) {
@@ -147,35 +152,6 @@ fn spawn(
     drop(child);
     tracing::info!(session_id = %spec.session_id, pid, port, "agent spawned");
     Ok((pid, exited, output))
-}
-
-/// Starts the session's log keeper (as the server's user, outside the agent's group and
-/// limits) once the agent's readiness is known (the sender is told) or after
-/// [`KEEPER_DELAY`], whichever comes first: a new process competing with the agent for the
-/// CPU while it boots made starts ~50 % slower, and the pipe holds 64 KiB meanwhile. A
-/// launch that fails awaits the handle, so the keeper has the whole output; a successful
-/// one leaves it running.
-fn start_keeper_soon(
-    backend: &LocalBackend,
-    logs: &Path,
-    output: OwnedFd,
-) -> (tokio::task::JoinHandle<()>, oneshot::Sender<()>) {
-    let (program, logs) = (backend.proxy_bin.clone(), logs.to_path_buf());
-    let (max_bytes, reaper) = (backend.agent.log_max_bytes, backend.reaper.clone());
-    let (known, readiness_known) = oneshot::channel();
-    let keeper = tokio::spawn(async move {
-        tokio::select! {
-            _ = readiness_known => {}
-            () = tokio::time::sleep(KEEPER_DELAY) => {}
-        }
-        let spawn = move || log_keeper::spawn(&program, &logs, max_bytes, output);
-        match tokio::task::spawn_blocking(spawn).await {
-            Ok(Ok(pid)) => drop(reaper.watch(pid)),
-            Ok(Err(error)) => tracing::error!(%error, "could not start a log keeper"),
-            Err(error) => tracing::error!(%error, "the log keeper's spawning thread failed"),
-        }
-    });
-    (keeper, known)
 }
 
 /// Waits until the agent answers `/status` like agentapi, exits, or the deadline passes.

@@ -4,6 +4,10 @@
 //! session's capped log ([`agent_log::Writer`]). The agent never holds the log file, and the
 //! keeper outlives the server, so the agent never gets `SIGPIPE` when the server goes away.
 //!
+//! The keeper starts once the agent's readiness is known ([`Pending`]); until then the pipe
+//! holds the output, and at that moment the server moves it to the log itself, so a
+//! successful start's answer never comes before the agent's first lines are readable.
+//!
 //! The server records each keeper (pid and start time) in `keeper.pid` beside the log, so
 //! it finds it again after a restart: to wait until the log is complete (a failed start's
 //! tail) and to be sure it is gone before a new keeper starts or the logs are removed.
@@ -111,6 +115,103 @@ pub fn spawn(program: &Path, dir: &Path, max_bytes: u64, output: OwnedFd) -> std
     let mut record = nofollow::open_file_at(nofollow::open_dir(dir)?, RECORD, flags, 0o600)?;
     std::io::Write::write_all(&mut record, format!("{pid} {start_ticks}\n").as_bytes())?;
     Ok(pid)
+}
+
+/// A session's output pipe before its keeper runs. The keeper is not started while the agent
+/// boots (a new process competing for the CPU then made starts ~20 % slower on a busy
+/// host): the pipe holds 64 KiB meanwhile, and the keeper starts once readiness is known or
+/// after [`BOOT_WAIT`], whichever comes first.
+pub struct Pending {
+    task: tokio::task::JoinHandle<()>,
+    known: tokio::sync::oneshot::Sender<Known>,
+}
+
+/// Readiness is known: drain the pipe into the log now, say so, start the keeper.
+struct Known {
+    drained: tokio::sync::oneshot::Sender<()>,
+    /// The start succeeded: the keeper may start just after the answer went out.
+    succeeded: bool,
+}
+
+/// Longest time a booting agent's output waits in its pipe for the log keeper.
+const BOOT_WAIT: Duration = Duration::from_millis(50);
+/// After a successful start, how long the keeper waits so the answer goes out first.
+const AFTER_ANSWER: Duration = Duration::from_millis(10);
+/// Most bytes the server moves from the pipe to the log itself (a pipe holds 64 KiB).
+const DRAIN_LIMIT: usize = 128 * 1024;
+
+impl Pending {
+    pub fn new(
+        program: &Path,
+        dir: &Path,
+        max_bytes: u64,
+        reaper: &super::reaper::Reaper,
+        output: OwnedFd,
+    ) -> Self {
+        let (program, dir, reaper) = (program.to_path_buf(), dir.to_path_buf(), reaper.clone());
+        let (known, told) = tokio::sync::oneshot::channel::<Known>();
+        let task = tokio::spawn(async move {
+            let known = tokio::select! {
+                Ok(known) = told => Some(known),
+                () = tokio::time::sleep(BOOT_WAIT) => None,
+            };
+            let succeeded = known.as_ref().is_some_and(|known| known.succeeded);
+            // Never blocks, and at most a pipe's worth of bytes: done in place.
+            if let Err(error) = drain(&dir, max_bytes, &output) {
+                tracing::warn!(%error, "could not move an agent's first output to its log");
+            }
+            if let Some(known) = known {
+                let _ = known.drained.send(());
+            }
+            if succeeded {
+                tokio::time::sleep(AFTER_ANSWER).await;
+            }
+            let start = move || spawn(&program, &dir, max_bytes, output);
+            match tokio::task::spawn_blocking(start).await {
+                Ok(Ok(pid)) => drop(reaper.watch(pid)),
+                Ok(Err(error)) => tracing::error!(%error, "could not start a log keeper"),
+                Err(error) => tracing::error!(%error, "the log keeper's spawning thread failed"),
+            }
+        });
+        Self { task, known }
+    }
+
+    /// Returns once what the agent wrote so far is in its log; the handle resolves once the
+    /// keeper runs (a failed start awaits it before reading the log's tail).
+    pub async fn readiness_known(self, succeeded: bool) -> tokio::task::JoinHandle<()> {
+        let (drained, done) = tokio::sync::oneshot::channel();
+        if self.known.send(Known { drained, succeeded }).is_ok() {
+            let _ = done.await;
+        }
+        self.task
+    }
+}
+
+/// Moves what waits in the pipe `output` to the log in `dir`, without blocking.
+fn drain(dir: &Path, max_bytes: u64, output: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(output, FcntlArg::F_GETFL)?);
+    fcntl(output, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    let moved = (|| {
+        let mut log = agent_log::Writer::open(nofollow::open_dir(dir)?, max_bytes)?;
+        let mut buffer = vec![0; CHUNK];
+        let mut total = 0;
+        while total < DRAIN_LIMIT {
+            match nix::unistd::read(output, &mut buffer) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => break,
+                Ok(read) => {
+                    log.write(&buffer[..read])?;
+                    total += read;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        Ok(())
+    })();
+    // The keeper reads the same pipe and expects blocking reads.
+    fcntl(output, FcntlArg::F_SETFL(flags))?;
+    moved
 }
 
 /// The recorded keeper of `dir` while it still runs (same pid and start time).
