@@ -169,6 +169,10 @@ impl Pending {
             let start = move || spawn(&program, &dir, max_bytes, output);
             match tokio::task::spawn_blocking(start).await {
                 Ok(Ok(pid)) => drop(reaper.watch(pid)),
+                // Deleted right after its start: nothing left to keep.
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::debug!(%error, "no log directory left for a log keeper");
+                }
                 Ok(Err(error)) => tracing::error!(%error, "could not start a log keeper"),
                 Err(error) => tracing::error!(%error, "the log keeper's spawning thread failed"),
             }
