@@ -110,11 +110,18 @@ pub fn spawn(program: &Path, dir: &Path, max_bytes: u64, output: OwnedFd) -> std
     let pid = child.id() as i32;
     // The reaper collects it; dropping `Child` neither waits nor kills.
     drop(child);
+    if let Err(error) = record(dir, pid) {
+        // It runs (and ends at its agent's end) all the same; only waiting for it is lost.
+        tracing::warn!(%error, pid, "could not record a log keeper");
+    }
+    Ok(pid)
+}
+
+fn record(dir: &Path, pid: i32) -> std::io::Result<()> {
     let start_ticks = procfs::stat(pid).map_or(0, |stat| stat.start_ticks);
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC;
     let mut record = nofollow::open_file_at(nofollow::open_dir(dir)?, RECORD, flags, 0o600)?;
-    std::io::Write::write_all(&mut record, format!("{pid} {start_ticks}\n").as_bytes())?;
-    Ok(pid)
+    std::io::Write::write_all(&mut record, format!("{pid} {start_ticks}\n").as_bytes())
 }
 
 /// A session's output pipe before its keeper runs. The keeper is not started while the agent
