@@ -4,9 +4,10 @@
 //! session's capped log ([`agent_log::Writer`]). The agent never holds the log file, and the
 //! keeper outlives the server, so the agent never gets `SIGPIPE` when the server goes away.
 //!
-//! The keeper starts once the agent's readiness is known ([`Pending`]); until then the pipe
-//! holds the output, and at that moment the server moves it to the log itself, so a
-//! successful start's answer never comes before the agent's first lines are readable.
+//! The keeper starts once the agent's readiness is known, or 50 ms after the spawn when
+//! that takes longer ([`Pending`]); until then the pipe holds the output, and at that moment
+//! the server moves it to the log itself, so the answer to a quick start never comes before
+//! the agent's first lines are readable (a slower agent's keeper is already writing).
 //!
 //! The server records each keeper (pid and start time) in `keeper.pid` beside the log, so
 //! it finds it again after a restart: to wait until the log is complete (a failed start's
