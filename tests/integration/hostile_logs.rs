@@ -240,8 +240,11 @@ async fn the_keeper_keeps_the_agent_and_its_log_going_while_the_server_is_away()
         start_ok(&client, &base, json!({"environment": {"ECHO_AGENT_BOOT_MS": "0"}})).await;
     let tick = log_grows(&client, &server, &id, 0).await;
     let dir = log_dir(&server.config_path, &id);
-    let record = std::fs::read_to_string(dir.join("keeper.pid")).expect("keeper recorded");
-    let keeper: i32 = record.split(' ').next().and_then(|pid| pid.parse().ok()).expect("pid");
+    let keeper: i32 = wait_until("the keeper's record", Duration::from_secs(10), || async {
+        let record = std::fs::read_to_string(dir.join("keeper.pid")).ok()?;
+        record.split(' ').next()?.parse().ok()
+    })
+    .await;
     assert!(process_alive(keeper));
     let agent = nix::unistd::Pid::from_raw(
         agent_debug_env(&client, port).await["pid"].as_i64().expect("pid") as i32,
