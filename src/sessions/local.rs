@@ -5,6 +5,7 @@
 
 pub mod agent_log;
 mod isolation;
+mod keepers;
 mod launch;
 mod listeners;
 pub mod log_keeper;
@@ -321,7 +322,7 @@ impl SessionBackend for LocalBackend {
     async fn remove_files(&self, session_id: &str) {
         let logs = self.log_dir(session_id);
         // The agent is gone; its keeper finishes at once (or is ended) before its log goes.
-        log_keeper::finish(&logs, KEEPER_FINISH).await;
+        keepers::finish(&logs, KEEPER_FINISH).await;
         // `remove_dir_all` never follows the links an agent may have left in its directory.
         let dir = self.session_dir(session_id);
         let removed = tokio::task::spawn_blocking(move || {

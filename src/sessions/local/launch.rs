@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{LocalBackend, isolation, log_keeper, procfs};
+use super::{LocalBackend, isolation, keepers, procfs};
 use crate::sessions::backend::{
     AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
 };
@@ -50,7 +50,7 @@ pub(super) async fn launch(
     let mut hint = port_hint;
     for attempt in 1..=PORT_ATTEMPTS {
         // One keeper per log at a time: the previous run's (a restart) must be done.
-        log_keeper::finish(&logs, KEEPER_WAIT).await;
+        keepers::finish(&logs, KEEPER_WAIT).await;
         let port = backend.ports.reserve(hint.take()).ok_or(LaunchError::NoPort)?;
         let mut guard = GroupGuard { backend, group: None, port: Some(port) };
         let (pid, mut exited, output) =
@@ -61,7 +61,7 @@ pub(super) async fn launch(
             start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
             endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
         };
-        let keeper = log_keeper::Pending::new(
+        let keeper = keepers::Pending::new(
             &backend.proxy_bin,
             &logs,
             backend.agent.log_max_bytes,
@@ -206,7 +206,7 @@ async fn accepts_connections(port: u16, timeout: Duration) -> bool {
 /// The end of the failed agent's output, once its keeper has written all of it.
 async fn log_tail(backend: &LocalBackend, session_id: &str) -> String {
     use crate::sessions::backend::SessionBackend;
-    log_keeper::finish(&backend.log_dir(session_id), KEEPER_WAIT).await;
+    keepers::finish(&backend.log_dir(session_id), KEEPER_WAIT).await;
     backend.logs(session_id, FAILURE_LOG_LINES).await
 }
 
