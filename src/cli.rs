@@ -44,6 +44,9 @@ pub enum Command {
     /// The built-in agentapi-compatible echo agent (for demos and tests).
     #[command(name = "echo-agent", subcommand)]
     EchoAgent(EchoAgentCommand),
+    /// Internal: writes one agent's output to its capped log (started by the server).
+    #[command(name = "log-keeper", hide = true)]
+    LogKeeper(crate::sessions::local::log_keeper::KeeperArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +67,11 @@ pub enum EchoAgentCommand {
 
 /// Parses the process arguments and runs the chosen command.
 pub fn main() -> ExitCode {
+    // Started beside every agent: the exact form the server uses skips building the whole
+    // command tree (most of a start's cost in a debug build).
+    if let Some(args) = crate::sessions::local::log_keeper::KeeperArgs::from_server() {
+        return crate::sessions::local::log_keeper::main(args);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -77,5 +85,6 @@ pub fn main() -> ExitCode {
         Command::Client(command) => client::main(command),
         Command::Helpers(command) => helpers::main(command),
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
+        Command::LogKeeper(args) => crate::sessions::local::log_keeper::main(args),
     }
 }

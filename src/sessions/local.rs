@@ -7,8 +7,11 @@
 pub mod agent_log;
 pub mod containment;
 mod isolation;
+mod keepers;
 mod launch;
 mod listeners;
+pub mod log_keeper;
+mod nofollow;
 mod ownership;
 pub mod ports;
 pub mod procfs;
@@ -38,12 +41,16 @@ use uid_pool::UidPool;
 pub const DEFAULT_SCRIPT: &str = include_str!("../../scripts/agentapi_default.sh");
 /// Longest wait for a force-killed group to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long a log keeper may take to finish once its agent is gone.
+const KEEPER_FINISH: Duration = Duration::from_secs(2);
 
 /// Process-group sessions on this host.
 #[derive(Debug)]
 pub struct LocalBackend {
     agent: AgentConfig,
     sessions_dir: PathBuf,
+    /// `<data_dir>/logs`: the agents' logs, in directories only the server can write.
+    logs_dir: PathBuf,
     /// `bash`, located once on the proxy's `PATH`.
     shell: PathBuf,
     script: PathBuf,
@@ -87,6 +94,8 @@ impl LocalBackend {
             .with_context(|| format!("while resolving data_dir {}", config.data_dir))?;
         let sessions_dir = data_dir.join("sessions");
         create_private_dir(&sessions_dir)?;
+        let logs_dir = data_dir.join("logs");
+        create_private_dir(&logs_dir)?;
         let mut isolation = Isolation::from_config(&config.agent)?;
         isolation.open_path(&[&data_dir, &sessions_dir])?;
         let containment = Containment::new(&config.agent, &sessions_dir)?;
@@ -119,6 +128,7 @@ impl LocalBackend {
         Ok(Self {
             agent: config.agent.clone(),
             sessions_dir,
+            logs_dir,
             shell: isolation::locate("bash", &path_env),
             script,
             default_script: config.agent.script.is_empty(),
@@ -152,8 +162,18 @@ impl LocalBackend {
         self.sessions_dir.join(session_id)
     }
 
-    fn log_path(&self, session_id: &str) -> PathBuf {
-        self.session_dir(session_id).join("agent.log")
+    /// `<data_dir>/logs/<id>`: never handed to the agent.
+    fn log_dir(&self, session_id: &str) -> PathBuf {
+        self.logs_dir.join(session_id)
+    }
+
+    /// Creates the session's log directory (0700, the server's) unless it exists.
+    fn prepare_log_dir(&self, session_id: &str) -> anyhow::Result<PathBuf> {
+        let logs = nofollow::open_dir(&self.logs_dir)
+            .and_then(|logs| nofollow::ensure_dir_at(logs, session_id, 0o700))
+            .with_context(|| format!("while creating the log directory of {session_id}"))?;
+        drop(logs);
+        Ok(self.log_dir(session_id))
     }
 
     /// Whether the agent starts through the startup script. The embedded default script only
@@ -321,19 +341,35 @@ impl SessionBackend for LocalBackend {
     }
 
     async fn logs(&self, session_id: &str, lines: usize) -> String {
-        let path = self.log_path(session_id);
-        tokio::task::spawn_blocking(move || agent_log::tail(&path, lines).unwrap_or_default())
-            .await
-            .unwrap_or_default()
+        let dir = self.log_dir(session_id);
+        let tail = tokio::task::spawn_blocking(move || agent_log::tail(&dir, lines)).await;
+        match tail {
+            Ok(Ok(text)) => text,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, session_id, "could not read the agent's log");
+                String::new()
+            }
+            Err(_) => String::new(),
+        }
     }
 
     async fn remove_files(&self, session_id: &str) {
+        let logs = self.log_dir(session_id);
+        // The agent is gone; its keeper finishes at once (or is ended) before its log goes.
+        keepers::finish(&logs, KEEPER_FINISH).await;
+        // `remove_dir_all` never follows the links an agent may have left in its directory.
         let dir = self.session_dir(session_id);
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
-        if let Ok(Err(error)) = removed
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, session_id, "could not remove the session directory");
+        let removed = tokio::task::spawn_blocking(move || {
+            (agent_log::remove_dir(&dir), agent_log::remove_dir(&logs))
+        })
+        .await;
+        if let Ok((session_dir, log_dir)) = removed {
+            for (error, what) in [(session_dir, "session directory"), (log_dir, "log directory")]
+                .into_iter()
+                .filter_map(|(result, what)| Some((result.err()?, what)))
+            {
+                tracing::warn!(%error, session_id, "could not remove the {what}");
+            }
         }
         if let Some(pool) = &self.uids {
             pool.release(session_id);
@@ -349,10 +385,8 @@ impl SessionBackend for LocalBackend {
         Some(self.containment.mode().label())
     }
 
-    fn maintain(&self, session_id: &str) {
-        if let Err(error) = agent_log::cap(&self.log_path(session_id), self.agent.log_max_bytes) {
-            tracing::warn!(%error, session_id, "could not cap agent.log");
-        }
+    fn maintain(&self, _session_id: &str) {
+        // The log keeper caps the log as it writes it.
     }
 
     fn owns_endpoint(&self, process: &AgentProcess) -> bool {

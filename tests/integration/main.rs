@@ -12,6 +12,7 @@ mod echo_agent;
 mod github;
 mod hostile_budgets;
 mod hostile_input;
+mod hostile_logs;
 mod hostile_ports;
 mod isolation;
 mod lifecycle;

@@ -2,14 +2,17 @@
 //! as root) agents run as that user with no supplementary groups, in session directories they
 //! own; with `agent.limits` they start under `prlimit`. No unsafe code: std drops
 //! supplementary groups itself when root sets a uid, and `prlimit` applies the limits.
+//! Session directories are prepared through directory handles, never by path.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
-use nix::unistd::{Gid, Uid, User, chown};
+use nix::sys::stat::{Mode, fchmod};
+use nix::unistd::{Gid, Uid, User, fchown};
 
+use super::nofollow;
 use crate::config::{AgentConfig, AgentLimits};
 
 /// How agent processes are confined.
@@ -51,14 +54,28 @@ impl Isolation {
         Ok(())
     }
 
-    /// Gives a session's directories to the agents' user, or to the session's own uid
-    /// (`agent.uid_range`) in the user's group.
-    pub fn hand_over(&self, dirs: &[&Path], session_uid: Option<u32>) -> anyhow::Result<()> {
-        let Some((user_uid, gid)) = self.user else { return Ok(()) };
-        let uid = session_uid.map_or(user_uid, Uid::from_raw);
-        for dir in dirs {
-            chown(*dir, Some(uid), Some(gid))
-                .with_context(|| format!("while giving {} to the agent user", dir.display()))?;
+    /// Creates (or finds again) a session's directory `dir` and its `tmp/`, both 0700, and
+    /// gives them to the agents' user, or to the session's own uid (`agent.uid_range`) in
+    /// the user's group. Everything goes through handles opened without
+    /// following links: `dir` sits in the server's own directory, but `tmp` is the agent's
+    /// to change, and a `tmp` it replaced with a link is refused, never chmod-ed or chown-ed.
+    pub fn hand_over(&self, dir: &Path, session_uid: Option<u32>) -> anyhow::Result<()> {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
+        else {
+            anyhow::bail!("{} is not a session directory", dir.display());
+        };
+        let refused = |what: &str| format!("refusing to prepare {}", dir.join(what).display());
+        let session = nofollow::open_dir(parent)
+            .and_then(|parent| nofollow::ensure_dir_at(parent, name, 0o700))
+            .with_context(|| refused(""))?;
+        let tmp =
+            nofollow::ensure_dir_at(&session, "tmp", 0o700).with_context(|| refused("tmp"))?;
+        for (handle, what) in [(session, ""), (tmp, "tmp")] {
+            fchmod(&handle, Mode::from_bits_truncate(0o700)).with_context(|| refused(what))?;
+            if let Some((user_uid, gid)) = self.user {
+                let uid = session_uid.map_or(user_uid, Uid::from_raw);
+                fchown(&handle, Some(uid), Some(gid)).with_context(|| refused(what))?;
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! never sent a request), killing the group when it fails, never answers, or already
 //! listens on other ports of the agent range.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -13,13 +14,15 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::ownership::{self, Agent, PortOwner};
-use super::{LocalBackend, agent_log, create_private_dir, isolation, procfs};
+use super::{LocalBackend, isolation, keepers, procfs};
 use crate::sessions::backend::{
     AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
 };
 
 /// Attempts on different ports before giving up on a port conflict.
 const PORT_ATTEMPTS: usize = 3;
+/// How long a log keeper may take to write the rest of an ended agent's output.
+const KEEPER_WAIT: Duration = Duration::from_secs(2);
 /// Log lines returned to the session's owner when its agent fails to start.
 const FAILURE_LOG_LINES: usize = 20;
 /// How long readiness is polled at the fastest rate.
@@ -45,22 +48,24 @@ pub(super) async fn launch(
     observer: &dyn LaunchObserver,
 ) -> Result<Launched, LaunchError> {
     let dir = backend.session_dir(&spec.session_id);
-    create_private_dir(&dir.join("tmp")).map_err(LaunchError::Internal)?;
     let uid = match &backend.uids {
         Some(pool) => Some(pool.acquire(&spec.session_id).ok_or_else(|| {
             LaunchError::Internal(anyhow::anyhow!("every uid of agent.uid_range is in use"))
         })?),
         None => None,
     };
-    backend.isolation.hand_over(&[&dir, &dir.join("tmp")], uid).map_err(LaunchError::Internal)?;
+    backend.isolation.hand_over(&dir, uid).map_err(LaunchError::Internal)?;
+    let logs = backend.prepare_log_dir(&spec.session_id).map_err(LaunchError::Internal)?;
     let deadline = Instant::now() + backend.ready_timeout;
     let mut hint = port_hint;
     let mut taken = Vec::with_capacity(PORT_ATTEMPTS);
     for attempt in 1..=PORT_ATTEMPTS {
+        // One keeper per log at a time: the previous run's (a restart) must be done.
+        keepers::finish(&logs, KEEPER_WAIT).await;
         let port = backend.ports.reserve(hint.take(), &taken).ok_or(LaunchError::NoPort)?;
         taken.push(port);
         let mut guard = GroupGuard { backend, group: None, port: Some(port) };
-        let (pid, mut exited) =
+        let (pid, mut exited, output) =
             spawn(backend, spec, port, &dir, uid).map_err(LaunchError::Internal)?;
         guard.group = Some(pid);
         let process = AgentProcess {
@@ -68,12 +73,21 @@ pub(super) async fn launch(
             start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
             endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
         };
+        let keeper = keepers::Pending::new(
+            &backend.proxy_bin,
+            &logs,
+            backend.agent.log_max_bytes,
+            &backend.reaper,
+            output,
+        );
         // Recording the process (a durable write) and polling for readiness overlap; both
         // finish before the launch reports anything, so the store never sees `active` first.
         let (_, readiness) = tokio::join!(
             observer.spawned(&process),
             wait_until_ready(backend, Agent { group: pid, port }, &mut exited, deadline)
         );
+        // What the agent wrote until now is in its log before anyone hears of the start.
+        let keeper = keeper.readiness_known(matches!(readiness, Readiness::Ready)).await;
         let last_attempt = attempt == PORT_ATTEMPTS;
         match readiness {
             Readiness::Ready => {
@@ -85,6 +99,7 @@ pub(super) async fn launch(
                         ?squatted,
                         "the agent listens on other ports of the range; stopping it"
                     );
+                    let _ = keeper.await;
                     backend.kill_group(pid).await;
                     let tail = log_tail(backend, &spec.session_id).await;
                     let mut details = failure_details(None, &tail);
@@ -101,12 +116,14 @@ pub(super) async fn launch(
                     attempt,
                     "another process listens on the agent's port; not talking to it"
                 );
+                let _ = keeper.await;
                 backend.kill_group(pid).await;
                 if last_attempt {
                     return Err(LaunchError::PortTaken);
                 }
             }
             Readiness::Exited(exit) => {
+                let _ = keeper.await;
                 backend.kill_group(pid).await;
                 let tail = log_tail(backend, &spec.session_id).await;
                 if tail.to_ascii_lowercase().contains("address already in use") && !last_attempt {
@@ -119,6 +136,7 @@ pub(super) async fn launch(
                 });
             }
             Readiness::TimedOut => {
+                let _ = keeper.await;
                 backend.kill_group(pid).await;
                 let tail = log_tail(backend, &spec.session_id).await;
                 return Err(LaunchError::Timeout { details: failure_details(None, &tail) });
@@ -128,16 +146,19 @@ pub(super) async fn launch(
     Err(LaunchError::PortTaken)
 }
 
+/// Spawns the agent writing to a new pipe; returns its pid, its exit, and the pipe's
+/// reading end for the log keeper.
 fn spawn(
     backend: &LocalBackend,
     spec: &AgentSpec,
     port: u16,
     dir: &Path,
     uid: Option<u32>,
-) -> anyhow::Result<(i32, oneshot::Receiver<Exit>)> {
+) -> anyhow::Result<(i32, oneshot::Receiver<Exit>, OwnedFd)> {
     use anyhow::Context;
-    let log =
-        agent_log::open_for_agent(&dir.join("agent.log")).context("while opening agent.log")?;
+    // Close-on-exec: no other session's agent, spawned meanwhile, may inherit either end.
+    let (output, log) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("while creating the agent's output pipe")?;
     let argv = backend.agent_argv(spec, port);
     let mut command = if backend.needs_script(spec) {
         let mut command = backend.isolation.command(&backend.shell, uid);
@@ -155,7 +176,7 @@ fn spawn(
         .envs(backend.agent_env(spec, port, dir))
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().context("while sharing agent.log")?)
+        .stdout(log.try_clone().context("while sharing the output pipe")?)
         .stderr(log)
         .process_group(0);
     let entry = backend.containment.prepare(&spec.session_id)?;
@@ -168,7 +189,7 @@ fn spawn(
     let exited = backend.reaper.watch(pid);
     drop(child);
     tracing::info!(session_id = %spec.session_id, pid, port, "agent spawned");
-    Ok((pid, exited))
+    Ok((pid, exited, output))
 }
 
 /// Waits until the agent answers `/status` like agentapi, exits, or the deadline passes.
@@ -231,8 +252,10 @@ async fn accepts_connections(port: u16, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
+/// The end of the failed agent's output, once its keeper has written all of it.
 async fn log_tail(backend: &LocalBackend, session_id: &str) -> String {
     use crate::sessions::backend::SessionBackend;
+    keepers::finish(&backend.log_dir(session_id), KEEPER_WAIT).await;
     backend.logs(session_id, FAILURE_LOG_LINES).await
 }
 
