@@ -26,3 +26,4 @@ mod server;
 mod sessions;
 mod smuggling;
 mod support;
+mod typed_bodies;
