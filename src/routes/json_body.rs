@@ -243,4 +243,12 @@ mod tests {
         .expect("decodes");
         assert_eq!(decoded, StartRequest::default());
     }
+
+    #[test]
+    fn nesting_is_bounded_even_in_fields_the_type_ignores() {
+        let deep = format!(r#"{{"ignored": {}{}}}"#, "[".repeat(200), "]".repeat(200));
+        let direct = serde_json::from_str::<agentapi_proxy_client::StartRequest>(&deep);
+        assert!(direct.is_ok(), "serde_json skips an unknown field without its depth limit");
+        assert!(serde_json::from_str::<Value>(&deep).is_err(), "so the body is read as a Value");
+    }
 }
