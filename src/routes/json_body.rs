@@ -199,7 +199,7 @@ mod tests {
 
     fn message_of<T: DeserializeOwned + std::fmt::Debug>(body: Value) -> String {
         match decode::<T>(body) {
-            Err(ApiError::BadRequest { code, message, .. }) if code == "invalid_request" => message,
+            Err(ApiError::BadRequest { code: "invalid_request", message }) => message,
             other => panic!("expected a 400 invalid_request, got {other:?}"),
         }
     }
