@@ -1,15 +1,18 @@
-//! Profiles: reading what callers send (create, partial update, repositories, templates),
+//! Profiles: applying what callers send (create, partial update, repositories, templates),
 //! hiding secret-looking environment values in answers, and rendering message templates.
+//! Bodies arrive decoded into the client crate's `ProfileInput`, `RepositoryInput` and
+//! `TemplateInput` (`routes::json_body`); a partial update needs no "absent versus null"
+//! distinction, since both keep the stored value, so `Option` says it all.
 //! Storage is `store::profiles`; the routes are `routes::profiles`.
 
 use std::collections::BTreeMap;
 
-use agentapi_proxy_client::{MessageTemplate, Profile, RepositoryEntry};
-use serde_json::{Map, Value};
+use agentapi_proxy_client::{
+    MessageTemplate, Profile, ProfileInput, RepositoryEntry, RepositoryInput, TemplateInput,
+};
 
 use crate::clock::{format_ms, now_ms};
 use crate::error::ApiError;
-use crate::routes::json_body::{optional_string, string_map};
 use crate::sessions::validate;
 
 /// Shown instead of environment values whose names look secret.
@@ -43,95 +46,64 @@ pub struct Rules<'a> {
     pub reserved_env: &'a [&'a str],
 }
 
-fn name_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
-    let Some(name) = optional_string(object, field)? else { return Ok(None) };
+fn checked_name(name: &str, field: &str) -> Result<String, ApiError> {
     let length = name.chars().count();
     if length == 0 || length > MAX_NAME_CHARS {
         return Err(invalid(format!("`{field}` must be 1 to {MAX_NAME_CHARS} characters")));
     }
-    Ok(Some(name))
+    Ok(name.to_string())
 }
 
-fn text_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
-    let text = optional_string(object, field)?;
-    if text.as_ref().is_some_and(|text| text.len() > MAX_TEXT_BYTES) {
+fn checked_text(text: &str, field: &str) -> Result<String, ApiError> {
+    if text.len() > MAX_TEXT_BYTES {
         return Err(invalid(format!("`{field}` is longer than {MAX_TEXT_BYTES} bytes")));
     }
-    Ok(text)
+    Ok(text.to_string())
 }
 
-fn metadata(object: &Map<String, Value>, field: &str) -> Result<BTreeMap<String, Value>, ApiError> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(map)) => Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        Some(_) => Err(invalid(format!("`{field}` must be an object"))),
-    }
+fn name_field(name: &Option<String>, field: &str) -> Result<Option<String>, ApiError> {
+    name.as_deref().map(|name| checked_name(name, field)).transpose()
 }
 
-fn present(object: &Map<String, Value>, field: &str) -> bool {
-    object.get(field).is_some_and(|value| !value.is_null())
-}
-
-fn objects<'a>(
-    object: &'a Map<String, Value>,
-    field: &str,
-) -> Result<Vec<&'a Map<String, Value>>, ApiError> {
-    match object.get(field) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_object().ok_or_else(|| invalid(format!("`{field}` must hold objects")))
-            })
-            .collect(),
-        _ => Err(invalid(format!("`{field}` must be an array"))),
-    }
+fn text_field(text: &Option<String>, field: &str) -> Result<Option<String>, ApiError> {
+    text.as_deref().map(|text| checked_text(text, field)).transpose()
 }
 
 /// A repository entry from a request body (`url` required).
-pub fn repository_entry(object: &Map<String, Value>) -> Result<RepositoryEntry, ApiError> {
-    let url = text_field(object, "url")?
-        .filter(|url| !url.is_empty())
-        .ok_or_else(|| invalid("`url` is required"))?;
-    let name = text_field(object, "name")?.unwrap_or_else(|| {
+pub fn repository_entry(input: RepositoryInput) -> Result<RepositoryEntry, ApiError> {
+    if input.url.is_empty() {
+        return Err(invalid("`url` is required"));
+    }
+    let url = checked_text(&input.url, "url")?;
+    let name = text_field(&input.name, "name")?.unwrap_or_else(|| {
         url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()
     });
     Ok(RepositoryEntry {
-        id: text_field(object, "id")?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        id: text_field(&input.id, "id")?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         url,
         name,
-        branch: text_field(object, "branch")?.unwrap_or_default(),
-        last_commit: text_field(object, "last_commit")?.unwrap_or_default(),
-        metadata: metadata(object, "metadata")?,
-        accessed_at: text_field(object, "accessed_at")?.unwrap_or_else(|| format_ms(now_ms())),
+        branch: text_field(&input.branch, "branch")?.unwrap_or_default(),
+        last_commit: text_field(&input.last_commit, "last_commit")?.unwrap_or_default(),
+        metadata: input.metadata.unwrap_or_default(),
+        accessed_at: text_field(&input.accessed_at, "accessed_at")?
+            .unwrap_or_else(|| format_ms(now_ms())),
     })
 }
 
 /// A message template from a request body (`name` and `content` required).
-pub fn message_template(object: &Map<String, Value>) -> Result<MessageTemplate, ApiError> {
-    let name =
-        name_field(object, "name")?.ok_or_else(|| invalid("`name` of a template is required"))?;
-    let content = text_field(object, "content")?
-        .ok_or_else(|| invalid("`content` of a template is required"))?;
-    let variables = match object.get("variables") {
-        None | Some(Value::Null) => placeholders(&content),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| invalid("`variables` must hold strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid("`variables` must be an array")),
-    };
+pub fn message_template(input: TemplateInput) -> Result<MessageTemplate, ApiError> {
+    let name = checked_name(&input.name, "name")?;
+    let content = checked_text(&input.content, "content")?;
+    let variables = input.variables.unwrap_or_else(|| placeholders(&content));
     Ok(MessageTemplate {
-        id: text_field(object, "id")?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        id: text_field(&input.id, "id")?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         name,
         content,
         variables,
-        category: text_field(object, "category")?.unwrap_or_default(),
-        metadata: metadata(object, "metadata")?,
-        created_at: text_field(object, "created_at")?.unwrap_or_else(|| format_ms(now_ms())),
+        category: text_field(&input.category, "category")?.unwrap_or_default(),
+        metadata: input.metadata.unwrap_or_default(),
+        created_at: text_field(&input.created_at, "created_at")?
+            .unwrap_or_else(|| format_ms(now_ms())),
     })
 }
 
@@ -150,12 +122,12 @@ pub fn add_template(profile: &mut Profile, template: MessageTemplate) {
 }
 
 /// A new profile for `owner` from a `POST /profiles` body.
-pub fn create(owner: &str, body: &Map<String, Value>, rules: &Rules) -> Result<Profile, ApiError> {
+pub fn create(owner: &str, body: &ProfileInput, rules: &Rules) -> Result<Profile, ApiError> {
     let now = format_ms(now_ms());
     let mut profile = Profile {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: owner.to_string(),
-        name: name_field(body, "name")?.ok_or_else(|| invalid("`name` is required"))?,
+        name: name_field(&body.name, "name")?.ok_or_else(|| invalid("`name` is required"))?,
         description: String::new(),
         environment: BTreeMap::new(),
         tags: BTreeMap::new(),
@@ -172,22 +144,18 @@ pub fn create(owner: &str, body: &Map<String, Value>, rules: &Rules) -> Result<P
 
 /// Applies a partial update: a present, non-null field replaces the stored value (objects
 /// and arrays wholesale); an environment value sent back as `"<redacted>"` keeps the stored one.
-pub fn update(
-    profile: &mut Profile,
-    body: &Map<String, Value>,
-    rules: &Rules,
-) -> Result<(), ApiError> {
-    if let Some(name) = name_field(body, "name")? {
+pub fn update(profile: &mut Profile, body: &ProfileInput, rules: &Rules) -> Result<(), ApiError> {
+    if let Some(name) = name_field(&body.name, "name")? {
         profile.name = name;
     }
-    if let Some(description) = text_field(body, "description")? {
+    if let Some(description) = text_field(&body.description, "description")? {
         profile.description = description;
     }
-    if let Some(prompt) = text_field(body, "system_prompt")? {
+    if let Some(prompt) = text_field(&body.system_prompt, "system_prompt")? {
         profile.system_prompt = prompt;
     }
-    if present(body, "environment") {
-        let mut environment = string_map(body, "environment")?;
+    if let Some(environment) = &body.environment {
+        let mut environment = environment.clone();
         environment.retain(|name, value| {
             if value != REDACTED {
                 return true;
@@ -203,21 +171,18 @@ pub fn update(
         validate::environment(&environment, rules.reserved_env)?;
         profile.environment = environment;
     }
-    if present(body, "tags") {
-        let tags = string_map(body, "tags")?;
-        validate::tags(&tags)?;
-        profile.tags = tags;
+    if let Some(tags) = &body.tags {
+        validate::tags(tags)?;
+        profile.tags = tags.clone();
     }
-    if present(body, "repository_history") {
-        profile.repository_history = objects(body, "repository_history")?
-            .into_iter()
-            .map(repository_entry)
-            .collect::<Result<_, _>>()?;
+    if let Some(history) = &body.repository_history {
+        profile.repository_history =
+            history.iter().cloned().map(repository_entry).collect::<Result<_, _>>()?;
     }
-    if present(body, "message_templates") {
+    if let Some(inputs) = &body.message_templates {
         let mut templates = Vec::new();
-        for object in objects(body, "message_templates")? {
-            let template = message_template(object)?;
+        for input in inputs {
+            let template = message_template(input.clone())?;
             if templates.iter().any(|existing: &MessageTemplate| existing.name == template.name) {
                 return Err(invalid(format!("two templates are named {:?}", template.name)));
             }
@@ -273,10 +238,11 @@ pub fn render(content: &str, variables: &BTreeMap<String, String>) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn object(value: Value) -> Map<String, Value> {
-        value.as_object().expect("object").clone()
+    /// A request body as the routes decode it.
+    fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        crate::routes::json_body::decode(value).expect("decodes")
     }
 
     const RULES: Rules<'static> = Rules { reserved_env: &[] };
@@ -319,7 +285,8 @@ mod tests {
         for bad in
             [json!({}), json!({"name": ""}), json!({"name": "x".repeat(201)}), json!({"name": 5})]
         {
-            assert!(create("a", &object(bad.clone()), &RULES).is_err(), "{bad}");
+            let decoded = crate::routes::json_body::decode::<ProfileInput>(bad.clone());
+            assert!(decoded.and_then(|body| create("a", &body, &RULES)).is_err(), "{bad}");
         }
         let error =
             create("a", &object(json!({"name": "n", "environment": {"LD_PRELOAD": "x"}})), &RULES)
@@ -332,15 +299,15 @@ mod tests {
         let mut profile = create("a", &object(json!({"name": "n"})), &RULES).expect("creates");
         record_repository(
             &mut profile,
-            repository_entry(&object(json!({"url": "owner/one"}))).expect("entry"),
+            repository_entry(object(json!({"url": "owner/one"}))).expect("entry"),
         );
         record_repository(
             &mut profile,
-            repository_entry(&object(json!({"url": "owner/two"}))).expect("entry"),
+            repository_entry(object(json!({"url": "owner/two"}))).expect("entry"),
         );
         record_repository(
             &mut profile,
-            repository_entry(&object(json!({"url": "owner/one", "branch": "dev"}))).expect("entry"),
+            repository_entry(object(json!({"url": "owner/one", "branch": "dev"}))).expect("entry"),
         );
         let urls: Vec<&str> = profile.repository_history.iter().map(|r| r.url.as_str()).collect();
         assert_eq!(urls, vec!["owner/one", "owner/two"]);
@@ -348,12 +315,12 @@ mod tests {
         assert_eq!(profile.repository_history[0].name, "one");
         add_template(
             &mut profile,
-            message_template(&object(json!({"name": "R", "content": "{{x}}"}))).expect("t"),
+            message_template(object(json!({"name": "R", "content": "{{x}}"}))).expect("t"),
         );
         let first_id = profile.message_templates[0].id.clone();
         add_template(
             &mut profile,
-            message_template(&object(json!({"name": "R", "content": "new {{y}}"}))).expect("t"),
+            message_template(object(json!({"name": "R", "content": "new {{y}}"}))).expect("t"),
         );
         assert_eq!(profile.message_templates.len(), 1);
         assert_eq!(profile.message_templates[0].id, first_id, "same name replaces, keeping the id");

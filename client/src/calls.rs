@@ -1,5 +1,7 @@
 //! The proxy's own routes as methods: sessions, profiles, OAuth, and who-am-I.
 
+use std::collections::BTreeMap;
+
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,27 +46,50 @@ impl SearchQuery {
     }
 }
 
-/// Body of [`Client::start_with_profile`] (`POST /start-with-profile`).
-#[derive(Debug, Clone, Default, Serialize)]
+/// Body of [`Client::start_with_profile`] (`POST /start-with-profile`). `null` reads as
+/// absent in the optional fields; other fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(
     feature = "openapi",
     schema(as = StartWithProfileRequest, description = "Body of `POST /start-with-profile`.")
 )]
 pub struct StartWithProfile {
+    /// Must not be empty.
     pub profile_id: String,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub environment: std::collections::BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub tags: std::collections::BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub environment: BTreeMap<String, String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// A template's id or name; a placeholder without a value is 400
     /// `missing_template_variable`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub template_variables: std::collections::BTreeMap<String, String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub template_variables: BTreeMap<String, String>,
+}
+
+/// Body of `POST /oauth/authorize`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OAuthAuthorizeRequest {
+    /// Must match `auth.github.oauth.allowed_redirect_uris` (exactly, or a prefix entry
+    /// ending in `/`).
+    pub redirect_uri: String,
 }
 
 /// `GET /auth/status`.
@@ -184,8 +209,8 @@ impl Client {
 
     /// `POST /oauth/authorize`: where to send the user, and the state to expect back.
     pub async fn oauth_authorize(&self, redirect_uri: &str) -> Result<OAuthStart> {
-        self.post_json("/oauth/authorize", &serde_json::json!({ "redirect_uri": redirect_uri }))
-            .await
+        let request = OAuthAuthorizeRequest { redirect_uri: redirect_uri.to_string() };
+        self.post_json("/oauth/authorize", &request).await
     }
 
     /// `GET /oauth/callback`: trades GitHub's `code` for a proxy token.

@@ -26,9 +26,12 @@ mod error;
 mod events;
 pub mod profiles;
 pub mod sessions;
+mod wire;
 
 pub use agent::{Agent, AgentStatus, Message, MessageType, Uploaded};
-pub use calls::{AuthStatus, OAuthSession, OAuthStart, SearchQuery, StartWithProfile};
+pub use calls::{
+    AuthStatus, OAuthAuthorizeRequest, OAuthSession, OAuthStart, SearchQuery, StartWithProfile,
+};
 pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
 pub use events::{AgentEvent, EventStream};

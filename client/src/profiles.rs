@@ -102,3 +102,77 @@ pub struct ProfileList {
     pub profiles: Vec<Profile>,
     pub total: u64,
 }
+
+/// Body of `POST /profiles` (`name` required) and `PUT /profiles/{id}` (every field
+/// optional; a present, non-null field replaces the stored one, objects and arrays wholesale;
+/// an absent or `null` one keeps it). Other fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProfileInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Validated like the environment of `POST /start`. On `PUT`, a value sent back as
+    /// `<redacted>` keeps the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_history: Option<Vec<RepositoryInput>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_templates: Option<Vec<TemplateInput>>,
+}
+
+/// A repository to record in a profile (`POST /profiles/{id}/repositories`, upserted by
+/// `url`). `null` reads as absent in the optional fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepositoryInput {
+    /// Must not be empty.
+    pub url: String,
+    /// Default: a new UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Default: the last segment of `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, Value>>,
+    /// Default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub accessed_at: Option<String>,
+}
+
+/// A message template to add to a profile (`POST /profiles/{id}/templates`); the same
+/// `name` replaces it. `null` reads as absent in the optional fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TemplateInput {
+    pub name: String,
+    /// With `{{name}}` placeholders.
+    pub content: String,
+    /// Default: the placeholders found in `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Vec<String>>,
+    /// Default: a new UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, Value>>,
+    /// Default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub created_at: Option<String>,
+}

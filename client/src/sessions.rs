@@ -118,7 +118,8 @@ impl InitialMessageState {
     }
 }
 
-/// Body of `POST /start` (every field optional; an empty body reads as `{}`).
+/// Body of `POST /start` (every field optional, `null` reads as absent; an empty body reads
+/// as `{}`; other fields are ignored).
 ///
 /// Environment names match `^[A-Za-z_][A-Za-z0-9_]{0,127}$` and are not on the deny list;
 /// values hold no NUL, at most 32 KiB each, 256 KiB and 256 variables in all. Tag keys match
@@ -131,9 +132,17 @@ impl InitialMessageState {
     "environment": {"NAME": "value"}, "tags": {"repository": "owner/repo"}, "message": "first prompt"
 })))]
 pub struct StartRequest {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub environment: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub tags: BTreeMap<String, String>,
     /// The first prompt (unless `tags.message` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]

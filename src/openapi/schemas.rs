@@ -1,10 +1,9 @@
 //! Schemas of the JSON the server writes or reads without a wire type of its own: the error
-//! body of [`crate::error::ApiError`], the answers the handlers build with `json!`, and the
-//! request bodies they read field by field. The typed wire types (sessions, profiles) live
-//! in the client crate and derive their schemas there (feature `openapi`).
+//! body of [`crate::error::ApiError`] and the answers the handlers build with `json!`. The
+//! typed wire types (sessions, profiles, every request body) live in the client crate and
+//! derive their schemas there (feature `openapi`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde_json::Value;
 use utoipa::openapi::RefOr;
@@ -114,57 +113,6 @@ pub enum AuthMethodKind {
     Oauth,
 }
 
-/// Body of `POST /profiles` (`name` required) and `PUT /profiles/{id}` (every field
-/// optional; a present, non-null field replaces the stored one, objects and arrays wholesale).
-#[derive(ToSchema)]
-pub struct ProfileInput {
-    #[schema(min_length = 1, max_length = 200)]
-    pub name: Option<String>,
-    pub description: Option<String>,
-    /// Validated like the environment of `POST /start`. On `PUT`, a value sent back as
-    /// `<redacted>` keeps the stored one.
-    pub environment: Option<BTreeMap<String, String>>,
-    pub tags: Option<BTreeMap<String, String>>,
-    pub system_prompt: Option<String>,
-    pub repository_history: Option<Vec<RepositoryInput>>,
-    pub message_templates: Option<Vec<TemplateInput>>,
-}
-
-/// A repository to record in a profile (`POST /profiles/{id}/repositories`, upserted by
-/// `url`).
-#[derive(ToSchema)]
-pub struct RepositoryInput {
-    pub url: String,
-    /// Default: a new UUID.
-    pub id: Option<String>,
-    /// Default: the last segment of `url`.
-    pub name: Option<String>,
-    pub branch: Option<String>,
-    pub last_commit: Option<String>,
-    pub metadata: Option<BTreeMap<String, Value>>,
-    /// Default: now.
-    #[schema(format = DateTime)]
-    pub accessed_at: Option<String>,
-}
-
-/// A message template to add to a profile (`POST /profiles/{id}/templates`); the same
-/// `name` replaces it.
-#[derive(ToSchema)]
-pub struct TemplateInput {
-    pub name: String,
-    /// With `{{name}}` placeholders.
-    pub content: String,
-    /// Default: the placeholders found in `content`.
-    pub variables: Option<Vec<String>>,
-    /// Default: a new UUID.
-    pub id: Option<String>,
-    pub category: Option<String>,
-    pub metadata: Option<BTreeMap<String, Value>>,
-    /// Default: now.
-    #[schema(format = DateTime)]
-    pub created_at: Option<String>,
-}
-
 /// Answer of `DELETE /profiles/{id}`.
 #[derive(ToSchema)]
 pub struct ProfileDeleted {
@@ -185,14 +133,6 @@ pub enum ProfileDeletedMessage {
 #[derive(ToSchema)]
 pub struct Message {
     pub message: String,
-}
-
-/// Body of `POST /oauth/authorize`.
-#[derive(ToSchema)]
-pub struct OAuthAuthorizeRequest {
-    /// Must match `auth.github.oauth.allowed_redirect_uris` (exactly, or a prefix entry
-    /// ending in `/`).
-    pub redirect_uri: String,
 }
 
 /// Answer of `POST /oauth/authorize`.

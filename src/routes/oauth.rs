@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use agentapi_proxy_client::OAuthAuthorizeRequest;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +13,7 @@ use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::json_body::{JsonObject, optional_string};
+use super::json_body::JsonBody;
 use super::query;
 use crate::auth::oauth::{LOGIN_LIFETIME_SECONDS, OAuth, cookie};
 use crate::clock::format_ms;
@@ -23,7 +24,7 @@ use crate::openapi::responses::{
     Unauthenticated, UnsupportedMediaType,
 };
 use crate::openapi::schemas::{
-    OAuthAuthorizeRequest, OAuthAuthorizeResponse, OAuthCallbackResponse, OAuthRefreshResponse,
+    OAuthAuthorizeResponse, OAuthCallbackResponse, OAuthRefreshResponse,
 };
 use crate::state::AppState;
 
@@ -68,12 +69,10 @@ fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Result<Response, ApiEr
 )]
 pub async fn authorize(
     State(state): State<AppState>,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<OAuthAuthorizeRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let oauth = oauth_of(&state)?;
-    let redirect_uri = optional_string(&body, "redirect_uri")?
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "`redirect_uri` is required"))?;
-    let started = oauth.authorize(&redirect_uri).await?;
+    let started = oauth.authorize(&body.redirect_uri).await?;
     Ok(Json(json!({"auth_url": started.auth_url, "state": started.state})))
 }
 

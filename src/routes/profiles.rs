@@ -3,13 +3,15 @@
 //! see all; a profile the caller may not see is 404. Answers never show secret-looking
 //! environment values.
 
-use agentapi_proxy_client::{Profile, ProfileList, ProfileResponse};
+use agentapi_proxy_client::{
+    Profile, ProfileInput, ProfileList, ProfileResponse, RepositoryInput, TemplateInput,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::json_body::JsonObject;
+use super::json_body::JsonBody;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
 use crate::openapi::params::ProfileIdPath;
@@ -17,7 +19,7 @@ use crate::openapi::responses::{
     BadRequest, Conflict, Done, Forbidden, NotFound, OneProfile, PayloadTooLarge, StoreUnavailable,
     Unauthenticated, UnsupportedMediaType,
 };
-use crate::openapi::schemas::{ProfileDeleted, ProfileInput, RepositoryInput, TemplateInput};
+use crate::openapi::schemas::ProfileDeleted;
 use crate::profiles::{self, Rules, redacted};
 use crate::state::AppState;
 use crate::store::profiles::Versioned;
@@ -89,7 +91,7 @@ fn rules_with<'a>(reserved: &'a [&'a str]) -> Rules<'a> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<ProfileInput>,
 ) -> Result<(StatusCode, Json<ProfileResponse>), ApiError> {
     caller.require(Permission::ProfileCreate)?;
     let reserved = state.sessions.reserved_env();
@@ -178,7 +180,7 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<ProfileInput>,
 ) -> Result<Json<ProfileResponse>, ApiError> {
     caller.require(Permission::ProfileUpdate)?;
     let reserved = state.sessions.reserved_env();
@@ -241,10 +243,10 @@ pub async fn add_repository(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<RepositoryInput>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::ProfileUpdate)?;
-    let entry = profiles::repository_entry(&body)?;
+    let entry = profiles::repository_entry(body)?;
     modify(&state, &caller, &id, |profile| {
         profiles::record_repository(profile, entry.clone());
         Ok(())
@@ -278,21 +280,14 @@ pub async fn add_template(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<TemplateInput>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::ProfileUpdate)?;
-    let template = profiles::message_template(&body)?;
+    let template = profiles::message_template(body)?;
     modify(&state, &caller, &id, |profile| {
         profiles::add_template(profile, template.clone());
         Ok(())
     })
     .await?;
     Ok(Json(json!({"message": "Template added to profile successfully"})))
-}
-
-/// The `template_variables` object of a start request.
-pub fn template_variables(
-    body: &Map<String, Value>,
-) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
-    super::json_body::string_map(body, "template_variables")
 }

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use agentapi_proxy_client::{
-    DeleteResponse, SearchResponse, SessionDetail, SessionStatus, StartResponse,
+    DeleteResponse, SearchResponse, SessionDetail, SessionStatus, StartRequest, StartResponse,
 };
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use http::header;
 
-use super::json_body::{JsonObject, optional_string, string_map};
+use super::json_body::JsonBody;
 use super::query;
 use crate::auth::{Caller, Permission};
 use crate::clock::format_ms;
@@ -88,16 +88,14 @@ pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(raw_query): RawQuery,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
     caller.require(Permission::SessionCreate)?;
     let wait = wait_parameter(raw_query.as_deref())?;
-    let tags = string_map(&body, "tags")?;
-    let message = optional_string(&body, "message")?;
     let input = StartInput {
-        environment: string_map(&body, "environment")?,
-        first_prompt: first_prompt::for_start(&tags, message.as_deref()),
-        tags,
+        first_prompt: first_prompt::for_start(&body.tags, body.message.as_deref()),
+        environment: body.environment,
+        tags: body.tags,
         system_prompt: None,
     };
     let session = state.sessions.start_session(&caller.user_id, input, wait).await?;

@@ -1,11 +1,11 @@
 //! `POST /start-with-profile`: a session started from a profile, overlaid by the request.
 
-use agentapi_proxy_client::StartResponse;
+use agentapi_proxy_client::{RepositoryInput, StartResponse, StartWithProfile};
 use axum::Json;
 use axum::extract::{RawQuery, State};
 
-use super::json_body::{JsonObject, optional_string, string_map};
-use super::profiles::{modify, template_variables, visible_profile};
+use super::json_body::JsonBody;
+use super::profiles::{modify, visible_profile};
 use super::sessions::start_response;
 use crate::auth::{Caller, Permission};
 use crate::clock::{format_ms, now_ms};
@@ -30,7 +30,7 @@ use crate::state::AppState;
         template rendered with `template_variables`, else none. A `repository` tag is recorded \
         in the profile's `repository_history`; `last_used_at` is set.",
     params(WaitParam),
-    request_body = agentapi_proxy_client::StartWithProfile,
+    request_body = StartWithProfile,
     responses(
         (status = 200, response = Started),
         (status = 400, response = BadRequest),
@@ -50,23 +50,21 @@ pub async fn start_with_profile(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(raw_query): RawQuery,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<StartWithProfile>,
 ) -> Result<Json<StartResponse>, ApiError> {
     caller.require(Permission::SessionCreate)?;
     let wait = super::sessions::wait_parameter(raw_query.as_deref())?;
-    let profile_id = optional_string(&body, "profile_id")?
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "`profile_id` is required"))?;
-    let profile = visible_profile(&state, &caller, &profile_id).await?.profile;
+    if body.profile_id.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "`profile_id` is required"));
+    }
+    let profile = visible_profile(&state, &caller, &body.profile_id).await?.profile;
 
     let mut environment = profile.environment.clone();
-    environment.extend(string_map(&body, "environment")?);
+    environment.extend(body.environment);
     let mut tags = profile.tags.clone();
-    tags.extend(string_map(&body, "tags")?);
-    let message = optional_string(&body, "message")?;
-    let first_prompt = first_prompt::for_profile_start(message.as_deref(), &tags, || {
-        let Some(template_id) = optional_string(&body, "template_id")?.filter(|t| !t.is_empty())
-        else {
+    tags.extend(body.tags);
+    let first_prompt = first_prompt::for_profile_start(body.message.as_deref(), &tags, || {
+        let Some(template_id) = body.template_id.filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
         let template = profile
@@ -79,7 +77,7 @@ pub async fn start_with_profile(
                     "`template_id` names no template of this profile",
                 )
             })?;
-        Ok(Some(profiles::render(&template.content, &template_variables(&body)?)?))
+        Ok(Some(profiles::render(&template.content, &body.template_variables)?))
     })?;
     let repository = tags.get("repository").filter(|r| !r.is_empty()).cloned();
     let input = StartInput {
@@ -94,12 +92,11 @@ pub async fn start_with_profile(
     let recorded = modify(&state, &caller, &profile.id, |profile| {
         profile.last_used_at = Some(used_at.clone());
         if let Some(url) = &repository {
-            let entry = profiles::repository_entry(
-                &serde_json::json!({"url": url, "accessed_at": used_at})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            )?;
+            let entry = profiles::repository_entry(RepositoryInput {
+                url: url.clone(),
+                accessed_at: Some(used_at.clone()),
+                ..RepositoryInput::default()
+            })?;
             profiles::record_repository(profile, entry);
         }
         Ok(())

@@ -27,3 +27,4 @@ mod server;
 mod sessions;
 mod smuggling;
 mod support;
+mod typed_bodies;
