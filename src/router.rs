@@ -40,6 +40,8 @@ pub fn build(state: AppState) -> Router {
         .route("/profiles/{id}", get(profiles::read).put(profiles::update).delete(profiles::delete))
         .route("/profiles/{id}/repositories", post(profiles::add_repository))
         .route("/profiles/{id}/templates", post(profiles::add_template))
+        // The dashboard's pages and files (no authentication: the page asks the API).
+        .merge(crate::ui::routes())
         .route("/{id}", any(proxy::proxy))
         .route("/{id}/{*rest}", any(proxy::proxy))
         .fallback(|| async { ApiError::NotFound("no such route") })
