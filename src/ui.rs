@@ -143,7 +143,10 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
 fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
     request.get_all(header::IF_NONE_MATCH).iter().filter_map(|value| value.to_str().ok()).any(
         |value| {
-            value.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+            value
+                .split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
         },
     )
 }
@@ -167,10 +170,8 @@ pub fn accepts_gzip(request: &HeaderMap) -> bool {
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    headers
+        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY"));
@@ -208,7 +209,8 @@ mod tests {
     fn no_inline_script_or_style() {
         for asset in ASSETS.iter() {
             let text = String::from_utf8_lossy(asset.identity);
-            for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", " style=\""] {
+            for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", " style=\""]
+            {
                 assert!(!text.contains(forbidden), "{} contains {forbidden}", asset.name);
             }
         }

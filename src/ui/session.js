@@ -56,7 +56,8 @@ export function mountSession(main, context, id) {
   function updateState() {
     const live = sessions.get(id);
     const gone = removed.get(id);
-    detail = live || gone || detail;
+    const latest = live || gone;
+    if (latest) detail = { ...detail, ...latest };
     if (detail) {
       badge.className = `badge status-${detail.status}`;
       badge.textContent = statusLabel(detail);

@@ -151,9 +151,9 @@ export function mountSessions(main, context) {
 }
 
 /** Rows of name/value inputs (tags, environment) with an Add button. */
-function pairRows(legend, nameLabel, valueLabel, secret) {
+function pairRows(legend, nameLabel, valueLabel, secret, addLabel) {
   const rows = h('div', { class: 'pairs' });
-  const add = h('button', { type: 'button', class: 'small' }, `Add ${legend.toLowerCase().replace(/s$/, '')}`);
+  const add = h('button', { type: 'button', class: 'small' }, addLabel);
   function addRow() {
     const name = h('input', { type: 'text', autocomplete: 'off', 'aria-label': nameLabel });
     const value = h('input', { type: secret ? 'password' : 'text', autocomplete: 'off', 'aria-label': valueLabel });
@@ -182,8 +182,8 @@ function newSessionForm(context) {
   const profile = h('select', { name: 'profile' }, h('option', { value: '' }, 'None'));
   const message = h('textarea', { name: 'message', rows: 3 });
   const repository = h('input', { type: 'text', name: 'repository', placeholder: 'owner/repo', autocomplete: 'off' });
-  const tags = pairRows('Tags', 'Tag name', 'Tag value', false);
-  const environment = pairRows('Environment', 'Variable name', 'Variable value', true);
+  const tags = pairRows('Tags', 'Tag name', 'Tag value', false, 'Add tag');
+  const environment = pairRows('Environment', 'Variable name', 'Variable value', true, 'Add variable');
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Start session');
   const cancel = h('button', { type: 'button' }, 'Cancel');
   const progress = h('p', { class: 'progress', role: 'status' });

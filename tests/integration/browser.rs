@@ -5,6 +5,7 @@
 
 mod profiles;
 mod reconnect;
+mod screenshots;
 mod session_page;
 mod sessions_page;
 mod signin;

@@ -39,13 +39,22 @@ fn assert_ui_headers(response: &reqwest::Response) {
 async fn page_routes_serve_the_shell_without_authentication() {
     let server = TestServer::start(with_keys).await;
     let client = plain_client();
-    for path in ["/ui/", "/ui/sessions/0b7c6f4e-8d1a-4c2b-9e3f-5a6d7c8b9e0f", "/ui/profiles", "/ui/overview", "/ui/later"] {
+    for path in [
+        "/ui/",
+        "/ui/sessions/0b7c6f4e-8d1a-4c2b-9e3f-5a6d7c8b9e0f",
+        "/ui/profiles",
+        "/ui/overview",
+        "/ui/later",
+    ] {
         let response = client.get(server.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         assert_ui_headers(&response);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
         let body = response.text().await.unwrap();
-        assert!(body.contains("<script type=\"module\" src=\"/ui/assets/app.js\">"), "{path}: {body}");
+        assert!(
+            body.contains("<script type=\"module\" src=\"/ui/assets/app.js\">"),
+            "{path}: {body}"
+        );
     }
     let response = client.get(server.url("/ui")).send().await.unwrap();
     assert_eq!(response.status(), 308);
@@ -56,7 +65,13 @@ async fn page_routes_serve_the_shell_without_authentication() {
 async fn unknown_files_are_404_with_the_same_headers() {
     let server = TestServer::start(|_| {}).await;
     let client = plain_client();
-    for path in ["/ui/assets/nope.js", "/ui/assets/index.html", "/ui/assets/", "/ui/favicon.ico", "/ui/sessions/x/app.js"] {
+    for path in [
+        "/ui/assets/nope.js",
+        "/ui/assets/index.html",
+        "/ui/assets/",
+        "/ui/favicon.ico",
+        "/ui/sessions/x/app.js",
+    ] {
         let response = client.get(server.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         assert_ui_headers(&response);
@@ -99,7 +114,8 @@ async fn the_page_loads_nothing_from_another_origin() {
     let server = TestServer::start(|_| {}).await;
     let client = plain_client();
     for asset in agentapi_proxy::ui::ASSETS.iter() {
-        let body = client.get(server.url(&format!("/ui/assets/{}", asset.name))).send().await.unwrap();
+        let body =
+            client.get(server.url(&format!("/ui/assets/{}", asset.name))).send().await.unwrap();
         let text = body.text().await.unwrap();
         for remote in ["http://", "https://", "//fonts.", "@import"] {
             let allowed = asset.name == "icon.svg" && text.contains("http://www.w3.org/2000/svg");

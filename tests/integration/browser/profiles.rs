@@ -23,7 +23,10 @@ async fn profiles_can_be_created_edited_started_and_deleted() {
     browser.type_into("#profile-form input[name=name]", HOSTILE).await;
     browser.type_into("#profile-form textarea[name=tags]", &format!("team={HOSTILE}")).await;
     browser
-        .type_into("#profile-form textarea[name=environment]", "API_TOKEN=s3cret-value\nPLAIN=visible")
+        .type_into(
+            "#profile-form textarea[name=environment]",
+            "API_TOKEN=s3cret-value\nPLAIN=visible",
+        )
         .await;
     browser.click("#profile-form button[type=submit]").await;
     let row = browser.wait_text("#profile-list .profile-row", HOSTILE).await;

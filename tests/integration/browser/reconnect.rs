@@ -12,14 +12,19 @@ use super::{desktop, open, start_session, webdriver};
 use crate::support::server::{kill_agents_under, test_config};
 
 /// Runs the server in this process on `address` with its data under `dir`.
-async fn serve(dir: &std::path::Path, address: SocketAddr) -> (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>) {
+async fn serve(
+    dir: &std::path::Path,
+    address: SocketAddr,
+) -> (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let config = test_config(dir);
-    let listener = crate::support::wait_until("the address to be free", Duration::from_secs(10), || async {
-        tokio::net::TcpListener::bind(address).await.ok()
-    })
-    .await;
+    let listener =
+        crate::support::wait_until("the address to be free", Duration::from_secs(10), || async {
+            tokio::net::TcpListener::bind(address).await.ok()
+        })
+        .await;
     let shutdown = Shutdown::new();
-    let host = HostOptions { proxy_bin: Some(crate::support::binary().into()), reap_all_children: false };
+    let host =
+        HostOptions { proxy_bin: Some(crate::support::binary().into()), reap_all_children: false };
     let task = tokio::spawn(agentapi_proxy::run_with(config, listener, shutdown.clone(), host));
     (shutdown, task)
 }
@@ -39,14 +44,22 @@ async fn the_page_reconnects_after_a_server_restart() {
     browser.wait_text("main", "No sessions yet").await;
 
     shutdown.advance_to(Stage::Draining);
-    tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").expect("joins").expect("ok");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops")
+        .expect("joins")
+        .expect("ok");
     browser.wait_text("#conn", "reconnecting").await;
 
     let (shutdown, _task) = serve(dir.path(), address).await;
     let id = start_session(&base, &[], json!({"tags": {"after": "restart"}})).await;
     browser.wait_text(&format!("li[data-session-id='{id}']"), "after=restart").await;
     browser
-        .wait_for("the indicator to clear", "return document.querySelector('#conn').hidden;", json!([]))
+        .wait_for(
+            "the indicator to clear",
+            "return document.querySelector('#conn').hidden;",
+            json!([]),
+        )
         .await;
     browser.quit().await;
     shutdown.advance_to(Stage::Immediate);

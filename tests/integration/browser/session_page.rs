@@ -29,8 +29,8 @@ async fn a_reply_streams_in_place_and_the_composer_waits_for_it() {
     let server = TestServer::start(|_| {}).await;
     let base = server.base();
     // A slow reply: several growing frames over two seconds.
-    let id = start_session(&base, &[], json!({"environment": {"ECHO_AGENT_REPLY_MS": "2000"}}))
-        .await;
+    let id =
+        start_session(&base, &[], json!({"environment": {"ECHO_AGENT_REPLY_MS": "2000"}})).await;
     let browser = desktop().await;
     open(&browser, &base, &format!("/ui/sessions/{id}")).await;
     browser

@@ -51,13 +51,21 @@ async fn sessions_appear_live_start_from_the_form_and_stop_after_confirming() {
     let row = format!("{ROW}[data-session-id='{outside}']");
     browser.click(&format!("{row} button.stop")).await;
     browser.click(&format!("{row} .actions button:not(.confirm-stop)")).await;
-    browser.wait_for("the stop button back", "return document.querySelector(arguments[0]);", json!([format!("{row} button.stop")])).await;
+    browser
+        .wait_for(
+            "the stop button back",
+            "return document.querySelector(arguments[0]);",
+            json!([format!("{row} button.stop")]),
+        )
+        .await;
     browser.click(&format!("{row} button.stop")).await;
     browser.click(&format!("{row} button.confirm-stop")).await;
     browser.wait_text(&format!("{row} .badge"), "exited").await;
-    let (code, _) =
-        crate::support::sessions::get_json(&reqwest::Client::new(), &server.url(&format!("/sessions/{outside}")))
-            .await;
+    let (code, _) = crate::support::sessions::get_json(
+        &reqwest::Client::new(),
+        &server.url(&format!("/sessions/{outside}")),
+    )
+    .await;
     assert_eq!(code, 404, "the stopped session is gone from the API");
     browser.quit().await;
 }

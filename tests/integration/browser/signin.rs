@@ -45,7 +45,10 @@ async fn without_a_cookie_the_page_asks_for_a_key() {
     let label = browser.text("label[for]").await;
     assert_eq!(label, "API key");
     // No GitHub OAuth configured: no GitHub button.
-    assert_eq!(browser.eval("return !!document.querySelector('#github-signin');", json!([])).await, false);
+    assert_eq!(
+        browser.eval("return !!document.querySelector('#github-signin');", json!([])).await,
+        false
+    );
     browser.quit().await;
 }
 
@@ -57,7 +60,8 @@ async fn keys_sign_in_and_each_user_sees_only_their_sessions() {
     }
     let server = TestServer::start(with_keys).await;
     let base = server.base();
-    let alices = start_session(&base, &[("X-API-Key", ALICE)], json!({"tags": {"who": "alice"}})).await;
+    let alices =
+        start_session(&base, &[("X-API-Key", ALICE)], json!({"tags": {"who": "alice"}})).await;
 
     let browser = desktop().await;
     open(&browser, &base, "/ui/").await;
@@ -70,7 +74,9 @@ async fn keys_sign_in_and_each_user_sees_only_their_sessions() {
     browser.wait_text("#who .user", "bob").await;
     browser.wait_text("main", "No sessions yet").await;
     assert_eq!(
-        browser.eval("return document.querySelectorAll('#session-list li').length;", json!([])).await,
+        browser
+            .eval("return document.querySelectorAll('#session-list li').length;", json!([]))
+            .await,
         0,
         "bob sees alice's session"
     );

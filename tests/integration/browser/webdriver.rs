@@ -162,9 +162,16 @@ impl Browser {
     /// Waits until an element matches `css`; its WebDriver reference.
     pub async fn find(&self, css: &str) -> String {
         let found = self
-            .wait_for(&format!("an element {css}"), "return document.querySelector(arguments[0]);", json!([css]))
+            .wait_for(
+                &format!("an element {css}"),
+                "return document.querySelector(arguments[0]);",
+                json!([css]),
+            )
             .await;
-        found[ELEMENT].as_str().unwrap_or_else(|| panic!("element reference in {found}")).to_string()
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("element reference in {found}"))
+            .to_string()
     }
 
     /// Clicks the element `css` once it is there and enabled.
