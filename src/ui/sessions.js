@@ -138,8 +138,8 @@ export function mountSessions(main, context) {
       admin ? h('span', { class: 'owner', title: 'Owner' }, session.user_id) : null,
       h('div', { class: 'tags' }, tags),
       started,
-      session.initial_message ? h('span', { class: 'muted first-prompt' }, `first prompt ${session.initial_message}`) : null,
-      actions);
+      actions,
+      session.initial_message ? h('span', { class: 'muted first-prompt' }, `first prompt ${session.initial_message}`) : null);
   }
 
   const unsubscribe = subscribe(render);
