@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: run test fmt lint doc unit bench
+.PHONY: run test fmt lint doc unit bench screenshots
 
 ## The proxy on 127.0.0.1:8080 with the built-in echo agent, data under ./.agentapi-proxy.
 run:
@@ -33,3 +33,9 @@ endif
 ## BENCH_ARGS passes options to bench/bench.py (e.g. BENCH_ARGS="--reps 7 --extra-nginx-w1").
 bench:
 	bench/run.sh $(BENCH_ARGS)
+
+## Screenshots of every dashboard page, light and dark, into docs/ui/ (needs Chromium:
+## apt-get install chromium chromium-driver).
+screenshots:
+	UI_SCREENSHOTS_DIR=$(CURDIR)/docs/ui $(CARGO) test --locked --test integration \
+		browser::screenshots::write_screenshots -- --ignored --exact

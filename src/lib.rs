@@ -23,6 +23,7 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 pub mod upstream;
 
 pub use listener::{run, run_with};

@@ -45,6 +45,7 @@ pub async fn run_with(
     let app = crate::router::build(state.clone());
     let address = listener.local_addr().context("while reading the listening address")?;
     tracing::info!(%address, "agentapi-proxy listening");
+    tracing::info!(url = %dashboard_url(address), "dashboard");
     serve(listener, app, &state, &shutdown).await;
     match state.config.session.on_shutdown {
         OnShutdown::Terminate => state.sessions.terminate_all().await,
@@ -258,4 +259,17 @@ fn log_connection_end(result: Result<(), hyper::Error>) {
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
     }
+}
+
+/// The dashboard's address for a person to open: an unspecified bind address (`0.0.0.0`,
+/// `::`) is shown as loopback, which reaches the same listener.
+pub fn dashboard_url(address: std::net::SocketAddr) -> String {
+    let mut shown = address;
+    if shown.ip().is_unspecified() {
+        shown.set_ip(match shown.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{shown}/ui/")
 }

@@ -54,8 +54,11 @@ pub fn build(state: AppState) -> Router {
         .route("/profiles/{id}/repositories", post(profiles::add_repository))
         .route("/profiles/{id}/templates", post(profiles::add_template))
         // The API's own answers may be gzipped (event streams never are); everything added
-        // after this line (the agents' answers) passes as the agent sent it.
+        // after this line (the dashboard's files, compressed ahead; the agents' answers)
+        // passes as it is.
         .layer(CompressionLayer::new())
+        // The dashboard's pages and files (no authentication: the page asks the API).
+        .merge(crate::ui::routes())
         .route("/{id}", any(proxy::proxy))
         .route("/{id}/{*rest}", any(proxy::proxy))
         .fallback(|| async { ApiError::NotFound("no such route") })

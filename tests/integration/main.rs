@@ -3,10 +3,12 @@
 
 mod auth;
 mod bench_smoke;
+mod browser;
 mod cli;
 mod cli_client;
 mod client;
 mod containment;
+mod dashboard;
 mod data_dir;
 mod echo_agent;
 mod github;

@@ -1,0 +1,71 @@
+//! The Sessions page: a session started elsewhere appears without reloading, the New
+//! session form starts one (tags shown as text), Stop asks first and ends in `exited`.
+
+use serde_json::json;
+
+use super::{HOSTILE, assert_inert, desktop, open, start_session, webdriver};
+use crate::support::server::TestServer;
+
+const ROW: &str = "#session-list li.session-row";
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs /sessions/events from the events branch"]
+async fn sessions_appear_live_start_from_the_form_and_stop_after_confirming() {
+    let test = "sessions_appear_live_start_from_the_form_and_stop_after_confirming";
+    if !webdriver::available(test) {
+        return;
+    }
+    let server = TestServer::start(|_| {}).await;
+    let base = server.base();
+    let browser = desktop().await;
+    open(&browser, &base, "/ui/").await;
+    assert_eq!(browser.text("#who .user").await, "anonymous");
+    browser.wait_text("main", "No sessions yet").await;
+
+    // Started through the API: the open page shows it without reloading.
+    let outside = start_session(&base, &[], json!({"tags": {"origin": "api"}})).await;
+    browser.wait_text(&format!("{ROW}[data-session-id='{outside}']"), "origin=api").await;
+    browser.wait_text(&format!("{ROW}[data-session-id='{outside}'] .badge"), "active").await;
+
+    // Started from the form, with a hostile tag value and a secret environment value.
+    browser.click("#new-session").await;
+    browser.type_into("#new-session-form textarea[name=message]", "first words").await;
+    browser.click("#new-session-form fieldset:nth-of-type(1) button").await;
+    browser.type_into("#new-session-form .pair input[aria-label='Tag name']", "note").await;
+    browser.type_into("#new-session-form .pair input[aria-label='Tag value']", HOSTILE).await;
+    browser.click("#new-session-form button[type=submit]").await;
+    browser.wait_text("#new-session-form .progress", "Started").await;
+    let rows = browser
+        .wait_for(
+            "two rows",
+            "const r = document.querySelectorAll(arguments[0]); return r.length === 2 ? r.length : null;",
+            json!([ROW]),
+        )
+        .await;
+    assert_eq!(rows, 2);
+    let hostile_row = browser.wait_text(ROW, &format!("note={HOSTILE}")).await;
+    assert!(hostile_row.contains("first prompt"), "{hostile_row}");
+    assert_inert(&browser).await;
+
+    // Stop asks first; cancelling keeps the session.
+    let row = format!("{ROW}[data-session-id='{outside}']");
+    browser.click(&format!("{row} button.stop")).await;
+    browser.click(&format!("{row} .actions button:not(.confirm-stop)")).await;
+    browser
+        .wait_for(
+            "the stop button back",
+            "return document.querySelector(arguments[0]);",
+            json!([format!("{row} button.stop")]),
+        )
+        .await;
+    browser.click(&format!("{row} button.stop")).await;
+    browser.click(&format!("{row} button.confirm-stop")).await;
+    browser.wait_text(&format!("{row} .badge"), "exited").await;
+    let (code, _) = crate::support::sessions::get_json(
+        &reqwest::Client::new(),
+        &server.url(&format!("/sessions/{outside}")),
+    )
+    .await;
+    assert_eq!(code, 404, "the stopped session is gone from the API");
+    browser.quit().await;
+}
