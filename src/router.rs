@@ -6,7 +6,9 @@ use axum::routing::{any, get, post};
 
 use crate::cors;
 use crate::error::ApiError;
-use crate::routes::{auth, health, metrics, oauth, profiles, proxy, sessions, start_with_profile};
+use crate::routes::{
+    auth, health, login, metrics, oauth, profiles, proxy, root, sessions, start_with_profile,
+};
 use crate::state::AppState;
 
 /// The whole HTTP surface of the proxy. Static paths win over `/{id}`, so a reserved word
@@ -24,6 +26,7 @@ pub fn build(state: AppState) -> Router {
             .route("/oauth/logout", post(oauth::logout));
     }
     router
+        .route("/", get(root::root))
         .route("/health", get(health::live))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
@@ -31,6 +34,8 @@ pub fn build(state: AppState) -> Router {
         .route("/openapi.json", get(crate::routes::openapi::openapi))
         .route("/auth/status", get(auth::status))
         .route("/auth/types", get(auth::types))
+        .route("/auth/login", post(login::login))
+        .route("/auth/logout", post(login::logout))
         .route("/start", post(sessions::start))
         .route("/start-with-profile", post(start_with_profile::start_with_profile))
         .route("/search", get(sessions::search))

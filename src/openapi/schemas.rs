@@ -240,3 +240,17 @@ pub struct OAuthRefreshResponse {
 pub enum TokenType {
     Bearer,
 }
+
+/// Body of `POST /auth/login`.
+#[derive(ToSchema)]
+pub struct LoginRequest {
+    /// Any credential the server accepts in a header: a static API key, a GitHub token (when
+    /// `auth.github.enabled`), or a proxy-issued `aps_` token.
+    pub api_key: String,
+}
+
+/// `data` of an `event: removed` frame on `GET /sessions/events`.
+#[derive(ToSchema)]
+pub struct SessionRemoved {
+    pub session_id: String,
+}
