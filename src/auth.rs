@@ -199,7 +199,8 @@ impl Authenticator {
             let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
             Arc::new(ProxySessions::new(config, store, keys.clone()))
         });
-        let session_cookie = proxy_sessions.as_ref().map(|sessions| sessions.cookies().session_name());
+        let session_cookie =
+            proxy_sessions.as_ref().map(|sessions| sessions.cookies().session_name());
         Ok(Self {
             enabled: config.auth.enabled,
             static_header,

@@ -56,6 +56,7 @@ handlers in `src/routes/`); the integration test `openapi` checks it against eve
         routes::sessions::start,
         routes::start_with_profile::start_with_profile,
         routes::sessions::search,
+        routes::session_events::events,
         routes::sessions::detail,
         routes::sessions::delete,
         routes::sessions::logs,

@@ -7,7 +7,8 @@ use axum::routing::{any, get, post};
 use crate::cors;
 use crate::error::ApiError;
 use crate::routes::{
-    auth, health, login, metrics, oauth, profiles, proxy, root, sessions, start_with_profile,
+    auth, health, login, metrics, oauth, profiles, proxy, root, session_events, sessions,
+    start_with_profile,
 };
 use crate::state::AppState;
 
@@ -39,6 +40,7 @@ pub fn build(state: AppState) -> Router {
         .route("/start", post(sessions::start))
         .route("/start-with-profile", post(start_with_profile::start_with_profile))
         .route("/search", get(sessions::search))
+        .route("/sessions/events", get(session_events::events))
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/logs", get(sessions::logs))
         .route("/profiles", post(profiles::create).get(profiles::list))

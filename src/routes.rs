@@ -11,5 +11,6 @@ pub mod profiles;
 pub mod proxy;
 pub mod query;
 pub mod root;
+pub mod session_events;
 pub mod sessions;
 pub mod start_with_profile;

@@ -81,7 +81,8 @@ mod tests {
     #[test]
     fn the_eleventh_attempt_is_refused_and_others_are_not_affected() {
         let throttle = LoginThrottle::default();
-        let (one, two): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (one, two): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for _ in 0..MAX_FAILURES {
             assert!(throttle.check(one).is_ok());
             throttle.failed(one);

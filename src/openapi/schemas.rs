@@ -248,9 +248,3 @@ pub struct LoginRequest {
     /// `auth.github.enabled`), or a proxy-issued `aps_` token.
     pub api_key: String,
 }
-
-/// `data` of an `event: removed` frame on `GET /sessions/events`.
-#[derive(ToSchema)]
-pub struct SessionRemoved {
-    pub session_id: String,
-}

@@ -29,10 +29,8 @@ pub fn key(key: &str, user: &str, role: &str, permissions: &[&str]) -> ApiKeyEnt
 fn with_keys(config: &mut Config) {
     config.auth.enabled = true;
     config.auth.static_keys.enabled = true;
-    config.auth.static_keys.api_keys = vec![
-        key(ALICE, "alice", "user", &["*"]),
-        key(BOB, "bob", "user", &["session:list"]),
-    ];
+    config.auth.static_keys.api_keys =
+        vec![key(ALICE, "alice", "user", &["*"]), key(BOB, "bob", "user", &["session:list"])];
 }
 
 /// `POST /auth/login`; the status, the `Set-Cookie` header and the JSON body, if any.
@@ -44,10 +42,8 @@ pub async fn login(base: &str, credential: &str) -> (u16, Option<String>, Value)
         .await
         .expect("POST /auth/login");
     let status = response.status().as_u16();
-    let set_cookie = response
-        .headers()
-        .get("set-cookie")
-        .map(|value| value.to_str().expect("text").to_string());
+    let set_cookie =
+        response.headers().get("set-cookie").map(|value| value.to_str().expect("text").to_string());
     (status, set_cookie, response.json().await.unwrap_or(Value::Null))
 }
 
@@ -124,11 +120,8 @@ async fn a_wrong_key_is_the_uniform_401_and_eleven_failures_are_throttled() {
         .await
         .expect("send");
     assert_eq!(response.status().as_u16(), 429);
-    let retry_after: u64 = response.headers()["retry-after"]
-        .to_str()
-        .expect("text")
-        .parse()
-        .expect("seconds");
+    let retry_after: u64 =
+        response.headers()["retry-after"].to_str().expect("text").parse().expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "too_many_attempts");
@@ -174,8 +167,10 @@ async fn removing_the_key_from_the_keys_file_ends_its_cookie_session() {
     let write = |entries: Value| {
         std::fs::write(&keys_file, json!({"api_keys": entries}).to_string()).expect("write")
     };
-    let one = json!({"key": "ap_file_one_dash", "user_id": "one", "role": "user", "permissions": ["*"]});
-    let two = json!({"key": "ap_file_two_dash", "user_id": "two", "role": "user", "permissions": ["*"]});
+    let one =
+        json!({"key": "ap_file_one_dash", "user_id": "one", "role": "user", "permissions": ["*"]});
+    let two =
+        json!({"key": "ap_file_two_dash", "user_id": "two", "role": "user", "permissions": ["*"]});
     write(json!([one.clone(), two.clone()]));
     let path = keys_file.display().to_string();
     let server = BinaryServer::start(|config| {
@@ -200,9 +195,16 @@ async fn removing_the_key_from_the_keys_file_ends_its_cookie_session() {
     .await;
     let (code, me) = status_of(two_client.get(&status_url)).await;
     assert_eq!((code, me["user_id"].as_str()), (200, Some("two")), "the other key's stays");
-    write(json!([one, json!({"key": "ap_file_two_dash", "user_id": "two", "role": "user", "permissions": ["*"]})]));
+    write(json!([
+        one,
+        json!({"key": "ap_file_two_dash", "user_id": "two", "role": "user", "permissions": ["*"]})
+    ]));
     wait_until("the key to come back", Duration::from_secs(10), || async {
-        let code = status_of(reqwest::Client::new().get(&status_url).header("X-API-Key", "ap_file_one_dash")).await.0;
+        let code = status_of(
+            reqwest::Client::new().get(&status_url).header("X-API-Key", "ap_file_one_dash"),
+        )
+        .await
+        .0;
         (code == 200).then_some(())
     })
     .await;
@@ -218,11 +220,8 @@ async fn with_auth_off_login_is_a_204_without_a_cookie() {
     let server = TestServer::start(|_| {}).await;
     let (status, set_cookie, _) = login(&server.base(), "anything").await;
     assert_eq!((status, set_cookie), (204, None));
-    let response = reqwest::Client::new()
-        .post(server.url("/auth/logout"))
-        .send()
-        .await
-        .expect("logout");
+    let response =
+        reqwest::Client::new().post(server.url("/auth/logout")).send().await.expect("logout");
     assert_eq!(response.status().as_u16(), 204);
 }
 
@@ -258,6 +257,7 @@ async fn browsers_asking_for_slash_go_to_the_dashboard_and_api_callers_get_json(
         .expect("GET /");
     assert_eq!(response.status().as_u16(), 302);
     assert_eq!(response.headers()["location"], "/ui/");
-    let (code, body) = status_of(client.get(server.url("/")).header("accept", "application/json")).await;
+    let (code, body) =
+        status_of(client.get(server.url("/")).header("accept", "application/json")).await;
     assert_eq!((code, body["code"].as_str()), (404, Some("not_found")));
 }

@@ -7,6 +7,7 @@ mod cli;
 mod cli_client;
 mod client;
 mod containment;
+mod dashboard_events;
 mod dashboard_login;
 mod data_dir;
 mod echo_agent;
