@@ -37,6 +37,9 @@ pub struct ProxySessions {
     keys: Arc<ApiKeys>,
     cookies: CookiePolicy,
     ttl_seconds: u64,
+    /// Bumped whenever a session ends here (logout, a broken binding), so open streams
+    /// re-check their credential at once.
+    endings: tokio::sync::watch::Sender<u64>,
 }
 
 impl ProxySessions {
@@ -49,7 +52,18 @@ impl ProxySessions {
             .map_or(DEFAULT_TTL_SECONDS, |oauth| oauth.session_ttl_seconds);
         let cookies =
             CookiePolicy::new(config.server.insecure_cookies, origin_of(&config.server.public_url));
-        Self { store, keys, cookies, ttl_seconds }
+        let endings = tokio::sync::watch::Sender::new(0);
+        Self { store, keys, cookies, ttl_seconds, endings }
+    }
+
+    /// Notified whenever a session ends on this server.
+    pub fn endings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endings.subscribe()
+    }
+
+    /// Tells open streams that a session ended (also one `/oauth/logout` ended).
+    pub fn ended(&self) {
+        self.endings.send_modify(|count| *count += 1);
     }
 
     pub fn cookies(&self) -> &CookiePolicy {
@@ -109,6 +123,7 @@ impl ProxySessions {
         }
         // The credential it was made from has ended: so has the session, for good.
         self.store.delete_session(row.token_hash).await?;
+        self.ended();
         tracing::info!(user_id = %row.user_id, "a sign-in session ended with its credential");
         Ok(None)
     }
@@ -158,6 +173,7 @@ impl ProxySessions {
                 ApiError::StoreUnavailable
             })?;
         if deleted {
+            self.ended();
             tracing::info!("signed out");
         }
         Ok(())
