@@ -7,14 +7,16 @@
 pub mod api_keys;
 mod credentials;
 pub mod github;
+pub mod login_throttle;
 pub mod oauth;
+pub mod proxy_sessions;
 pub mod reload;
 pub mod roles;
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use http::header::{AUTHORIZATION, HeaderName};
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method};
 
@@ -26,7 +28,9 @@ use crate::store::oauth::{OAuthStore, SqliteOAuth};
 use api_keys::{ApiKeys, KeyDigest, loggable_prefix};
 use credentials::{Presented, Sources};
 use github::{GithubAuth, HttpGitHub};
+use login_throttle::LoginThrottle;
 use oauth::OAuth;
+use proxy_sessions::ProxySessions;
 
 /// Every permission name a key, a role mapping or a default may grant (`*` = all).
 pub const PERMISSIONS: &[&str] = &[
@@ -157,7 +161,11 @@ pub struct Authenticator {
     /// Present when GitHub tokens or the OAuth flows are configured.
     github: Option<Arc<GithubAuth>>,
     oauth: Option<Arc<OAuth>>,
+    /// Proxy-issued sessions (`aps_` tokens, the session cookie); present when auth is on.
+    proxy_sessions: Option<Arc<ProxySessions>>,
     session_cookie: Option<String>,
+    /// Failed `POST /auth/login` attempts per client address.
+    login_throttle: LoginThrottle,
 }
 
 impl Authenticator {
@@ -186,16 +194,24 @@ impl Authenticator {
             }
             None => None,
         };
-        let session_cookie = oauth.as_ref().map(|oauth| oauth.cookies().session_name());
+        let keys = Arc::new(ApiKeys::load(config)?);
+        let proxy_sessions = config.auth.enabled.then(|| {
+            let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
+            Arc::new(ProxySessions::new(config, store, keys.clone()))
+        });
+        let session_cookie =
+            proxy_sessions.as_ref().map(|sessions| sessions.cookies().session_name());
         Ok(Self {
             enabled: config.auth.enabled,
             static_header,
             github_enabled: github_config.enabled,
             token_header,
-            keys: Arc::new(ApiKeys::load(config)?),
+            keys,
             github,
             oauth,
+            proxy_sessions,
             session_cookie,
+            login_throttle: LoginThrottle::default(),
         })
     }
 
@@ -214,6 +230,25 @@ impl Authenticator {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Proxy-issued sessions and their cookie, when authentication is on.
+    pub fn proxy_sessions(&self) -> Option<&Arc<ProxySessions>> {
+        self.proxy_sessions.as_ref()
+    }
+
+    pub fn login_throttle(&self) -> &LoginThrottle {
+        &self.login_throttle
+    }
+
+    /// The caller a credential given in a body (`POST /auth/login`) stands for: checked
+    /// exactly as the same text sent as `Authorization: Bearer` would be.
+    pub async fn authenticate_presented(&self, credential: &str) -> Result<Caller, ApiError> {
+        let value = HeaderValue::from_str(&format!("Bearer {}", credential.trim()))
+            .map_err(|_| ApiError::Unauthenticated)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value);
+        self.authenticate(&Method::POST, &headers).await
     }
 
     pub fn keys(&self) -> &Arc<ApiKeys> {
@@ -243,20 +278,22 @@ impl Authenticator {
             Presented::StaticKey(key) => {
                 self.static_key(key).await.ok_or_else(|| refused("unknown_api_key", key))
             }
-            Presented::Bearer(token) if token.starts_with("aps_") => match &self.oauth {
-                Some(oauth) => oauth.authenticate(token).await.map_err(|error| match error {
+            Presented::Bearer(token) if token.starts_with("aps_") => match &self.proxy_sessions {
+                Some(sessions) => sessions.authenticate(token).await.map_err(|error| match error {
                     ApiError::Unauthenticated => refused("unknown_proxy_token", token),
                     other => other,
                 }),
-                None => Err(refused("oauth_not_configured", token)),
+                None => Err(refused("no_proxy_sessions", token)),
             },
             Presented::SessionCookie(token) => {
-                let Some(oauth) = &self.oauth else { return Err(ApiError::Unauthenticated) };
-                let caller = oauth.authenticate(token).await.map_err(|error| match error {
+                let Some(sessions) = &self.proxy_sessions else {
+                    return Err(ApiError::Unauthenticated);
+                };
+                let caller = sessions.authenticate(token).await.map_err(|error| match error {
                     ApiError::Unauthenticated => refused("unknown_session_cookie", ""),
                     other => other,
                 })?;
-                oauth.cookies().guard(method, headers)?;
+                sessions.cookies().guard(method, headers)?;
                 Ok(caller)
             }
             Presented::Bearer(token) => {
@@ -309,8 +346,8 @@ impl Authenticator {
             (AuthType::Github, Some(credential)) => {
                 self.github.as_ref().is_some_and(|github| github.still_cached(&credential))
             }
-            (AuthType::Oauth, Some(credential)) => match &self.oauth {
-                Some(oauth) => oauth.still_valid(&credential).await,
+            (AuthType::Oauth, Some(credential)) => match &self.proxy_sessions {
+                Some(sessions) => sessions.still_valid(&credential).await,
                 None => false,
             },
             _ => true,

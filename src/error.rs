@@ -39,6 +39,9 @@ pub enum ApiError {
     QuotaExceeded { message: String, retry_after_seconds: u64 },
     #[error("{message}")]
     AtCapacity { message: String, retry_after_seconds: u64 },
+    /// Too many failed sign-ins from one address (`POST /auth/login`).
+    #[error("too many failed sign-in attempts; try again later")]
+    TooManyAttempts { retry_after_seconds: u64 },
     #[error("shutting down")]
     Draining,
     #[error("the session store cannot be written right now")]
@@ -81,6 +84,9 @@ impl ApiError {
             Self::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
             Self::QuotaExceeded { retry_after_seconds, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", Some(*retry_after_seconds))
+            }
+            Self::TooManyAttempts { retry_after_seconds } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", Some(*retry_after_seconds))
             }
             Self::AtCapacity { retry_after_seconds, .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "at_capacity", Some(*retry_after_seconds))

@@ -18,7 +18,10 @@ use tower_http::sensitive_headers::{
 
 use crate::cors;
 use crate::error::ApiError;
-use crate::routes::{auth, health, metrics, oauth, profiles, proxy, sessions, start_with_profile};
+use crate::routes::{
+    auth, health, login, metrics, oauth, profiles, proxy, root, session_events, sessions,
+    start_with_profile,
+};
 use crate::state::AppState;
 
 /// The whole HTTP surface of the proxy. Static paths win over `/{id}`, so a reserved word
@@ -37,6 +40,7 @@ pub fn build(state: AppState) -> Router {
             .route("/oauth/logout", post(oauth::logout));
     }
     router
+        .route("/", get(root::root))
         .route("/health", get(health::live))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
@@ -44,9 +48,12 @@ pub fn build(state: AppState) -> Router {
         .route("/openapi.json", get(crate::routes::openapi::openapi))
         .route("/auth/status", get(auth::status))
         .route("/auth/types", get(auth::types))
+        .route("/auth/login", post(login::login))
+        .route("/auth/logout", post(login::logout))
         .route("/start", post(sessions::start))
         .route("/start-with-profile", post(start_with_profile::start_with_profile))
         .route("/search", get(sessions::search))
+        .route("/sessions/events", get(session_events::events))
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/logs", get(sessions::logs))
         .route("/profiles", post(profiles::create).get(profiles::list))

@@ -3,11 +3,14 @@
 pub mod auth;
 pub mod health;
 pub mod json_body;
+pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
 pub mod profiles;
 pub mod proxy;
 pub mod query;
+pub mod root;
+pub mod session_events;
 pub mod sessions;
 pub mod start_with_profile;

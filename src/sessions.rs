@@ -4,6 +4,7 @@
 //! [`backend::SessionBackend`] trait.
 
 pub mod backend;
+pub mod feed;
 pub mod first_prompt;
 mod housekeeping;
 mod initial_prompt;
@@ -25,6 +26,7 @@ use crate::shutdown::{Shutdown, Stage};
 use crate::store::sessions::{SessionFilter, SessionRow, SessionStore};
 use crate::upstream::UpstreamClient;
 use backend::{AgentSpec, SessionBackend};
+use feed::{SessionChange, SessionFeed};
 pub use session::{
     Control, LiveState, Session, StartFailure, StopReason, detail_of_row, summary_of_row,
 };
@@ -87,6 +89,8 @@ pub(crate) struct Inner {
     /// The runtime supervisors run on: the one the manager was built on, never a listener
     /// worker's (those end with their connections).
     runtime: tokio::runtime::Handle,
+    /// Sessions created, removed, or changing `status`/`agent_status`.
+    feed: SessionFeed,
 }
 
 impl SessionManager {
@@ -108,6 +112,7 @@ impl SessionManager {
             client,
             shutdown,
             runtime: tokio::runtime::Handle::current(),
+            feed: SessionFeed::default(),
         });
         housekeeping::load_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
@@ -136,9 +141,10 @@ impl SessionManager {
         if let Err(error) = self.0.store.insert(session.to_row()).await {
             crate::telemetry::store_error();
             tracing::error!(error = format!("{error:#}"), "could not record a new session");
-            self.0.registry_write().remove(&session.id);
+            self.0.unregister(&session);
             return Err(ApiError::StoreUnavailable);
         }
+        self.0.feed.updated(|| session.detail());
         let spec = AgentSpec {
             session_id: session.id.clone(),
             user_id: owner.to_string(),
@@ -197,6 +203,7 @@ impl SessionManager {
             owner.to_string(),
             tags.clone(),
             environment.keys().cloned().collect(),
+            self.0.feed.clone(),
         ));
         registry.insert(session.id.clone(), session.clone());
         Ok(session)
@@ -237,7 +244,7 @@ impl SessionManager {
             return Err(ApiError::StoreUnavailable);
         }
         self.0.backend.remove_files(&session.id).await;
-        self.0.registry_write().remove(&session.id);
+        self.0.unregister(session);
         *deleted = true;
         Ok(())
     }
@@ -288,6 +295,30 @@ impl SessionManager {
         statuses.iter().zip(counts).map(|(status, count)| (status.as_str(), count)).collect()
     }
 
+    /// Changes from now on; subscribe before taking [`SessionManager::newest_visible`], so
+    /// that nothing falls between the two.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<SessionChange> {
+        self.0.feed.subscribe()
+    }
+
+    /// The sessions `visible` admits (by owner), newest first, at most `limit`.
+    pub fn newest_visible(
+        &self,
+        visible: impl Fn(&str) -> bool,
+        limit: usize,
+    ) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<Arc<Session>> = self
+            .0
+            .registry_read()
+            .values()
+            .filter(|session| visible(&session.user_id))
+            .cloned()
+            .collect();
+        sessions.sort_unstable_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
+        sessions.truncate(limit);
+        sessions
+    }
+
     /// Number of sessions that hold a port (starting, active or stopping).
     pub fn live_count(&self) -> usize {
         self.0.registry_read().values().filter(|s| s.status().is_live()).count()
@@ -311,6 +342,13 @@ impl Inner {
         change(&mut next);
         self.save(session.row_with(&next)).await;
         session.update(change);
+    }
+
+    /// Takes a session out of the registry and announces it.
+    fn unregister(&self, session: &Session) {
+        if self.registry_write().remove(&session.id).is_some() {
+            self.feed.removed(&session.id, &session.user_id);
+        }
     }
 
     async fn save(&self, row: SessionRow) {

@@ -70,7 +70,8 @@ impl AppState {
         let auth =
             Authenticator::new(&config, &store).context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
-        if auth.oauth().is_some() {
+        // Proxy sessions exist whenever authentication is on (`POST /auth/login`).
+        if auth.proxy_sessions().is_some() {
             crate::auth::oauth::OAuth::spawn_purger(
                 Arc::new(crate::store::oauth::SqliteOAuth::new(store.clone())),
                 shutdown.clone(),

@@ -83,6 +83,15 @@ pub struct StartWithProfile {
     pub template_variables: BTreeMap<String, String>,
 }
 
+/// Body of `POST /auth/login`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginRequest {
+    /// Any credential the server accepts in a header: a static API key, a GitHub token (when
+    /// `auth.github.enabled`), or a proxy-issued `aps_` token.
+    pub api_key: String,
+}
+
 /// Body of `POST /oauth/authorize`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -30,7 +30,8 @@ mod wire;
 
 pub use agent::{Agent, AgentStatus, Message, MessageType, Uploaded};
 pub use calls::{
-    AuthStatus, OAuthAuthorizeRequest, OAuthSession, OAuthStart, SearchQuery, StartWithProfile,
+    AuthStatus, LoginRequest, OAuthAuthorizeRequest, OAuthSession, OAuthStart, SearchQuery,
+    StartWithProfile,
 };
 pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};

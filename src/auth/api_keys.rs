@@ -49,6 +49,8 @@ impl KeyIdentity {
 struct SlowKey {
     prefix: Option<String>,
     phc: String,
+    /// SHA-256 of `phc`: what a sign-in session made with this key is bound to.
+    phc_digest: KeyDigest,
     identity: Arc<KeyIdentity>,
 }
 
@@ -89,6 +91,7 @@ impl KeySet {
                     None => set.slow.push(SlowKey {
                         prefix: entry.key_prefix.clone(),
                         phc: hash.clone(),
+                        phc_digest: digest(hash),
                         identity,
                     }),
                 },
@@ -229,6 +232,37 @@ impl ApiKeys {
         matched.is_some_and(|phc| {
             set.slow.iter().any(|slow| slow.phc == phc && !slow.identity.is_expired(now))
         })
+    }
+
+    /// What a sign-in session opened with this (just verified) key is bound to: the key's
+    /// digest (`api_key:<hex>`), or for an Argon2 entry the digest of its PHC string
+    /// (`api_key_phc:<hex>`), which survives restarts without the key itself.
+    pub fn binding_of(&self, key: &KeyDigest) -> Option<String> {
+        if self.current().by_digest.contains_key(key) {
+            return Some(format!("api_key:{}", hex::encode(key)));
+        }
+        let matches = self.argon2_matches.lock().unwrap_or_else(|p| p.into_inner());
+        matches.get(key).map(|phc| format!("api_key_phc:{}", hex::encode(digest(phc))))
+    }
+
+    /// Whether the key a [`ApiKeys::binding_of`] names is still in the set and unexpired.
+    pub fn binding_holds(&self, binding: &str) -> bool {
+        let (kind, hex_digest) = binding.split_once(':').unwrap_or_default();
+        let mut wanted = [0u8; 32];
+        if hex::decode_to_slice(hex_digest, &mut wanted).is_err() {
+            return false;
+        }
+        let now = OffsetDateTime::now_utc();
+        let set = self.current();
+        match kind {
+            "api_key" => {
+                set.by_digest.get(&wanted).is_some_and(|(_, identity)| !identity.is_expired(now))
+            }
+            "api_key_phc" => set.slow.iter().any(|slow| {
+                bool::from(slow.phc_digest.ct_eq(&wanted)) && !slow.identity.is_expired(now)
+            }),
+            _ => false,
+        }
     }
 
     fn cached(&self, key: &KeyDigest) -> Option<Option<Arc<KeyIdentity>>> {

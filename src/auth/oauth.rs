@@ -8,7 +8,7 @@
 mod cookies;
 pub mod flow;
 mod redirects;
-mod secrets;
+pub(super) mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 pub use cookies::{CookiePolicy, cookie};
 
-use super::api_keys::{KeyDigest, digest};
+use super::api_keys::digest;
 use super::github::{CodeExchange, GithubAuth, GithubError};
 use super::{AuthType, Caller};
 use crate::clock::now_ms;
@@ -205,6 +205,7 @@ impl OAuth {
             created_at_ms: now,
             expires_at_ms: (now + self.ttl_ms()).min(max_expires_at_ms),
             max_expires_at_ms,
+            bound_to: None,
         };
         self.store.insert_session(row.clone()).await.map_err(store_unavailable)?;
         tracing::info!(user_id = %row.user_id, kind = %row.kind, "OAuth login completed");
@@ -228,36 +229,6 @@ impl OAuth {
     /// Browser session cookie lifetime: the session's, at most the 30-day cap.
     pub fn cookie_max_age(&self, expires_at_ms: i64) -> u64 {
         u64::try_from((expires_at_ms - now_ms()).max(0) / 1000).unwrap_or(0)
-    }
-
-    /// The caller behind an `aps_` token (bearer or cookie); 401 when unknown or expired.
-    pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
-        let row = self
-            .store
-            .session_by_token(secrets::hash_hex(token))
-            .await
-            .map_err(ApiError::Internal)?
-            .filter(|row| row.expires_at_ms > now_ms())
-            .ok_or(ApiError::Unauthenticated)?;
-        Ok(Caller {
-            user_id: row.user_id.into(),
-            role: row.role.into(),
-            permissions: row.permissions.into(),
-            auth_type: AuthType::Oauth,
-            credential: Some(digest(token)),
-        })
-    }
-
-    /// Whether the session of this token digest still exists and has not expired. A store
-    /// failure keeps it (open streams are not cut for a hiccup).
-    pub async fn still_valid(&self, key: &KeyDigest) -> bool {
-        match self.store.session_by_token(hex::encode(key)).await {
-            Ok(row) => row.is_some_and(|row| row.expires_at_ms > now_ms()),
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "cannot re-check an OAuth session");
-                true
-            }
-        }
     }
 
     /// Which session `/oauth/refresh` or `/oauth/logout` means: `X-Session-ID`, else the

@@ -141,3 +141,21 @@ pub struct GithubUnavailable(pub ErrorBody);
 #[derive(ToResponse)]
 #[response(example = json!({"message": "shutting down", "code": "draining"}))]
 pub struct Draining(pub ErrorBody);
+
+/// Signed in: the session cookie is set (`Set-Cookie`, HttpOnly, SameSite=Lax, `Secure`
+/// unless `server.insecure_cookies`); `Cache-Control: no-store`. With authentication off
+/// there is nothing to sign in to: 204 without a cookie.
+#[derive(ToResponse)]
+#[response(headers(("Set-Cookie" = String, description = "The session cookie.")))]
+pub struct SignedIn;
+
+/// Signed out: the session cookie is cleared (`Set-Cookie` with `Max-Age=0`).
+#[derive(ToResponse)]
+#[response(headers(("Set-Cookie" = String, description = "Clears the session cookie.")))]
+pub struct SignedOut;
+
+/// More than 10 failed sign-ins in a minute from this address; every attempt is refused
+/// until the minute is over. Code `too_many_attempts`.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
+pub struct TooManyAttempts(pub ErrorBody);

@@ -234,6 +234,9 @@ pub async fn logout(
     let oauth = oauth_of(&state)?;
     let (which, by_cookie) = oauth.session_ref(&method, &headers)?;
     oauth.logout(which).await?;
+    if let Some(sessions) = state.auth.proxy_sessions() {
+        sessions.ended();
+    }
     let mut response = Json(json!({"message": "Successfully logged out"})).into_response();
     if by_cookie {
         let cookies = oauth.cookies();

@@ -163,21 +163,30 @@ fn end_when_revoked(state: &AppState, caller: Caller, response: Response) -> Res
     if !streaming || caller.auth_type == AuthType::None || caller.credential.is_none() {
         return response;
     }
-    let state = state.clone();
-    let revoked = Box::pin(async move {
-        let mut changes = state.auth.keys().changes();
-        loop {
-            tokio::select! {
-                _ = changes.changed() => {}
-                () = tokio::time::sleep(CREDENTIAL_RECHECK) => {}
-            }
-            if !state.auth.still_valid(&caller).await {
-                tracing::info!(user_id = %caller.user_id, "credential no longer valid; ending its stream");
-                return;
-            }
-        }
-    });
+    let revoked = Box::pin(credential_ended(state.clone(), caller));
     response.map(|body| Body::new(UntilRevoked { body, revoked }))
+}
+
+/// Resolves once `caller`'s credential stops being valid: checked at once on a keys reload
+/// or when a proxy session ends on this server, and every [`CREDENTIAL_RECHECK`] (expiry,
+/// logout on another replica). Never resolves without a credential.
+pub async fn credential_ended(state: AppState, caller: Caller) {
+    if caller.auth_type == AuthType::None || caller.credential.is_none() {
+        return std::future::pending().await;
+    }
+    let mut changes = state.auth.keys().changes();
+    let mut endings = state.auth.proxy_sessions().map(|sessions| sessions.endings());
+    loop {
+        tokio::select! {
+            _ = changes.changed() => {}
+            Some(Ok(())) = async { Some(endings.as_mut()?.changed().await) } => {}
+            () = tokio::time::sleep(CREDENTIAL_RECHECK) => {}
+        }
+        if !state.auth.still_valid(&caller).await {
+            tracing::info!(user_id = %caller.user_id, "credential no longer valid; ending its stream");
+            return;
+        }
+    }
 }
 
 /// A body that ends early when `revoked` completes.

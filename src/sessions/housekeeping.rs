@@ -77,6 +77,7 @@ pub(super) async fn load_stored_sessions(inner: &Arc<Inner>) -> anyhow::Result<(
             row.env_names,
             row.started_at_ms,
             state,
+            inner.feed.clone(),
         ));
         if let Some(launched) = adopted {
             let (control, commands) = mpsc::unbounded_channel();
@@ -168,7 +169,7 @@ async fn purge_finished(inner: &Inner, retain: Duration) {
         match inner.store.delete(session.id.clone()).await {
             Ok(_) => {
                 inner.backend.remove_files(&session.id).await;
-                inner.registry_write().remove(&session.id);
+                inner.unregister(&session);
                 tracing::info!(session_id = %session.id, "purged a finished session");
             }
             Err(error) => tracing::warn!(error = format!("{error:#}"), "could not purge a session"),

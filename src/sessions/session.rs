@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::backend::AgentProcess;
+use super::feed::SessionFeed;
 use crate::clock::{format_ms, now_ms};
 use crate::error::ApiError;
 use crate::proxy::AgentConnections;
@@ -128,6 +129,8 @@ pub struct Session {
     pub connections: Arc<AgentConnections>,
     /// Held while a `DELETE` runs; true once the session was deleted.
     pub(super) deletion: tokio::sync::Mutex<bool>,
+    /// Where changes of `status` and `agent_status` are announced.
+    feed: SessionFeed,
 }
 
 impl Session {
@@ -135,6 +138,7 @@ impl Session {
         user_id: String,
         tags: BTreeMap<String, String>,
         env_names: Vec<String>,
+        feed: SessionFeed,
     ) -> Self {
         let now = now_ms();
         let state = LiveState {
@@ -149,7 +153,8 @@ impl Session {
             restarts: 0,
             failure: None,
         };
-        Self::from_parts(uuid::Uuid::new_v4().to_string(), user_id, tags, env_names, now, state)
+        let id = uuid::Uuid::new_v4().to_string();
+        Self::from_parts(id, user_id, tags, env_names, now, state, feed)
     }
 
     pub(super) fn from_parts(
@@ -159,6 +164,7 @@ impl Session {
         env_names: Vec<String>,
         started_at_ms: i64,
         state: LiveState,
+        feed: SessionFeed,
     ) -> Self {
         Self {
             id,
@@ -174,6 +180,7 @@ impl Session {
             },
             connections: Arc::default(),
             deletion: tokio::sync::Mutex::new(false),
+            feed,
         }
     }
 
@@ -193,8 +200,17 @@ impl Session {
         (state.status, state.process.map(|process| process.endpoint.port))
     }
 
+    /// Every change of the live state goes through here; a change of `status` or
+    /// `agent_status` is announced on the feed, in order, with the state it produced.
     pub(super) fn update(&self, change: impl FnOnce(&mut LiveState)) {
-        self.state.send_modify(change);
+        self.state.send_modify(|state| {
+            let status = state.status;
+            let agent_status = state.agent_status.clone();
+            change(state);
+            if state.status != status || state.agent_status != agent_status {
+                self.feed.updated(|| detail_of_row(&self.row_with(state)));
+            }
+        });
     }
 
     /// Waits until the session has left `starting`.

@@ -34,6 +34,9 @@ pub struct OAuthSessionRow {
     pub expires_at_ms: i64,
     /// Refreshing never extends past this.
     pub max_expires_at_ms: i64,
+    /// The credential a `POST /auth/login` session was made from (`api_key:<hex>` or
+    /// `oauth:<token hash>`); it ends when that credential does.
+    pub bound_to: Option<String>,
 }
 
 /// Storage of OAuth state, shared by every replica on the same database.
@@ -71,7 +74,7 @@ impl SqliteOAuth {
 }
 
 const SESSION_COLUMNS: &str = "token_hash, session_id, user_id, role, permissions, kind, \
-    created_at, expires_at, max_expires_at";
+    created_at, expires_at, max_expires_at, bound_to";
 
 fn session_from(row: &Row<'_>) -> rusqlite::Result<OAuthSessionRow> {
     let permissions: String = row.get(4)?;
@@ -85,6 +88,7 @@ fn session_from(row: &Row<'_>) -> rusqlite::Result<OAuthSessionRow> {
         created_at_ms: row.get(6)?,
         expires_at_ms: row.get(7)?,
         max_expires_at_ms: row.get(8)?,
+        bound_to: row.get(9)?,
     })
 }
 
@@ -167,7 +171,7 @@ impl OAuthStore for SqliteOAuth {
                 connection.execute(
                     &format!(
                         "INSERT INTO oauth_sessions ({SESSION_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                     ),
                     params![
                         row.token_hash,
@@ -178,7 +182,8 @@ impl OAuthStore for SqliteOAuth {
                         row.kind,
                         row.created_at_ms,
                         row.expires_at_ms,
-                        row.max_expires_at_ms
+                        row.max_expires_at_ms,
+                        row.bound_to
                     ],
                 )?;
                 Ok(())
@@ -281,6 +286,7 @@ mod tests {
             created_at_ms: 0,
             expires_at_ms: 100,
             max_expires_at_ms: 1_000,
+            bound_to: Some("api_key:00".into()),
         };
         store.insert_session(row.clone()).await.expect("insert");
         store

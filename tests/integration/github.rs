@@ -3,6 +3,7 @@
 //! PKCE, refresh, logout, cookies and the CSRF guard), tokens across a restart, and secrets
 //! kept out of bodies, logs and the database. The OAuth flows are in `github/oauth.rs`.
 
+mod dashboard;
 mod oauth;
 
 use std::collections::HashMap;

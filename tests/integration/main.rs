@@ -9,6 +9,8 @@ mod cli_client;
 mod client;
 mod containment;
 mod dashboard;
+mod dashboard_events;
+mod dashboard_login;
 mod data_dir;
 mod echo_agent;
 mod github;

@@ -30,7 +30,6 @@ async fn serve(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /sessions/events from the events branch"]
 async fn the_page_reconnects_after_a_server_restart() {
     if !webdriver::available("the_page_reconnects_after_a_server_restart") {
         return;

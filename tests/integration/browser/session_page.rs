@@ -81,7 +81,6 @@ async fn a_reply_streams_in_place_and_the_composer_waits_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /sessions/events from the events branch"]
 async fn a_session_that_ends_while_open_says_why() {
     if !webdriver::available("a_session_that_ends_while_open_says_why") {
         return;

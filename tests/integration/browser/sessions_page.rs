@@ -9,7 +9,6 @@ use crate::support::server::TestServer;
 const ROW: &str = "#session-list li.session-row";
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /sessions/events from the events branch"]
 async fn sessions_appear_live_start_from_the_form_and_stop_after_confirming() {
     let test = "sessions_appear_live_start_from_the_form_and_stop_after_confirming";
     if !webdriver::available(test) {

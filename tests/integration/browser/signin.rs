@@ -53,7 +53,6 @@ async fn without_a_cookie_the_page_asks_for_a_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /auth/login and /sessions/events from the events branch"]
 async fn keys_sign_in_and_each_user_sees_only_their_sessions() {
     if !webdriver::available("keys_sign_in_and_each_user_sees_only_their_sessions") {
         return;
