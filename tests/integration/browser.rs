@@ -3,6 +3,7 @@
 //! conversation streaming in, profiles, hostile strings shown as text, reconnecting.
 //! Without Chromium these tests fail under `CI=true` and are skipped loudly elsewhere.
 
+mod idle;
 mod profiles;
 mod reconnect;
 mod screenshots;
