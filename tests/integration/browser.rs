@@ -4,6 +4,7 @@
 //! Without Chromium these tests fail under `CI=true` and are skipped loudly elsewhere.
 
 mod idle;
+mod oauth;
 mod profiles;
 mod reconnect;
 mod screenshots;
