@@ -31,6 +31,8 @@ import time
 import urllib.error
 import urllib.request
 
+import t10_dashboard
+
 API_KEY = "ap_bench_key"
 KEY_HEADER = "X-API-Key"
 AGENT_ENV = {"ECHO_AGENT_BOOT_MS": "0", "ECHO_AGENT_REPLY_MS": "20"}
@@ -44,7 +46,7 @@ TARGETS = {
 }
 # Extra gated rows: (id, ratio) -> (comparator, bound). Memory rows are absolute MB (1e6 bytes).
 # Measures `--only` can run by themselves (each on its own proxy, no interleaved loop).
-ONLY_CHOICES = {"t4", "t5", "t6"}
+ONLY_CHOICES = {"t4", "t5", "t6", "t10"}
 EXTRA_TARGETS = {
     ("T4", "start p50/floor p50"): ("<=", 2.0),
     ("T4", "N concurrent/floor p50"): ("<=", 20.0),
@@ -55,6 +57,7 @@ EXTRA_TARGETS = {
     ("T8", "GET big proxy/nginx MiB/s"): (">=", 0.8),
     ("T8", "1MiB upload proxy/nginx"): (">=", 0.8),
     ("T8", "big GET RSS growth MB"): ("<=", 10.0),
+    ("T10", "page/bare EventSource p95"): ("<=", 1.5),
 }
 
 
@@ -1005,6 +1008,8 @@ def main():
     ap.add_argument("--t6-duration", type=int, default=5, help="T6: seconds per wrk run (-c8)")
     ap.add_argument("--t8-kib", type=int, default=51200, help="T8: size of the big reply (KiB)")
     ap.add_argument("--t8-uploads", type=int, default=5, help="T8: 1 MiB uploads per path per repetition")
+    ap.add_argument("--t10-messages", type=int, default=25,
+                    help="T10: replies (4 frames each) per repetition in the dashboard page")
     ap.add_argument("--skip-extra", action="store_true", help="only T1/T2/T3/T7")
     ap.add_argument("--only", default=None, metavar="IDS",
                     help="only these of the measures that need no interleaved loop, comma-separated "
@@ -1021,6 +1026,7 @@ def main():
         args.reps, args.duration, args.sse_samples = 1, 1, 3
         args.t4_serial, args.t4_concurrent, args.t5_sessions = 3, 5, 5
         args.t6_rows, args.t6_duration, args.t8_kib, args.t8_uploads = 100, 1, 2048, 2
+        args.t10_messages = 3
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
@@ -1135,6 +1141,10 @@ def run(args, procs, tmp):
         if t6:
             results["t6"] = attempt("T6", lambda: measure_t6(t6, args.t6_rows, args.reps, args.t6_duration))
             t6.stop()
+        if t10_dashboard.chromium_installed():
+            results["t10"] = attempt("T10", lambda: run_t10(args, procs, tmp))
+        else:
+            log("T10 skipped: no Chromium (apt-get install chromium chromium-driver)")
 
     # Per-repetition ratios.
     def per_rep(fn):
@@ -1297,6 +1307,8 @@ def run_only(args, procs, tmp):
             results["t6"] = attempt("T6", lambda: measure_t6(t6, args.t6_rows, args.reps,
                                                               args.t6_duration))
             t6.stop()
+    if "t10" in args.only:
+        results["t10"] = attempt("T10", lambda: run_t10(args, procs, tmp))
 
     table, all_pass = [], True
     print()
@@ -1336,8 +1348,17 @@ def run_only(args, procs, tmp):
     return 1 if errors else 0
 
 
+def run_t10(args, procs, tmp):
+    """T10 on its own proxy with authentication off (the page then needs no sign-in)."""
+    px = Proxy(procs, args.bin, tmp, "dashboard", auth=False)
+    try:
+        return t10_dashboard.measure_t10(px, procs, tmp, args.reps, args.t10_messages, log)
+    finally:
+        px.stop()
+
+
 def extra_rows(args, results):
-    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8."""
+    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8, T10."""
     rows = []
     mb = lambda kib: kib * 1024 / 1e6 if kib is not None else None  # noqa: E731
 
@@ -1374,6 +1395,8 @@ def extra_rows(args, results):
         rows.append(("T8", "big GET RSS growth MB",
                      [mb(r["get"]["proxy"]["proxy_rss_peak_kib"] - r["get"]["proxy"]["proxy_rss_before_kib"])
                       if r["get"]["proxy"]["proxy_rss_peak_kib"] is not None else None for r in t8]))
+    if "t10" in results:
+        rows += t10_dashboard.t10_rows(results)
     return rows
 
 
@@ -1411,6 +1434,7 @@ def extra_context(results):
         out.append(f"T8 proxy VmRSS KiB (last rep): GET before {p['proxy_rss_before_kib']} peak "
                    f"{p['proxy_rss_peak_kib']} after {p['proxy_rss_after_kib']}; upload before "
                    f"{up['proxy_rss_before_kib']} peak {up['proxy_rss_peak_kib']}")
+    out += t10_dashboard.t10_context(results)
     return out
 
 

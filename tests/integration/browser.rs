@@ -3,6 +3,8 @@
 //! conversation streaming in, profiles, hostile strings shown as text, reconnecting.
 //! Without Chromium these tests fail under `CI=true` and are skipped loudly elsewhere.
 
+mod idle;
+mod oauth;
 mod profiles;
 mod reconnect;
 mod screenshots;

@@ -245,6 +245,39 @@ impl Browser {
         .await;
     }
 
+    /// Runs `source` in every document this window loads from now on, before the page's own
+    /// scripts (Chromium's `Page.addScriptToEvaluateOnNewDocument`).
+    pub async fn before_page_scripts(&self, source: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": {"source": source}})),
+        )
+        .await;
+    }
+
+    /// Opens a new window, switches to it and returns its handle.
+    pub async fn new_window(&self) -> String {
+        let value = self
+            .command(reqwest::Method::POST, "/window/new", Some(json!({"type": "window"})))
+            .await;
+        let handle = value["handle"].as_str().expect("window handle").to_string();
+        self.switch_to(&handle).await;
+        handle
+    }
+
+    /// The handle of the window commands go to.
+    pub async fn window(&self) -> String {
+        let value = self.command(reqwest::Method::GET, "/window", None).await;
+        value.as_str().expect("window handle").to_string()
+    }
+
+    /// Sends the following commands to the window `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.command(reqwest::Method::POST, "/window", Some(json!({"handle": handle}))).await;
+    }
+
     pub async fn resize(&self, width: u32, height: u32) {
         self.command(
             reqwest::Method::POST,

@@ -39,10 +39,19 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server with the test defaults changed by `adjust`.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, adjust).await
+    }
+
+    /// Like [`Self::start`], on a listener the test bound first (so that the configuration
+    /// can name the server's own address, e.g. as `server.public_url`).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let shutdown = Shutdown::new();
         let host =
