@@ -6,17 +6,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::auth::Authenticator;
+use crate::auth::api_keys::ApiKeys;
+use crate::auth::github::{GitHubApi, HttpGitHub};
+use crate::auth::oauth::OAuth;
+use crate::auth::{AuthServices, Authenticator};
 use crate::config::Config;
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
+use crate::store::oauth::SqliteOAuth;
 use crate::store::profiles::{ProfileStore, SqliteProfiles};
 use crate::store::sessions::SqliteSessions;
 use crate::store::{Location, Store};
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream;
 
 /// Shared services of a running server; cheap to clone into handlers.
 #[derive(Debug, Clone)]
@@ -29,8 +33,6 @@ pub struct Inner {
     pub sessions: SessionManager,
     pub profiles: Arc<dyn ProfileStore>,
     pub auth: Authenticator,
-    /// The one pooled client to agents.
-    pub client: UpstreamClient,
     pub proxy: ProxySettings,
     pub shutdown: Shutdown,
     /// Held while the server lives: no second server may run on the same directory.
@@ -67,15 +69,12 @@ impl AppState {
             Location::Memory
         };
         let store = Store::open(location)?;
-        let auth =
-            Authenticator::new(&config, &store).context("while setting up authentication")?;
+        let auth = Authenticator::new(&config, auth_services(&config, &store)?)
+            .context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
         // Proxy sessions exist whenever authentication is on (`POST /auth/login`).
         if auth.proxy_sessions().is_some() {
-            crate::auth::oauth::OAuth::spawn_purger(
-                Arc::new(crate::store::oauth::SqliteOAuth::new(store.clone())),
-                shutdown.clone(),
-            );
+            OAuth::spawn_purger(Arc::new(SqliteOAuth::new(store.clone())), shutdown.clone());
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
@@ -98,10 +97,24 @@ impl AppState {
             sessions,
             profiles,
             auth,
-            client,
             proxy,
             shutdown,
             data_dir_lock,
         })))
     }
+}
+
+/// The keys file, the GitHub API (when GitHub tokens or the OAuth flows are configured) and
+/// the OAuth store that authentication is built from.
+fn auth_services(config: &Config, store: &Store) -> anyhow::Result<AuthServices> {
+    let github_config = &config.auth.github;
+    let github = (github_config.enabled || github_config.oauth.is_some())
+        .then(|| HttpGitHub::new(&github_config.base_url))
+        .transpose()?
+        .map(|api| Arc::new(api) as Arc<dyn GitHubApi>);
+    Ok(AuthServices {
+        keys: Arc::new(ApiKeys::load(config)?),
+        github,
+        oauth_store: Arc::new(SqliteOAuth::new(store.clone())),
+    })
 }

@@ -38,9 +38,7 @@ pub fn takes_fast_path<B>(request: &http::Request<B>, cors_enabled: bool) -> boo
     {
         return false;
     }
-    let first_segment =
-        request.uri().path().strip_prefix('/').and_then(|rest| rest.split('/').next());
-    first_segment.is_some_and(crate::sessions::validate::is_session_id)
+    first_segment_is_session_id(request.uri().path())
 }
 
 /// The proxy route without the router: the same checks and answers as [`proxy`], with the
