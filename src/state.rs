@@ -24,10 +24,11 @@ use crate::upstream;
 
 /// Shared services of a running server; cheap to clone into handlers.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState(Arc<Services>);
 
+/// What an [`AppState`] holds.
 #[derive(Debug)]
-pub struct Inner {
+pub struct Services {
     pub config: Config,
     pub store: Store,
     pub sessions: SessionManager,
@@ -40,9 +41,9 @@ pub struct Inner {
 }
 
 impl std::ops::Deref for AppState {
-    type Target = Inner;
+    type Target = Services;
 
-    fn deref(&self) -> &Inner {
+    fn deref(&self) -> &Services {
         &self.0
     }
 }
@@ -79,7 +80,7 @@ impl AppState {
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
         let reserved_env = backend.reserved_env_names();
-        let sessions = SessionManager::start(
+        let sessions = SessionManager::recover(
             Policy::from_config(&config),
             Arc::new(SqliteSessions::new(store.clone())),
             Arc::new(backend),
@@ -91,7 +92,7 @@ impl AppState {
         .context("while loading stored sessions")?;
         let proxy = ProxySettings::from_config(&config);
         let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfiles::new(store.clone()));
-        Ok(Self(Arc::new(Inner {
+        Ok(Self(Arc::new(Services {
             config,
             store,
             sessions,
