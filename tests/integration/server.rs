@@ -105,12 +105,11 @@ async fn readyz_answers_503_draining_once_shutdown_begins() {
 
 #[tokio::test]
 async fn run_returns_within_the_drain_timeout_with_an_idle_connection_open() {
-    let server = TestServer::start(|config| config.server.drain_timeout_seconds = 2).await;
+    // An idle connection that held the drain would keep `run` for the whole minute.
+    let server = TestServer::start(|config| config.server.drain_timeout_seconds = 60).await;
     let client = reqwest::Client::new();
     client.get(server.url("/healthz")).send().await.expect("warm keep-alive connection");
-    let started = Instant::now();
-    server.stop(Duration::from_secs(5)).await.expect("clean stop");
-    assert!(started.elapsed() < Duration::from_secs(3), "drain took {:?}", started.elapsed());
+    server.stop(Duration::from_secs(20)).await.expect("clean stop");
 }
 
 #[tokio::test]
