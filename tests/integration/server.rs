@@ -103,6 +103,31 @@ async fn readyz_answers_503_draining_once_shutdown_begins() {
     assert_eq!(body, json!({"message": "shutting down", "code": "draining"}));
 }
 
+/// The listener worker threads of this test process (nextest runs one test per process).
+fn listener_workers() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("http-worker-"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn server_workers_sets_how_many_listener_threads_serve() {
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    let wanted = cpus + 2;
+    let server = TestServer::start(|config| config.server.workers = wanted as u64).await;
+    let client = reqwest::Client::new();
+    crate::support::wait_until("the server answers", Duration::from_secs(20), || async {
+        client.get(server.url("/healthz")).send().await.ok().map(|_| ())
+    })
+    .await;
+    assert_eq!(listener_workers(), wanted);
+}
+
 #[tokio::test]
 async fn run_returns_within_the_drain_timeout_with_an_idle_connection_open() {
     // An idle connection that held the drain would keep `run` for the whole minute.
