@@ -111,16 +111,6 @@ fn worker_count(configured: u64) -> usize {
     }
 }
 
-thread_local! {
-    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The index of the listener worker running this thread (0 elsewhere), so per-thread
-/// resources such as pooled agent connections stay with the thread that made them.
-pub fn current_worker() -> usize {
-    WORKER_INDEX.get()
-}
-
 struct Worker {
     index: usize,
     listener: std::io::Result<std::net::TcpListener>,
@@ -131,7 +121,7 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        WORKER_INDEX.set(self.index);
+        crate::proxy::enter_worker(self.index);
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(error) => {
