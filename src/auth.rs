@@ -1,6 +1,7 @@
-//! Who the caller is and what they may do. The [`Caller`] identity is extracted once per
-//! request from the first credential present (api.md "Authentication"; no falling through to
-//! another credential), and every handler checks its [`Permission`] explicitly.
+//! Who the caller is and what they may do. The [`Caller`] identity is found once per
+//! request (by the extractor in `routes::caller`) from the first credential present (api.md
+//! "Authentication"; no falling through to another credential), and every handler checks its
+//! [`Permission`] explicitly.
 //! Static API keys, GitHub tokens (validated against GitHub, cached) and proxy-issued OAuth
 //! sessions (`aps_` bearer tokens and the browser cookie) each have their module.
 
@@ -15,14 +16,11 @@ pub mod roles;
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
-use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::oauth::OAuthStore;
 use api_keys::{ApiKeys, KeyDigest, loggable_prefix};
 use credentials::{Presented, Sources};
@@ -354,13 +352,5 @@ impl Authenticator {
             },
             _ => true,
         }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.authenticate(&parts.method, &parts.headers).await
     }
 }
