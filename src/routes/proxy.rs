@@ -166,7 +166,7 @@ fn end_when_revoked(state: &AppState, caller: Caller, response: Response) -> Res
 }
 
 /// Resolves once `caller`'s credential stops being valid: checked at once on a keys reload
-/// or when a proxy session ends on this server, and every [`CREDENTIAL_RECHECK`] (expiry,
+/// or when a proxy session ends on this server, and every `CREDENTIAL_RECHECK` (expiry,
 /// logout on another replica). Never resolves without a credential.
 pub async fn credential_ended(state: AppState, caller: Caller) {
     if caller.auth_type == AuthType::None || caller.credential.is_none() {
