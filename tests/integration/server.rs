@@ -121,8 +121,12 @@ async fn server_workers_sets_how_many_listener_threads_serve() {
     let wanted = cpus + 2;
     let server = TestServer::start(|config| config.server.workers = wanted as u64).await;
     let client = reqwest::Client::new();
-    crate::support::wait_until("the server answers", Duration::from_secs(20), || async {
-        client.get(server.url("/healthz")).send().await.ok().map(|_| ())
+    let health = client.get(server.url("/healthz")).send().await.expect("the server answers");
+    assert_eq!(health.status(), 200);
+    // A thread shows its name once it runs: wait for all of them, then for no more.
+    let what = format!("{wanted} listener threads");
+    crate::support::wait_until(&what, Duration::from_secs(20), || async {
+        (listener_workers() == wanted).then_some(())
     })
     .await;
     assert_eq!(listener_workers(), wanted);
