@@ -1,6 +1,7 @@
-//! Who the caller is and what they may do. The [`Caller`] identity is extracted once per
-//! request from the first credential present (api.md "Authentication"; no falling through to
-//! another credential), and every handler checks its [`Permission`] explicitly.
+//! Who the caller is and what they may do. The [`Caller`] identity is found once per
+//! request (by the extractor in `routes::caller`) from the first credential present (api.md
+//! "Authentication"; no falling through to another credential), and every handler checks its
+//! [`Permission`] explicitly.
 //! Static API keys, GitHub tokens (validated against GitHub, cached) and proxy-issued OAuth
 //! sessions (`aps_` bearer tokens and the browser cookie) each have their module.
 
@@ -15,19 +16,15 @@ pub mod roles;
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
-use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::store::Store;
-use crate::store::oauth::{OAuthStore, SqliteOAuth};
+use crate::store::oauth::OAuthStore;
 use api_keys::{ApiKeys, KeyDigest, loggable_prefix};
 use credentials::{Presented, Sources};
-use github::{GithubAuth, HttpGitHub};
+use github::{GitHubApi, GithubAuth};
 use login_throttle::LoginThrottle;
 use oauth::OAuth;
 use proxy_sessions::ProxySessions;
@@ -168,8 +165,20 @@ pub struct Authenticator {
     login_throttle: LoginThrottle,
 }
 
+/// The services authentication is made of, built by `AppState::build` (tests may build
+/// their own).
+#[derive(Debug)]
+pub struct AuthServices {
+    pub keys: Arc<ApiKeys>,
+    /// The GitHub API, given when GitHub tokens or the OAuth flows are configured.
+    pub github: Option<Arc<dyn GitHubApi>>,
+    /// Where proxy-issued sessions and pending logins are kept.
+    pub oauth_store: Arc<dyn OAuthStore>,
+}
+
 impl Authenticator {
-    pub fn new(config: &Config, store: &Store) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, services: AuthServices) -> anyhow::Result<Self> {
+        let AuthServices { keys, github, oauth_store } = services;
         let statics = &config.auth.static_keys;
         let static_header = statics
             .enabled
@@ -181,24 +190,15 @@ impl Authenticator {
             .then(|| HeaderName::from_bytes(github_config.token_header.as_bytes()))
             .transpose()?
             .filter(|name| *name != AUTHORIZATION);
-        let github = if github_config.enabled || github_config.oauth.is_some() {
-            let api = HttpGitHub::new(&github_config.base_url)?;
-            Some(Arc::new(GithubAuth::new(Arc::new(api), github_config)))
-        } else {
-            None
-        };
+        let github = github.map(|api| Arc::new(GithubAuth::new(api, github_config)));
         let oauth = match &github {
-            Some(github) => {
-                let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
-                OAuth::new(config, store, github.clone())?.map(Arc::new)
-            }
+            Some(github) => OAuth::new(config, oauth_store.clone(), github.clone())?.map(Arc::new),
             None => None,
         };
-        let keys = Arc::new(ApiKeys::load(config)?);
-        let proxy_sessions = config.auth.enabled.then(|| {
-            let store: Arc<dyn OAuthStore> = Arc::new(SqliteOAuth::new(store.clone()));
-            Arc::new(ProxySessions::new(config, store, keys.clone()))
-        });
+        let proxy_sessions = config
+            .auth
+            .enabled
+            .then(|| Arc::new(ProxySessions::new(config, oauth_store, keys.clone())));
         let session_cookie =
             proxy_sessions.as_ref().map(|sessions| sessions.cookies().session_name());
         Ok(Self {
@@ -352,13 +352,5 @@ impl Authenticator {
             },
             _ => true,
         }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.authenticate(&parts.method, &parts.headers).await
     }
 }

@@ -61,13 +61,13 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Serves `listener` from one thread per CPU, each with its own single-threaded runtime
+/// Serves `listener` from `server.workers` threads (one per CPU by default), each with its own single-threaded runtime
 /// accepting on a duplicate of the listening socket. A connection, its requests and the
 /// proxy's connections to agents then stay on one thread: no task hops between threads per
 /// request (multi-threaded scheduling cost ~20 % more CPU per proxied request). Returns once
 /// every worker has drained.
 async fn serve(listener: TcpListener, app: Router, state: &AppState, shutdown: &Shutdown) {
-    let workers = worker_count();
+    let workers = worker_count(state.config.server.workers);
     let listener = match listener.into_std() {
         Ok(listener) => listener,
         Err(error) => {
@@ -102,20 +102,13 @@ async fn serve(listener: TcpListener, app: Router, state: &AppState, shutdown: &
     }
 }
 
-/// Listener worker threads: one per CPU (the proxy's share of the machine, like nginx's
-/// `worker_processes auto`).
-fn worker_count() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
-}
-
-thread_local! {
-    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The index of the listener worker running this thread (0 elsewhere), so per-thread
-/// resources such as pooled agent connections stay with the thread that made them.
-pub fn current_worker() -> usize {
-    WORKER_INDEX.get()
+/// Listener worker threads: `server.workers`, or one per CPU when it is 0 (the proxy's share
+/// of the machine, like nginx's `worker_processes auto`).
+fn worker_count(configured: u64) -> usize {
+    match usize::try_from(configured) {
+        Ok(workers) if workers > 0 => workers,
+        _ => std::thread::available_parallelism().map_or(2, usize::from),
+    }
 }
 
 struct Worker {
@@ -128,7 +121,7 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        WORKER_INDEX.set(self.index);
+        crate::proxy::enter_worker(self.index);
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(error) => {

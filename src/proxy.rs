@@ -28,7 +28,7 @@ use hyper::upgrade::OnUpgrade;
 pub use body::{BodyStalled, StallLimitedBody, stalled_after};
 pub use budget::{StreamBudget, StreamTicket};
 pub use headers::{Cidr, Peer};
-pub use pool::{AgentConnections, EndpointCheck};
+pub use pool::{AgentConnections, EndpointCheck, enter_worker};
 pub use sse::{FrameBoundary, PING};
 
 use crate::config::Config;

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers, one file per resource; the paths themselves live in `router.rs`.
 
 pub mod auth;
+mod caller;
 pub mod health;
 pub mod json_body;
 pub mod login;

@@ -9,6 +9,7 @@ pub mod first_prompt;
 mod housekeeping;
 mod initial_prompt;
 pub mod local;
+mod recovery;
 mod session;
 mod supervisor;
 pub mod validate;
@@ -74,10 +75,11 @@ impl Policy {
 
 /// The session registry and lifecycle; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct SessionManager(Arc<Inner>);
+pub struct SessionManager(Arc<ManagerState>);
 
+/// What a [`SessionManager`] shares with its supervisors and housekeeping tasks.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct ManagerState {
     policy: Policy,
     registry: RwLock<HashMap<String, Arc<Session>>>,
     store: Arc<dyn SessionStore>,
@@ -94,8 +96,9 @@ pub(crate) struct Inner {
 }
 
 impl SessionManager {
-    /// Builds the manager and loads every stored session (sessions.md "Recovery").
-    pub async fn start(
+    /// Builds the manager from the store: every stored session is recovered (sessions.md
+    /// "Recovery at startup") before the purge and port-watch tasks start.
+    pub async fn recover(
         policy: Policy,
         store: Arc<dyn SessionStore>,
         backend: Arc<dyn SessionBackend>,
@@ -103,7 +106,7 @@ impl SessionManager {
         client: UpstreamClient,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ManagerState {
             policy,
             registry: RwLock::new(HashMap::new()),
             store,
@@ -114,7 +117,7 @@ impl SessionManager {
             runtime: tokio::runtime::Handle::current(),
             feed: SessionFeed::default(),
         });
-        housekeeping::load_stored_sessions(&inner).await?;
+        recovery::recover_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
         housekeeping::spawn_port_watch(Arc::downgrade(&inner));
         Ok(Self(inner))
@@ -325,7 +328,7 @@ impl SessionManager {
     }
 }
 
-impl Inner {
+impl ManagerState {
     fn registry_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Session>>> {
         self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -6,31 +6,34 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::auth::Authenticator;
+use crate::auth::api_keys::ApiKeys;
+use crate::auth::github::{GitHubApi, HttpGitHub};
+use crate::auth::oauth::OAuth;
+use crate::auth::{AuthServices, Authenticator};
 use crate::config::Config;
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
+use crate::store::oauth::SqliteOAuth;
 use crate::store::profiles::{ProfileStore, SqliteProfiles};
 use crate::store::sessions::SqliteSessions;
 use crate::store::{Location, Store};
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream;
 
 /// Shared services of a running server; cheap to clone into handlers.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState(Arc<Services>);
 
+/// What an [`AppState`] holds.
 #[derive(Debug)]
-pub struct Inner {
+pub struct Services {
     pub config: Config,
     pub store: Store,
     pub sessions: SessionManager,
     pub profiles: Arc<dyn ProfileStore>,
     pub auth: Authenticator,
-    /// The one pooled client to agents.
-    pub client: UpstreamClient,
     pub proxy: ProxySettings,
     pub shutdown: Shutdown,
     /// Held while the server lives: no second server may run on the same directory.
@@ -38,9 +41,9 @@ pub struct Inner {
 }
 
 impl std::ops::Deref for AppState {
-    type Target = Inner;
+    type Target = Services;
 
-    fn deref(&self) -> &Inner {
+    fn deref(&self) -> &Services {
         &self.0
     }
 }
@@ -67,20 +70,17 @@ impl AppState {
             Location::Memory
         };
         let store = Store::open(location)?;
-        let auth =
-            Authenticator::new(&config, &store).context("while setting up authentication")?;
+        let auth = Authenticator::new(&config, auth_services(&config, &store)?)
+            .context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
         // Proxy sessions exist whenever authentication is on (`POST /auth/login`).
         if auth.proxy_sessions().is_some() {
-            crate::auth::oauth::OAuth::spawn_purger(
-                Arc::new(crate::store::oauth::SqliteOAuth::new(store.clone())),
-                shutdown.clone(),
-            );
+            OAuth::spawn_purger(Arc::new(SqliteOAuth::new(store.clone())), shutdown.clone());
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
         let reserved_env = backend.reserved_env_names();
-        let sessions = SessionManager::start(
+        let sessions = SessionManager::recover(
             Policy::from_config(&config),
             Arc::new(SqliteSessions::new(store.clone())),
             Arc::new(backend),
@@ -92,16 +92,30 @@ impl AppState {
         .context("while loading stored sessions")?;
         let proxy = ProxySettings::from_config(&config);
         let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfiles::new(store.clone()));
-        Ok(Self(Arc::new(Inner {
+        Ok(Self(Arc::new(Services {
             config,
             store,
             sessions,
             profiles,
             auth,
-            client,
             proxy,
             shutdown,
             data_dir_lock,
         })))
     }
+}
+
+/// The keys file, the GitHub API (when GitHub tokens or the OAuth flows are configured) and
+/// the OAuth store that authentication is built from.
+fn auth_services(config: &Config, store: &Store) -> anyhow::Result<AuthServices> {
+    let github_config = &config.auth.github;
+    let github = (github_config.enabled || github_config.oauth.is_some())
+        .then(|| HttpGitHub::new(&github_config.base_url))
+        .transpose()?
+        .map(|api| Arc::new(api) as Arc<dyn GitHubApi>);
+    Ok(AuthServices {
+        keys: Arc::new(ApiKeys::load(config)?),
+        github,
+        oauth_store: Arc::new(SqliteOAuth::new(store.clone())),
+    })
 }

@@ -89,8 +89,8 @@ impl Store {
     }
 
     /// Runs `work` with the writing connection on a blocking thread; what it commits
-    /// survives a power loss.
-    pub async fn call<T, F>(&self, work: F) -> anyhow::Result<T>
+    /// survives a power loss (`write` with [`Durability::PowerLoss`]).
+    pub async fn write_durably<T, F>(&self, work: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
@@ -135,7 +135,7 @@ impl Store {
         F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
     {
         if self.readers.is_empty() {
-            return self.call(work).await;
+            return self.write_durably(work).await;
         }
         let readers = self.readers.clone();
         let first = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -157,7 +157,7 @@ impl Store {
 
     /// Folds the write-ahead log into the main file (at clean shutdown).
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
-        self.call(|connection| {
+        self.write_durably(|connection| {
             connection
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
                 .context("while checkpointing the write-ahead log")
@@ -167,7 +167,7 @@ impl Store {
 
     /// How many migrations the database has applied.
     pub async fn schema_version(&self) -> anyhow::Result<usize> {
-        self.call(|connection| Ok(user_version(connection)?)).await
+        self.read(|connection| Ok(user_version(connection)?)).await
     }
 }
 

@@ -1,8 +1,8 @@
-//! The one pooled HTTP/1.1 client to agents, shared by readiness polls, status refreshes,
-//! initial prompts and the proxy. Agents are always addressed as `127.0.0.1:<port>` with that
-//! `Host` header (agentapi refuses other hosts). The server's own calls read at most
-//! [`MAX_ANSWER_BYTES`] of an answer (security.md rule 17): an agent is not trusted to answer
-//! small.
+//! The pooled HTTP/1.1 client for the server's own calls to agents: readiness polls, status
+//! refreshes and initial prompts (the proxy path keeps its own connections, `proxy::pool`).
+//! Agents are always addressed as `127.0.0.1:<port>` with that `Host` header (agentapi refuses
+//! other hosts). These calls read at most [`MAX_ANSWER_BYTES`] of an answer (security.md
+//! rule 17): an agent is not trusted to answer small.
 
 use std::time::Duration;
 
@@ -93,8 +93,6 @@ pub async fn agent_status(client: &UpstreamClient, port: u16, timeout: Duration)
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -135,10 +133,9 @@ mod tests {
     #[tokio::test]
     async fn an_endless_answer_fails_after_the_limit_without_waiting_for_the_timeout() {
         let port = agent("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", None).await;
-        let started = Instant::now();
         let error = get_status(port).await.expect_err("over the limit");
+        // The limit's error, not the timeout's ("did not answer in time").
         assert!(format!("{error:#}").contains("length limit"), "{error:#}");
-        assert!(started.elapsed() < Duration::from_secs(4), "failed at the limit, not the timeout");
     }
 
     #[tokio::test]

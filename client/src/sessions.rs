@@ -44,6 +44,11 @@ impl SessionStatus {
     pub fn is_live(self) -> bool {
         matches!(self, Self::Starting | Self::Active | Self::Stopping)
     }
+
+    /// Exited or failed: only such a session shows `exit_code` and `exit_reason`.
+    pub fn has_ended(self) -> bool {
+        !self.is_live()
+    }
 }
 
 /// Why a session ended (sessions.md "States").

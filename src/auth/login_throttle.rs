@@ -1,7 +1,7 @@
 //! Failed `POST /auth/login` attempts per client address: past [`MAX_FAILURES`] in a
 //! [`WINDOW`], every attempt from that address is refused (429 `too_many_attempts`) until the
 //! window ends, right key or not. IPv6 clients count per /64. Memory is bounded: at most
-//! [`MAX_ADDRESSES`] windows are kept; when full, ended windows go, then the oldest.
+//! `MAX_ADDRESSES` windows are kept; when full, ended windows go, then the oldest.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -330,6 +330,8 @@ pub struct ServerConfig {
     pub header_read_timeout_seconds: u64,
     pub drain_timeout_seconds: u64,
     pub insecure_cookies: bool,
+    /// Listener threads, each with its own runtime; `0` = one per CPU.
+    pub workers: u64,
 }
 
 impl Default for ServerConfig {
@@ -341,6 +343,7 @@ impl Default for ServerConfig {
             header_read_timeout_seconds: 10,
             drain_timeout_seconds: 10,
             insecure_cookies: false,
+            workers: 0,
         }
     }
 }

@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use super::schema::{ApiKeyEntry, Config, OAuthConfig, TeamRole};
 
+/// Most listener threads `server.workers` may ask for.
+const MAX_WORKERS: u64 = 1024;
+
 /// What a configuration key accepts.
 #[derive(Debug, Clone)]
 pub enum Shape {
@@ -89,6 +92,7 @@ pub fn config_shape() -> Shape {
     *shape.at_mut(&["start_port"]) = PORT;
     *shape.at_mut(&["end_port"]) = PORT;
     *shape.at_mut(&["server", "port"]) = PORT;
+    *shape.at_mut(&["server", "workers"]) = Shape::Int { max: MAX_WORKERS };
     *shape.at_mut(&["session", "on_shutdown"]) =
         Shape::Str { choices: Some(&["terminate", "keep"]) };
     *shape.at_mut(&["session", "restart"]) = Shape::Str { choices: Some(&["never", "on-failure"]) };

@@ -371,3 +371,14 @@ fn uid_range_must_be_a_positive_ordered_pair_without_the_proxys_uid_and_with_a_u
     assert_eq!(loaded.config.agent.containment, "descendants");
     assert_eq!(loaded.config.agent.limits.memory_bytes, 1 << 30);
 }
+
+#[test]
+fn server_workers_defaults_to_one_per_cpu_and_is_bounded() {
+    let fixture = Fixture::new();
+    let loaded = load(&fixture.options(None, &[("AGENTAPI_PROXY_SERVER__WORKERS", "3")]));
+    assert_eq!(loaded.expect("loads").config.server.workers, 3);
+    assert_eq!(Config::default().server.workers, 0, "0 = one per CPU");
+    let file = fixture.write("c.json", r#"{"server": {"workers": 1025}}"#);
+    let found = problems(load(&fixture.options(Some(file), &[])));
+    assert!(found.iter().any(|p| p.contains("server.workers") && p.contains("1024")), "{found:?}");
+}

@@ -67,7 +67,7 @@ impl Role {
 
 /// The agent's state and switches; cheap to share behind an `Arc`.
 pub struct Agent {
-    inner: Mutex<Inner>,
+    inner: Mutex<ConversationState>,
     pub agent_type: String,
     pub transport: &'static str,
     hung: AtomicBool,
@@ -75,7 +75,8 @@ pub struct Agent {
     exit_tx: watch::Sender<Option<u8>>,
 }
 
-struct Inner {
+/// The conversation and who listens to it, behind the agent's one lock.
+struct ConversationState {
     messages: Vec<Message>,
     status: Status,
     subscribers: Vec<mpsc::Sender<Bytes>>,
@@ -122,7 +123,7 @@ impl Agent {
         let (hung_tx, _) = watch::channel(false);
         let (exit_tx, _) = watch::channel(None);
         let agent = Arc::new(Agent {
-            inner: Mutex::new(Inner {
+            inner: Mutex::new(ConversationState {
                 messages: Vec::new(),
                 status: if stable { Status::Stable } else { Status::Running },
                 subscribers: Vec::new(),
@@ -139,7 +140,7 @@ impl Agent {
         agent
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, ConversationState> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -248,7 +249,7 @@ impl Agent {
     }
 }
 
-impl Inner {
+impl ConversationState {
     fn status_frame(&self, agent_type: &str) -> Bytes {
         #[derive(Serialize)]
         struct StatusChange<'a> {

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use crate::auth::{AuthType, PERMISSIONS};
+use crate::auth::{AuthType, PERMISSIONS, Permission};
 use crate::error::ApiError;
 
 fn schema(name: &str) -> Value {
@@ -64,9 +64,39 @@ async fn every_error_body_has_the_fields_of_the_error_schema() {
     }
 }
 
+/// Every permission a route can require, and `*`. The `match` stops compiling when a
+/// permission is added, until it is listed here too.
+fn every_permission_name() -> Vec<&'static str> {
+    use Permission::*;
+    let all = [
+        SessionCreate,
+        SessionList,
+        SessionDelete,
+        SessionAccess,
+        ProfileCreate,
+        ProfileList,
+        ProfileRead,
+        ProfileUpdate,
+        ProfileDelete,
+        MetricsRead,
+    ];
+    for permission in all {
+        match permission {
+            SessionCreate | SessionList | SessionDelete | SessionAccess | ProfileCreate
+            | ProfileList | ProfileRead | ProfileUpdate | ProfileDelete | MetricsRead => {}
+        }
+    }
+    all.iter().map(|permission| permission.as_str()).chain(["*"]).collect()
+}
+
 #[test]
-fn the_permission_schema_lists_every_permission() {
-    assert_eq!(strings(&schema("Permission")["enum"]), PERMISSIONS);
+fn the_permission_schema_lists_every_permission_a_route_can_require() {
+    assert_eq!(strings(&schema("Permission")["enum"]), every_permission_name());
+}
+
+#[test]
+fn keys_and_roles_may_grant_exactly_the_permissions_routes_require() {
+    assert_eq!(PERMISSIONS, every_permission_name());
 }
 
 #[test]

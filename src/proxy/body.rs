@@ -201,10 +201,10 @@ mod tests {
         let (_sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let body = StallLimitedBody::new(Body::from_stream(tokio_stream_from(receiver)), limit);
         let started = Instant::now();
-        let error = body.collect().await.expect_err("stalled");
+        let collected = tokio::time::timeout(Duration::from_secs(30), body.collect()).await;
+        let error = collected.expect("ends at the limit").expect_err("stalled");
         assert_eq!(stalled_after(&*error), Some(limit), "{error}");
         assert!(started.elapsed() >= limit);
-        assert!(started.elapsed() < limit * 10, "{:?}", started.elapsed());
     }
 
     fn tokio_stream_from(

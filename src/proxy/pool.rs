@@ -21,6 +21,16 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+thread_local! {
+    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as listener worker `index` (threads that never call it count as 0), so
+/// the agent connections it makes stay with the thread whose runtime drives them.
+pub fn enter_worker(index: usize) {
+    WORKER_INDEX.set(index);
+}
+
 /// Idle connections kept per agent and listener worker.
 const MAX_IDLE: usize = 64;
 /// Separate idle lists; listener worker `n` uses list `n % WORKER_SLOTS`.
@@ -160,7 +170,7 @@ impl AgentConnections {
 
     /// This listener worker's idle list.
     fn idle_here(&self) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
-        let slot = &self.idle[crate::listener::current_worker() % WORKER_SLOTS];
+        let slot = &self.idle[WORKER_INDEX.get() % WORKER_SLOTS];
         slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

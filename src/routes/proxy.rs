@@ -38,9 +38,7 @@ pub fn takes_fast_path<B>(request: &http::Request<B>, cors_enabled: bool) -> boo
     {
         return false;
     }
-    let first_segment =
-        request.uri().path().strip_prefix('/').and_then(|rest| rest.split('/').next());
-    first_segment.is_some_and(crate::sessions::validate::is_session_id)
+    first_segment_is_session_id(request.uri().path())
 }
 
 /// The proxy route without the router: the same checks and answers as [`proxy`], with the
@@ -168,7 +166,7 @@ fn end_when_revoked(state: &AppState, caller: Caller, response: Response) -> Res
 }
 
 /// Resolves once `caller`'s credential stops being valid: checked at once on a keys reload
-/// or when a proxy session ends on this server, and every [`CREDENTIAL_RECHECK`] (expiry,
+/// or when a proxy session ends on this server, and every `CREDENTIAL_RECHECK` (expiry,
 /// logout on another replica). Never resolves without a credential.
 pub async fn credential_ended(state: AppState, caller: Caller) {
     if caller.auth_type == AuthType::None || caller.credential.is_none() {

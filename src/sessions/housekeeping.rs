@@ -1,102 +1,23 @@
-//! Work on the registry as a whole: loading stored sessions at boot, purging finished
-//! sessions once `retain_finished_seconds` have passed, and stopping agents that listen on
-//! other ports of the agent range (`port_squatting`).
+//! Work on the registry as a whole while the server runs: purging finished sessions once
+//! `retain_finished_seconds` have passed, and stopping agents that listen on other ports of
+//! the agent range (`port_squatting`). Rebuilding the registry at boot is `recovery`.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use agentapi_proxy_client::{ExitReason, SessionStatus};
+use agentapi_proxy_client::SessionStatus;
 
-use std::net::Ipv4Addr;
-
-use tokio::sync::mpsc;
-
-use super::backend::{AgentProcess, Endpoint};
-use super::session::{Control, LiveState, Session, StopReason};
-use super::{Inner, supervisor};
+use super::ManagerState;
+use super::backend::AgentProcess;
+use super::session::{Control, Session, StopReason};
 use crate::clock::now_ms;
-
-/// Rebuilds the registry from the store (sessions.md "Recovery at startup"). A session that
-/// was live when the previous proxy stopped is re-adopted if its agent is the same process
-/// and still answers; otherwise what is left of its process group is killed and it shows as
-/// `exited` (`lost_while_down`), or `failed` if it never had a process.
-pub(super) async fn load_stored_sessions(inner: &Arc<Inner>) -> anyhow::Result<()> {
-    let rows = inner.store.all().await?;
-    for mut row in rows {
-        let mut adopted = None;
-        if row.status.is_live() {
-            let process = match (row.pid, row.port) {
-                (Some(pid), Some(port)) => Some(AgentProcess {
-                    pid,
-                    start_ticks: row.pid_start_ticks,
-                    endpoint: Endpoint { host: Ipv4Addr::LOCALHOST.into(), port },
-                }),
-                _ => None,
-            };
-            adopted = match &process {
-                Some(process) => inner.backend.adopt(process).await,
-                None => None,
-            };
-            if let Some(launched) = &adopted {
-                tracing::info!(session_id = %row.id, pid = launched.process.pid, "re-adopted a running agent");
-                row.status = SessionStatus::Active;
-            } else {
-                if let Some(process) = &process {
-                    inner.backend.discard(process).await;
-                }
-                let never_spawned = row.pid.is_none();
-                tracing::warn!(session_id = %row.id, never_spawned, "a session did not survive the restart");
-                row.status =
-                    if never_spawned { SessionStatus::Failed } else { SessionStatus::Exited };
-                row.exit_reason = Some(if never_spawned {
-                    ExitReason::StartFailed
-                } else {
-                    ExitReason::LostWhileDown
-                });
-                row.exit_code = None;
-                row.ended_at_ms = Some(now_ms());
-            }
-            inner.store.save_state(row.clone()).await?;
-        }
-        let state = LiveState {
-            status: row.status,
-            process: adopted.as_ref().map(|launched| launched.process),
-            port: row.port,
-            ended_at_ms: row.ended_at_ms,
-            exit_code: row.exit_code,
-            exit_reason: row.exit_reason,
-            agent_status: row.agent_status.clone(),
-            initial_message: row.initial_message,
-            restarts: row.restarts,
-            failure: None,
-        };
-        let session = Arc::new(Session::from_parts(
-            row.id.clone(),
-            row.user_id,
-            row.tags,
-            row.env_names,
-            row.started_at_ms,
-            state,
-            inner.feed.clone(),
-        ));
-        if let Some(launched) = adopted {
-            let (control, commands) = mpsc::unbounded_channel();
-            session.attach_supervisor(control);
-            let begin = supervisor::Begin::Adopted(launched);
-            tokio::spawn(supervisor::supervise(inner.clone(), session.clone(), begin, commands));
-        }
-        inner.registry_write().insert(row.id, session);
-    }
-    inner.backend.recovered().await;
-    Ok(())
-}
 
 /// How often the agent range is looked over for agents listening on ports not theirs.
 const PORT_WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Starts the task that stops squatting agents: one look at the host's listeners per
 /// [`PORT_WATCH_PERIOD`] for every active session at once.
-pub(super) fn spawn_port_watch(inner: Weak<Inner>) {
+pub(super) fn spawn_port_watch(inner: Weak<ManagerState>) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(PORT_WATCH_PERIOD);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,7 +29,7 @@ pub(super) fn spawn_port_watch(inner: Weak<Inner>) {
     });
 }
 
-async fn stop_squatters(inner: &Inner) {
+async fn stop_squatters(inner: &ManagerState) {
     let active: Vec<(Arc<Session>, AgentProcess)> = inner
         .registry_read()
         .values()
@@ -137,7 +58,7 @@ async fn stop_squatters(inner: &Inner) {
 }
 
 /// Starts the task that removes finished sessions past their retention.
-pub(super) fn spawn_purger(inner: Weak<Inner>) {
+pub(super) fn spawn_purger(inner: Weak<ManagerState>) {
     tokio::spawn(async move {
         loop {
             let Some(strong) = inner.upgrade() else { return };
@@ -150,7 +71,7 @@ pub(super) fn spawn_purger(inner: Weak<Inner>) {
     });
 }
 
-async fn purge_finished(inner: &Inner, retain: Duration) {
+async fn purge_finished(inner: &ManagerState, retain: Duration) {
     let cutoff = now_ms() - retain.as_millis() as i64;
     let expired: Vec<Arc<Session>> = inner
         .registry_read()

@@ -8,14 +8,14 @@ use agentapi_proxy_client::{InitialMessageState, SessionStatus};
 use http::Method;
 use serde_json::json;
 
-use super::Inner;
+use super::ManagerState;
 use super::session::Session;
 
 const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 /// agentapi answers `POST /message` once the agent starts working: seconds, up to ~18 s.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(super) async fn deliver(inner: Arc<Inner>, session: Arc<Session>, content: String) {
+pub(super) async fn deliver(inner: Arc<ManagerState>, session: Arc<Session>, content: String) {
     inner
         .record(&session, |state| state.initial_message = Some(InitialMessageState::Pending))
         .await;

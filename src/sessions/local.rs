@@ -154,10 +154,6 @@ impl LocalBackend {
         names
     }
 
-    pub fn ports(&self) -> &PortAllocator {
-        &self.ports
-    }
-
     fn session_dir(&self, session_id: &str) -> PathBuf {
         self.sessions_dir.join(session_id)
     }

@@ -275,7 +275,7 @@ impl Session {
 
 /// The `/search` item for a stored row.
 pub fn summary_of_row(row: &SessionRow) -> SessionSummary {
-    let ended = matches!(row.status, SessionStatus::Exited | SessionStatus::Failed);
+    let ended = row.status.has_ended();
     SessionSummary {
         session_id: row.id.clone(),
         user_id: row.user_id.clone(),

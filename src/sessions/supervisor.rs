@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::backend::{AgentProcess, AgentSpec, Exit, LaunchError, LaunchObserver, Launched};
 use super::session::{Control, Session, StartFailure, StopReason};
-use super::{Inner, initial_prompt, reason_for_exit};
+use super::{ManagerState, initial_prompt, reason_for_exit};
 use crate::clock::now_ms;
 use crate::config::RestartPolicy;
 use crate::shutdown::Stage;
@@ -27,7 +27,7 @@ const STATUS_REFRESH: Duration = Duration::from_secs(3);
 
 /// Records the process in the session and the store as soon as it exists.
 struct RecordSpawn<'a> {
-    inner: &'a Inner,
+    inner: &'a ManagerState,
     session: &'a Session,
 }
 
@@ -55,7 +55,7 @@ pub(super) enum Begin {
 }
 
 pub(super) async fn supervise(
-    inner: Arc<Inner>,
+    inner: Arc<ManagerState>,
     session: Arc<Session>,
     begin: Begin,
     mut commands: mpsc::UnboundedReceiver<Control>,
@@ -185,7 +185,7 @@ enum Running {
 
 /// Waits while the agent runs: for its exit, a stop request, or an idle timeout.
 async fn watch_running(
-    inner: &Inner,
+    inner: &ManagerState,
     session: &Session,
     process: &AgentProcess,
     exited: &mut oneshot::Receiver<Exit>,
@@ -221,7 +221,7 @@ async fn watch_running(
     }
 }
 
-async fn refresh_agent_status(inner: &Inner, session: &Session, process: &AgentProcess) {
+async fn refresh_agent_status(inner: &ManagerState, session: &Session, process: &AgentProcess) {
     if !inner.backend.owns_endpoint(process) {
         tracing::warn!(session_id = %session.id, port = process.endpoint.port, "something other than the agent listens on its port");
         return;
@@ -235,7 +235,7 @@ async fn refresh_agent_status(inner: &Inner, session: &Session, process: &AgentP
     }
 }
 
-fn is_idle(inner: &Inner, session: &Session) -> bool {
+fn is_idle(inner: &ManagerState, session: &Session) -> bool {
     let Some(idle) = inner.policy.idle_timeout else { return false };
     let quiet_ms = now_ms() - session.activity.last_request_ms.load(Ordering::Relaxed);
     session.activity.open_streams.load(Ordering::Relaxed) == 0
@@ -245,7 +245,7 @@ fn is_idle(inner: &Inner, session: &Session) -> bool {
 
 /// Stops a running agent for `reason` and records the end.
 async fn stop_agent(
-    inner: &Inner,
+    inner: &ManagerState,
     session: &Session,
     process: &AgentProcess,
     exited: &mut oneshot::Receiver<Exit>,
@@ -263,7 +263,7 @@ async fn stop_agent(
 }
 
 async fn finish(
-    inner: &Inner,
+    inner: &ManagerState,
     session: &Session,
     status: SessionStatus,
     exit_code: Option<i32>,
@@ -284,7 +284,7 @@ async fn finish(
         .await;
 }
 
-async fn record_start_failure(inner: &Inner, session: &Session, error: LaunchError) {
+async fn record_start_failure(inner: &ManagerState, session: &Session, error: LaunchError) {
     let (failure, code, reason) = match error {
         LaunchError::Exited { exit, details } => {
             (StartFailure::Exited { details }, exit.code(), ExitReason::StartFailed)

@@ -99,7 +99,7 @@ impl SqliteOAuth {
         value: String,
     ) -> anyhow::Result<Option<OAuthSessionRow>> {
         self.store
-            .call(move |connection| {
+            .read(move |connection| {
                 let sql =
                     format!("SELECT {SESSION_COLUMNS} FROM oauth_sessions WHERE {column} = ?1");
                 Ok(connection.query_row(&sql, params![value], session_from).optional()?)
@@ -113,7 +113,7 @@ impl SqliteOAuth {
 impl OAuthStore for SqliteOAuth {
     async fn put_pending(&self, login: PendingLogin) -> anyhow::Result<()> {
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 connection.execute(
                     "INSERT INTO oauth_states \
                      (state_hash, verifier, redirect_uri, return_to, binding_hash, expires_at) \
@@ -139,7 +139,7 @@ impl OAuthStore for SqliteOAuth {
         now_ms: i64,
     ) -> anyhow::Result<Option<PendingLogin>> {
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 let taken = connection
                     .query_row(
                         "DELETE FROM oauth_states WHERE state_hash = ?1 \
@@ -167,7 +167,7 @@ impl OAuthStore for SqliteOAuth {
     async fn insert_session(&self, row: OAuthSessionRow) -> anyhow::Result<()> {
         let permissions = serde_json::to_string(&row.permissions)?;
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 connection.execute(
                     &format!(
                         "INSERT INTO oauth_sessions ({SESSION_COLUMNS}) \
@@ -205,7 +205,7 @@ impl OAuthStore for SqliteOAuth {
 
     async fn set_expiry(&self, token_hash: String, expires_at_ms: i64) -> anyhow::Result<bool> {
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 let changed = connection.execute(
                     "UPDATE oauth_sessions SET expires_at = ?2 WHERE token_hash = ?1",
                     params![token_hash, expires_at_ms],
@@ -218,7 +218,7 @@ impl OAuthStore for SqliteOAuth {
 
     async fn delete_session(&self, token_hash: String) -> anyhow::Result<bool> {
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 let changed = connection.execute(
                     "DELETE FROM oauth_sessions WHERE token_hash = ?1",
                     params![token_hash],
@@ -231,7 +231,7 @@ impl OAuthStore for SqliteOAuth {
 
     async fn purge_expired(&self, now_ms: i64) -> anyhow::Result<usize> {
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 let states = connection
                     .execute("DELETE FROM oauth_states WHERE expires_at <= ?1", params![now_ms])?;
                 let sessions = connection.execute(

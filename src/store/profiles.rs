@@ -50,7 +50,7 @@ impl ProfileStore for SqliteProfiles {
     async fn insert(&self, profile: Profile, created_at_ms: i64) -> anyhow::Result<()> {
         let document = serde_json::to_string(&profile)?;
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 connection.execute(
                     "INSERT INTO profiles (id, user_id, created_at, version, document) \
                      VALUES (?1, ?2, ?3, 1, ?4)",
@@ -99,7 +99,7 @@ impl ProfileStore for SqliteProfiles {
     async fn replace(&self, profile: Profile, version: i64) -> anyhow::Result<bool> {
         let document = serde_json::to_string(&profile)?;
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 let changed = connection.execute(
                     "UPDATE profiles SET document = ?2, version = version + 1 \
                      WHERE id = ?1 AND version = ?3",
@@ -113,7 +113,7 @@ impl ProfileStore for SqliteProfiles {
 
     async fn delete(&self, id: String) -> anyhow::Result<bool> {
         self.store
-            .call(move |connection| {
+            .write_durably(move |connection| {
                 Ok(connection.execute("DELETE FROM profiles WHERE id = ?1", params![id])? > 0)
             })
             .await

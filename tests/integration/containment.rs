@@ -42,12 +42,8 @@ exec "$@"
 /// True when this test may run: root (cgroups, other uids). Otherwise fails under `CI=true`
 /// and says why it is skipped elsewhere.
 fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{what} needs root; CI runs as root");
-    eprintln!("skipped: {what} needs root");
-    false
+    let lacking = format!("{what} needs root");
+    crate::support::host_can_run((!nix::unistd::geteuid().is_root()).then_some(&lacking))
 }
 
 fn write_script(dir: &Path) -> PathBuf {

@@ -93,16 +93,14 @@ async fn one_users_streams_are_capped_and_another_user_is_not_affected() {
         assert_eq!(stream.status(), 200, "another user keeps their own budget");
         bobs_streams.push(stream);
     }
-    let started = Instant::now();
     let search = client
         .get(server.url("/search"))
         .header("X-API-Key", BOB)
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
         .send()
         .await
-        .expect("search answers");
+        .expect("search answers while every stream is held");
     assert_eq!(search.status(), 200);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 
     drop(held.pop());
     let again = wait_until("a place in alice's budget", Duration::from_secs(10), || async {

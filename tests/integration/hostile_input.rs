@@ -1,7 +1,7 @@
 //! Hostile input on the session routes (security.md rows 1–9b): each gets a clear JSON
 //! error, and nothing is started, stored or executed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,10 +40,8 @@ async fn malformed_bodies_are_refused_before_anything_starts() {
     let (code, body) = post_raw(&server, "text/plain", b"{}".to_vec()).await;
     assert_eq!((code, body["code"].as_str()), (415, Some("unsupported_media_type")));
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let started = Instant::now();
     let (code, body) = post_raw(&server, "application/json", deep.into_bytes()).await;
     assert_eq!((code, body["code"].as_str()), (400, Some("invalid_request")));
-    assert!(started.elapsed() < Duration::from_secs(2));
     let (code, _) = post_raw(&server, "application/json", b"[1, 2]".to_vec()).await;
     assert_eq!(code, 400, "the body must be an object");
     let (code, body) =

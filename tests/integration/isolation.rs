@@ -7,8 +7,9 @@ use std::os::unix::process::CommandExt;
 
 use serde_json::json;
 
+use crate::support::host_can_run;
 use crate::support::server::TestServer;
-use crate::support::sessions::{agent_debug_env, live_group_members, start_ok};
+use crate::support::sessions::{agent_debug_env, group_gone, start_ok};
 
 fn status_field(pid: i32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -21,14 +22,16 @@ fn status_field(pid: i32, field: &str) -> String {
 
 #[tokio::test]
 async fn agents_run_as_the_configured_user_with_limits_and_cannot_read_the_database() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: running agents as another user needs the tests to run as root");
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    let lacking = if !nix::unistd::geteuid().is_root() {
+        Some("running agents as another user needs the tests to run as root")
+    } else {
+        nobody.is_none().then_some("no user `nobody` on this host")
+    };
+    if !host_can_run(lacking) {
         return;
     }
-    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-        eprintln!("skipped: no user `nobody` on this host");
-        return;
-    };
+    let nobody = nobody.expect("checked above");
     let server = TestServer::start(|config| {
         config.agent.run_as_user = "nobody".into();
         config.agent.limits.open_files = 256;
@@ -62,5 +65,5 @@ async fn agents_run_as_the_configured_user_with_limits_and_cannot_read_the_datab
     let response =
         client.delete(server.url(&format!("/sessions/{id}"))).send().await.expect("delete");
     assert_eq!(response.status(), 200);
-    assert!(live_group_members(pid).is_empty());
+    assert!(group_gone(pid));
 }

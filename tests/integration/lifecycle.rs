@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::support::server::{BinaryServer, TestServer};
 use crate::support::sessions::{
-    agent_debug_env, agent_message, get_json, live_group_members, process_alive, session_status,
-    start, start_ok,
+    agent_debug_env, agent_message, get_json, group_gone, process_alive, session_status, start,
+    start_ok,
 };
 use crate::support::wait_until;
 
@@ -88,13 +88,14 @@ async fn an_agent_that_never_answers_is_killed_at_the_ready_timeout() {
         start(&client, &server.base(), json!({"environment": {"HANG_NOW": "1"}})).await;
     assert_eq!(status, 504, "{answer}");
     assert_eq!(answer["code"], "agent_timeout");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The spec's deadline (the ready timeout, 1 s), with a generous margin.
+    assert!(started.elapsed() < Duration::from_secs(1 + 10), "{:?}", started.elapsed());
     let (_, search) = get_json(&client, &server.url("/search")).await;
     let id = search["sessions"][0]["session_id"].as_str().expect("id").to_string();
     assert_eq!(search["sessions"][0]["status"], "failed");
     let pid = script_pid(&server, &id);
     assert!(!process_alive(pid), "the hung agent is gone");
-    assert!(live_group_members(pid).is_empty());
+    assert!(group_gone(pid));
 }
 
 #[tokio::test]
@@ -221,7 +222,7 @@ async fn an_idle_session_is_stopped_and_a_finished_one_is_purged_after_retention
         }
     })
     .await;
-    assert!(live_group_members(pid).is_empty(), "the idle agent is gone");
+    assert!(group_gone(pid), "the idle agent is gone");
     wait_until("the finished session to be purged", Duration::from_secs(15), || {
         let (client, base, id) = (client.clone(), base.clone(), id.clone());
         async move { session_status(&client, &base, &id).await.is_none().then_some(()) }
@@ -298,15 +299,13 @@ async fn the_default_agentapi_server_is_found_on_path_and_sigterm_stops_every_ag
         assert!(argv.contains(&"--chat-base-path") && argv.contains(&"claude"), "{argv:?}");
         pids.push(seen["pid"].as_i64().expect("pid") as i32);
     }
-    let started = Instant::now();
     server.signal(Signal::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
         .await
         .expect("exits in time")
         .expect("wait");
     assert_eq!(status.code(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(10));
     for pid in pids {
-        assert!(live_group_members(pid).is_empty(), "agent {pid} outlived the server");
+        assert!(group_gone(pid), "agent {pid} outlived the server");
     }
 }

@@ -256,13 +256,11 @@ async fn a_removed_keys_open_event_stream_is_closed() {
     let reader = tokio::spawn(read_frames(events, |_| false));
     std::fs::write(&keys_file, json!({"api_keys": [entry("ap_carol_two")]}).to_string())
         .expect("remove key");
-    let started = Instant::now();
     let (_, ended) = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
         .expect("stream closed")
         .expect("join");
     assert!(ended);
-    assert!(started.elapsed() < Duration::from_secs(30));
     let (code, _) = get_json(&keyed("ap_carol_two"), &server.url(&format!("/{id}/status"))).await;
     assert_eq!(code, 200, "the same user's other key still works");
 }
@@ -317,7 +315,8 @@ async fn sigterm_with_open_event_streams_exits_0_within_the_drain_timeout() {
     let started = Instant::now();
     let (status, _, _) = server.stop().await;
     assert_eq!(status.code(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3 + 1 + 3), "took {:?}", started.elapsed());
+    // The spec's deadline: drain timeout + stop grace, with a generous margin.
+    assert!(started.elapsed() < Duration::from_secs(3 + 1 + 10), "took {:?}", started.elapsed());
     for reader in readers {
         let (_, ended) = tokio::time::timeout(Duration::from_secs(5), reader)
             .await

@@ -1,6 +1,6 @@
 //! The proxy path (`proxy::forward`) against the real echo agent, over loopback: a tiny axum
-//! server whose fallback splits `/{id}/rest` and forwards to one agent's port, the way the
-//! session routes will. This file holds the harness; the tests are in `rewrite` (targets and
+//! server whose fallback splits `/{id}/rest` and forwards to one agent's port, without the
+//! session manager and authentication that `routes::proxy` puts in front of it. This file holds the harness; the tests are in `rewrite` (targets and
 //! headers), `streams` (SSE, disconnects, drain, upgrades, failures) and `limits` (bodies,
 //! memory, timeouts, CORS).
 

@@ -25,11 +25,12 @@ pub fn become_child_subreaper() -> anyhow::Result<()> {
 /// A handle to the reaping task; cheap to clone. The task ends when the last handle drops.
 #[derive(Debug, Clone)]
 pub struct Reaper {
-    inner: Arc<Inner>,
+    inner: Arc<ReaperState>,
 }
 
+/// What the reaping task and its handles share.
 #[derive(Debug)]
-struct Inner {
+struct ReaperState {
     groups: Mutex<HashMap<i32, Watched>>,
     /// Also reap zombie children outside agent groups (only safe when every child of this
     /// process is an agent or an inherited orphan, as in the `server` binary).
@@ -49,8 +50,8 @@ impl Reaper {
     pub fn start(sweep_orphans: bool) -> anyhow::Result<Self> {
         let mut child_signals = signal(SignalKind::child())
             .map_err(|error| anyhow::anyhow!("cannot listen for SIGCHLD: {error}"))?;
-        let inner = Arc::new(Inner { groups: Mutex::new(HashMap::new()), sweep_orphans });
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let inner = Arc::new(ReaperState { groups: Mutex::new(HashMap::new()), sweep_orphans });
+        let weak: Weak<ReaperState> = Arc::downgrade(&inner);
         tokio::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
@@ -98,7 +99,7 @@ impl Reaper {
 /// Reaps every exited child in the watched groups; a group whose leader was reaped and that
 /// has no child of ours left is no longer watched. With `sweep_orphans`, also zombie
 /// children outside those groups (when the reaper was made to look after them).
-fn reap_once(inner: &Inner, sweep_orphans: bool) {
+fn reap_once(inner: &ReaperState, sweep_orphans: bool) {
     let mut groups = inner.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     groups.retain(|group, watched| reap_group(*group, watched));
     if sweep_orphans && inner.sweep_orphans {

@@ -311,13 +311,11 @@ async fn a_logged_out_tokens_event_stream_ends() {
     assert_eq!(events.status(), 200);
     let (code, _, _, _) = send(client.post(format!("{base}/oauth/logout"))).await;
     assert_eq!(code, 200);
-    let started = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(_)) = events.chunk().await {}
     })
     .await;
     assert!(ended.is_ok(), "the stream outlived its logged-out token");
-    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test]

@@ -15,6 +15,17 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_agentapi-proxy")
 }
 
+/// For a test that needs something this host may lack (root, nginx, IPv6, ...): `true` when
+/// `lacking` is `None`. A test must not pass without checking anything: under `CI=true`
+/// (where `.ci/run` provides everything) a lack fails the test; elsewhere it says why it did
+/// not run.
+pub fn host_can_run(lacking: Option<&str>) -> bool {
+    let Some(lacking) = lacking else { return true };
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{lacking}; CI must provide it");
+    eprintln!("not run: {lacking}");
+    false
+}
+
 /// Polls `check` until it yields `Some`, or panics with `what` once `deadline` has passed.
 pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

@@ -50,6 +50,33 @@ pub fn live_group_members(group: i32) -> Vec<i32> {
     agentapi_proxy::sessions::local::procfs::live_group_members(group)
 }
 
+/// Whether process group `group` is gone, told by the kernel rather than by the crate's
+/// procfs code: `kill(-group, 0)` fails with `ESRCH`. Members that are zombies only (dead,
+/// waiting for a parent other than this process to reap them) count as gone; they are found
+/// by this file's own reading of `/proc`.
+pub fn group_gone(group: i32) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    match kill(Pid::from_raw(-group), None) {
+        Err(Errno::ESRCH) => true,
+        _ => zombies_only(group),
+    }
+}
+
+/// True when every process left in `group` is a zombie (or was gone before it was read).
+fn zombies_only(group: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().all(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return true };
+        // `pid (comm) state ppid pgrp ...`; `comm` may hold spaces and parentheses.
+        let Some((_, after_comm)) = stat.rsplit_once(") ") else { return true };
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let in_group = fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(group);
+        !in_group || matches!(fields.first(), Some(&"Z") | Some(&"X"))
+    })
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     agentapi_proxy::sessions::local::procfs::stat(pid).is_some_and(|stat| !stat.is_zombie())
