@@ -3,7 +3,11 @@
 //! Bodies arrive decoded into the client crate's `ProfileInput`, `RepositoryInput` and
 //! `TemplateInput` (`routes::json_body`); a partial update needs no "absent versus null"
 //! distinction, since both keep the stored value, so `Option` says it all.
-//! Storage is `store::profiles`; the routes are `routes::profiles`.
+//! Storage is `store::profiles`; the routes are `routes::profiles`. Submodules: `access`
+//! (reading and changing one profile for a caller), `start` (a session started from one).
+
+mod access;
+mod start;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,8 @@ use agentapi_proxy_client::{
 use crate::clock::{format_ms, now_ms};
 use crate::error::ApiError;
 use crate::sessions::validate;
+pub use access::{modify, store_error, visible};
+pub use start::{record_use, start_input};
 
 /// Shown instead of environment values whose names look secret.
 pub const REDACTED: &str = "<redacted>";

@@ -20,51 +20,8 @@ use crate::openapi::responses::{
     Unauthenticated, UnsupportedMediaType,
 };
 use crate::openapi::schemas::ProfileDeleted;
-use crate::profiles::{self, Rules, redacted};
+use crate::profiles::{self, Rules, redacted, store_error};
 use crate::state::AppState;
-use crate::store::profiles::Versioned;
-
-/// Attempts of a read-modify-write before answering 409.
-const WRITE_ATTEMPTS: usize = 3;
-
-fn store_error(error: anyhow::Error) -> ApiError {
-    tracing::error!(error = format!("{error:#}"), "profile store failure");
-    ApiError::StoreUnavailable
-}
-
-/// The profile `id` names, if the caller may see it.
-pub async fn visible_profile(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<Versioned, ApiError> {
-    const UNKNOWN: ApiError = ApiError::NotFound("no such profile");
-    if uuid::Uuid::parse_str(id).is_err() {
-        return Err(UNKNOWN);
-    }
-    let found = state.profiles.get(id.to_string()).await.map_err(store_error)?.ok_or(UNKNOWN)?;
-    if !caller.can_see(&found.profile.user_id) {
-        return Err(UNKNOWN);
-    }
-    Ok(found)
-}
-
-/// Reads, changes and writes a profile, retrying when another write came in between.
-pub async fn modify(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    change: impl Fn(&mut Profile) -> Result<(), ApiError>,
-) -> Result<Profile, ApiError> {
-    for _ in 0..WRITE_ATTEMPTS {
-        let Versioned { mut profile, version } = visible_profile(state, caller, id).await?;
-        change(&mut profile)?;
-        if state.profiles.replace(profile.clone(), version).await.map_err(store_error)? {
-            return Ok(profile);
-        }
-    }
-    Err(ApiError::Conflict("the profile changed meanwhile; try again".into()))
-}
 
 fn rules_with<'a>(reserved: &'a [&'a str]) -> Rules<'a> {
     Rules { reserved_env: reserved }
@@ -148,7 +105,7 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Json<ProfileResponse>, ApiError> {
     caller.require(Permission::ProfileRead)?;
-    let found = visible_profile(&state, &caller, &id).await?;
+    let found = profiles::visible(&*state.profiles, &caller, &id).await?;
     Ok(Json(ProfileResponse { profile: redacted(found.profile) }))
 }
 
@@ -185,8 +142,10 @@ pub async fn update(
     caller.require(Permission::ProfileUpdate)?;
     let reserved = state.sessions.reserved_env();
     let rules = rules_with(&reserved);
-    let profile =
-        modify(&state, &caller, &id, |profile| profiles::update(profile, &body, &rules)).await?;
+    let profile = profiles::modify(&*state.profiles, &caller, &id, |profile| {
+        profiles::update(profile, &body, &rules)
+    })
+    .await?;
     Ok(Json(ProfileResponse { profile: redacted(profile) }))
 }
 
@@ -212,7 +171,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::ProfileDelete)?;
-    let found = visible_profile(&state, &caller, &id).await?;
+    let found = profiles::visible(&*state.profiles, &caller, &id).await?;
     state.profiles.delete(found.profile.id.clone()).await.map_err(store_error)?;
     Ok(Json(json!({"message": "Profile deleted successfully", "profile_id": found.profile.id})))
 }
@@ -247,7 +206,7 @@ pub async fn add_repository(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::ProfileUpdate)?;
     let entry = profiles::repository_entry(body)?;
-    modify(&state, &caller, &id, |profile| {
+    profiles::modify(&*state.profiles, &caller, &id, |profile| {
         profiles::record_repository(profile, entry.clone());
         Ok(())
     })
@@ -284,7 +243,7 @@ pub async fn add_template(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::ProfileUpdate)?;
     let template = profiles::message_template(body)?;
-    modify(&state, &caller, &id, |profile| {
+    profiles::modify(&*state.profiles, &caller, &id, |profile| {
         profiles::add_template(profile, template.clone());
         Ok(())
     })

@@ -1,11 +1,10 @@
 //! `POST /start-with-profile`: a session started from a profile, overlaid by the request.
 
-use agentapi_proxy_client::{RepositoryInput, StartResponse, StartWithProfile};
+use agentapi_proxy_client::{StartResponse, StartWithProfile};
 use axum::Json;
 use axum::extract::{RawQuery, State};
 
 use super::json_body::JsonBody;
-use super::profiles::{modify, visible_profile};
 use super::sessions::start_response;
 use crate::auth::{Caller, Permission};
 use crate::clock::{format_ms, now_ms};
@@ -16,7 +15,6 @@ use crate::openapi::responses::{
     QuotaExceeded, StartUnavailable, Started, Unauthenticated, UnsupportedMediaType,
 };
 use crate::profiles;
-use crate::sessions::{StartInput, first_prompt};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -57,49 +55,14 @@ pub async fn start_with_profile(
     if body.profile_id.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "`profile_id` is required"));
     }
-    let profile = visible_profile(&state, &caller, &body.profile_id).await?.profile;
-
-    let mut environment = profile.environment.clone();
-    environment.extend(body.environment);
-    let mut tags = profile.tags.clone();
-    tags.extend(body.tags);
-    let first_prompt = first_prompt::for_profile_start(body.message.as_deref(), &tags, || {
-        let Some(template_id) = body.template_id.filter(|t| !t.is_empty()) else {
-            return Ok(None);
-        };
-        let template = profile
-            .message_templates
-            .iter()
-            .find(|t| t.id == template_id || t.name == template_id)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_request",
-                    "`template_id` names no template of this profile",
-                )
-            })?;
-        Ok(Some(profiles::render(&template.content, &body.template_variables)?))
-    })?;
-    let repository = tags.get("repository").filter(|r| !r.is_empty()).cloned();
-    let input = StartInput {
-        environment,
-        tags,
-        first_prompt,
-        system_prompt: Some(profile.system_prompt.clone()).filter(|p| !p.is_empty()),
-    };
+    let profile = profiles::visible(&*state.profiles, &caller, &body.profile_id).await?.profile;
+    let input = profiles::start_input(&profile, body)?;
+    let repository = input.tags.get("repository").filter(|r| !r.is_empty()).cloned();
     let session = state.sessions.start_session(&caller.user_id, input, wait).await?;
 
     let used_at = format_ms(now_ms());
-    let recorded = modify(&state, &caller, &profile.id, |profile| {
-        profile.last_used_at = Some(used_at.clone());
-        if let Some(url) = &repository {
-            let entry = profiles::repository_entry(RepositoryInput {
-                url: url.clone(),
-                accessed_at: Some(used_at.clone()),
-                ..RepositoryInput::default()
-            })?;
-            profiles::record_repository(profile, entry);
-        }
-        Ok(())
+    let recorded = profiles::modify(&*state.profiles, &caller, &profile.id, |profile| {
+        profiles::record_use(profile, &used_at, repository.as_deref())
     })
     .await;
     if let Err(error) = recorded {
