@@ -1,10 +1,13 @@
-//! Schemas of the JSON the server writes or reads without a wire type of its own: the error
-//! body of [`crate::error::ApiError`] and the answers the handlers build with `json!`. The
+//! Schemas of the JSON the server writes or reads without a wire type in the client crate:
+//! the error body of [`crate::error::ApiError`], and the answers of the auth and OAuth
+//! routes, which the handlers serialize from these same types (so the document cannot drift
+//! from what is sent). The
 //! typed wire types (sessions, profiles, every request body) live in the client crate and
 //! derive their schemas there (feature `openapi`).
 
 use std::borrow::Cow;
 
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
@@ -57,18 +60,19 @@ impl ToSchema for PermissionName {
 }
 
 /// `GET /auth/status`: the authenticated caller.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct AuthStatus {
     pub user_id: String,
     /// guest < user < member < developer < admin, or any other name.
     pub role: String,
-    pub permissions: Vec<PermissionName>,
+    #[schema(value_type = Vec<PermissionName>)]
+    pub permissions: Vec<String>,
     #[schema(inline)]
     pub auth_type: AuthType,
 }
 
 /// How the caller authenticated (`crate::auth::AuthType`).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthType {
     None,
@@ -77,12 +81,24 @@ pub enum AuthType {
     Oauth,
 }
 
+impl From<crate::auth::AuthType> for AuthType {
+    fn from(kind: crate::auth::AuthType) -> Self {
+        match kind {
+            crate::auth::AuthType::None => Self::None,
+            crate::auth::AuthType::ApiKey => Self::ApiKey,
+            crate::auth::AuthType::Github => Self::Github,
+            crate::auth::AuthType::Oauth => Self::Oauth,
+        }
+    }
+}
+
 /// `GET /auth/types`: the sign-in methods that are enabled.
 #[derive(ToSchema)]
 #[schema(example = json!({"enabled": true, "types": [
     {"type": "api_key", "header": "X-API-Key"}, {"type": "github"},
     {"type": "oauth", "login_url": "/oauth/login"}
 ]}))]
+#[derive(Serialize)]
 pub struct AuthTypes {
     pub enabled: bool,
     #[schema(inline)]
@@ -90,7 +106,7 @@ pub struct AuthTypes {
 }
 
 /// One enabled sign-in method.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct AuthMethod {
     #[serde(rename = "type")]
     #[schema(inline)]
@@ -105,7 +121,7 @@ pub struct AuthMethod {
     pub login_url: Option<String>,
 }
 
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethodKind {
     ApiKey,
@@ -130,13 +146,13 @@ pub enum ProfileDeletedMessage {
 }
 
 /// A plain confirmation.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Message {
     pub message: String,
 }
 
 /// Answer of `POST /oauth/authorize`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct OAuthAuthorizeResponse {
     /// `<oauth.base_url>/login/oauth/authorize?...&state=...&code_challenge=...`
     pub auth_url: String,
@@ -144,7 +160,7 @@ pub struct OAuthAuthorizeResponse {
 }
 
 /// Answer of `GET /oauth/callback` for API clients.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct OAuthCallbackResponse {
     pub session_id: String,
     /// A proxy-issued `aps_...` token, accepted as a bearer token until `expires_at`.
@@ -158,15 +174,16 @@ pub struct OAuthCallbackResponse {
 }
 
 /// Who signed in.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct OAuthUser {
     pub user_id: String,
     pub role: String,
-    pub permissions: Vec<PermissionName>,
+    #[schema(value_type = Vec<PermissionName>)]
+    pub permissions: Vec<String>,
 }
 
 /// Answer of `POST /oauth/refresh`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct OAuthRefreshResponse {
     pub session_id: String,
     #[schema(inline)]
@@ -176,7 +193,7 @@ pub struct OAuthRefreshResponse {
 }
 
 /// Always `Bearer`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub enum TokenType {
     Bearer,
 }

@@ -2,11 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::openapi::responses::{GithubUnavailable, Unauthenticated};
-use crate::openapi::schemas::{AuthStatus, AuthTypes};
+use crate::openapi::schemas::{AuthMethod, AuthMethodKind, AuthStatus, AuthTypes};
 use crate::state::AppState;
 
 /// `GET /auth/status`: the authenticated caller.
@@ -22,13 +21,13 @@ use crate::state::AppState;
         (status = 503, response = GithubUnavailable),
     )
 )]
-pub async fn status(caller: Caller) -> Json<Value> {
-    Json(json!({
-        "user_id": caller.user_id,
-        "role": caller.role,
-        "permissions": caller.permissions,
-        "auth_type": caller.auth_type.as_str(),
-    }))
+pub async fn status(caller: Caller) -> Json<AuthStatus> {
+    Json(AuthStatus {
+        user_id: caller.user_id.to_string(),
+        role: caller.role.to_string(),
+        permissions: caller.permissions.to_vec(),
+        auth_type: caller.auth_type.into(),
+    })
 }
 
 /// `GET /auth/types` (no authentication).
@@ -42,20 +41,27 @@ pub async fn status(caller: Caller) -> Json<Value> {
     responses((status = 200, description = "`{\"enabled\": false, \"types\": []}` when \
         authentication is off.", body = AuthTypes))
 )]
-pub async fn types(State(state): State<AppState>) -> Json<Value> {
+pub async fn types(State(state): State<AppState>) -> Json<AuthTypes> {
     let auth = &state.config.auth;
     if !auth.enabled {
-        return Json(json!({"enabled": false, "types": []}));
+        return Json(AuthTypes { enabled: false, types: Vec::new() });
     }
+    let method = |kind| AuthMethod { kind, header: None, login_url: None };
     let mut types = Vec::new();
     if auth.static_keys.enabled {
-        types.push(json!({"type": "api_key", "header": auth.static_keys.header_name}));
+        types.push(AuthMethod {
+            header: Some(auth.static_keys.header_name.clone()),
+            ..method(AuthMethodKind::ApiKey)
+        });
     }
     if auth.github.enabled {
-        types.push(json!({"type": "github"}));
+        types.push(method(AuthMethodKind::Github));
     }
     if auth.github.oauth.is_some() {
-        types.push(json!({"type": "oauth", "login_url": "/oauth/login"}));
+        types.push(AuthMethod {
+            login_url: Some("/oauth/login".into()),
+            ..method(AuthMethodKind::Oauth)
+        });
     }
-    Json(json!({"enabled": true, "types": types}))
+    Json(AuthTypes { enabled: true, types })
 }

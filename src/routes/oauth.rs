@@ -11,7 +11,6 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use serde_json::json;
 
 use super::json_body::JsonBody;
 use super::query;
@@ -24,7 +23,8 @@ use crate::openapi::responses::{
     Unauthenticated, UnsupportedMediaType,
 };
 use crate::openapi::schemas::{
-    OAuthAuthorizeResponse, OAuthCallbackResponse, OAuthRefreshResponse,
+    Message, OAuthAuthorizeResponse, OAuthCallbackResponse, OAuthRefreshResponse, OAuthUser,
+    TokenType,
 };
 use crate::state::AppState;
 
@@ -70,10 +70,10 @@ fn redirect(location: &str, cookies: Vec<HeaderValue>) -> Result<Response, ApiEr
 pub async fn authorize(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<OAuthAuthorizeRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OAuthAuthorizeResponse>, ApiError> {
     let oauth = oauth_of(&state)?;
     let started = oauth.authorize(&body.redirect_uri).await?;
-    Ok(Json(json!({"auth_url": started.auth_url, "state": started.state})))
+    Ok(Json(OAuthAuthorizeResponse { auth_url: started.auth_url, state: started.state }))
 }
 
 /// `GET /oauth/login?return_to=/ui/` → 302 to GitHub, with the login cookie.
@@ -150,17 +150,17 @@ pub async fn callback(
         let cleared = cookies.set_cookie(&cookies.login_name(), "", 0)?;
         return redirect(return_to, vec![session, cleared]);
     }
-    let mut response = Json(json!({
-        "session_id": issued.session_id,
-        "access_token": issued.token,
-        "token_type": "Bearer",
-        "expires_at": format_ms(issued.expires_at_ms),
-        "user": {
-            "user_id": issued.caller.user_id,
-            "role": issued.caller.role,
-            "permissions": issued.caller.permissions,
+    let mut response = Json(OAuthCallbackResponse {
+        session_id: issued.session_id,
+        access_token: issued.token,
+        token_type: TokenType::Bearer,
+        expires_at: format_ms(issued.expires_at_ms),
+        user: OAuthUser {
+            user_id: issued.caller.user_id.to_string(),
+            role: issued.caller.role.to_string(),
+            permissions: issued.caller.permissions.to_vec(),
         },
-    }))
+    })
     .into_response();
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
@@ -192,11 +192,11 @@ pub async fn refresh(
     let oauth = oauth_of(&state)?;
     let (which, by_cookie) = oauth.session_ref(&method, &headers)?;
     let row = oauth.refresh(which).await?;
-    let mut response = Json(json!({
-        "session_id": row.session_id,
-        "token_type": "Bearer",
-        "expires_at": format_ms(row.expires_at_ms),
-    }))
+    let mut response = Json(OAuthRefreshResponse {
+        session_id: row.session_id,
+        token_type: TokenType::Bearer,
+        expires_at: format_ms(row.expires_at_ms),
+    })
     .into_response();
     let cookies = oauth.cookies();
     if by_cookie && let Some(token) = cookie(&headers, &cookies.session_name()) {
@@ -237,7 +237,7 @@ pub async fn logout(
     if let Some(sessions) = state.auth.proxy_sessions() {
         sessions.ended();
     }
-    let mut response = Json(json!({"message": "Successfully logged out"})).into_response();
+    let mut response = Json(Message { message: "Successfully logged out".into() }).into_response();
     if by_cookie {
         let cookies = oauth.cookies();
         let cleared = cookies.set_cookie(&cookies.session_name(), "", 0)?;
