@@ -117,6 +117,14 @@ fn describe(path: &Path, reason: &str) -> String {
         field.push_str(missing);
         return format!("`{field}` is required");
     }
+    // "unknown field `tag`, expected one of `environment`, ...": the name is the caller's.
+    if let Some(rest) = reason.strip_prefix("unknown field `")
+        && let Some(end) = rest.rfind("`, ")
+    {
+        let name: String = rest[..end].chars().take(64).flat_map(char::escape_default).collect();
+        let place = if field.is_empty() { String::new() } else { format!(" in `{field}`") };
+        return format!("unknown field `{name}`{place}; {}", &rest[end + "`, ".len()..]);
+    }
     let field = if field.is_empty() { "the body".to_string() } else { format!("`{field}`") };
     // "invalid type: string \"...\", expected a map": the found value is dropped, its kind kept.
     let mismatch = ["invalid type: ", "invalid value: ", "invalid length "]
@@ -202,6 +210,21 @@ mod tests {
             Err(ApiError::BadRequest { code: "invalid_request", message }) => message,
             other => panic!("expected a 400 invalid_request, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unknown_start_field_is_named_and_user_id_is_still_accepted() {
+        use agentapi_proxy_client::StartRequest;
+        use serde_json::json;
+        assert_eq!(
+            message_of::<StartRequest>(json!({"tag": {"team": "web"}})),
+            "unknown field `tag`; expected one of `environment`, `tags`, `message`, `user_id`"
+        );
+        let odd = "x`, \u{7}".repeat(30);
+        let message = message_of::<StartRequest>(json!({ odd: 1 }));
+        assert!(message.starts_with("unknown field `x`, \\u{7}x`"), "{message}");
+        assert!(!message.contains('\u{7}') && message.len() < 400, "{message}");
+        assert!(decode::<StartRequest>(json!({"user_id": "mallory", "tags": {}})).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod dashboard_events;
 mod dashboard_login;
 mod data_dir;
 mod echo_agent;
+mod first_hour;
 mod github;
 mod hostile_budgets;
 mod hostile_input;
