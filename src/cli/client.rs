@@ -26,14 +26,21 @@ pub enum ClientCommand {
     History(SessionArgs),
     /// Show whether a session's agent is running or stable.
     Status(SessionArgs),
-    /// Follow a session's events until interrupted.
-    Events(SessionArgs),
+    /// Follow a session's events until interrupted (or, with --until-stable, until the agent
+    /// is stable).
+    Events(EventsArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// The proxy's address: `http://HOST:PORT`, `https://...`, or a bare `HOST:PORT`.
-    #[arg(short, long, env = "AGENTAPI_PROXY_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        short,
+        long,
+        env = "AGENTAPI_PROXY_ENDPOINT",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub endpoint: String,
     /// API key (sent as X-API-Key).
     #[arg(short = 'k', long, env = "AGENTAPI_PROXY_API_KEY", hide_env_values = true)]
@@ -50,6 +57,16 @@ pub struct SessionArgs {
     /// The session's id (as printed by `client start` or `client search`).
     #[arg(short, long)]
     pub session_id: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Stop at the first `status_change` to `stable`: after the replay when the agent is
+    /// idle, else once it has finished its reply.
+    #[arg(long)]
+    pub until_stable: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -178,9 +195,8 @@ impl ClientCommand {
             Self::Start(args) => &args.connection,
             Self::Search(args) => &args.connection,
             Self::Send(args) => &args.session.connection,
-            Self::Delete(args) | Self::History(args) | Self::Status(args) | Self::Events(args) => {
-                &args.connection
-            }
+            Self::Events(args) => &args.session.connection,
+            Self::Delete(args) | Self::History(args) | Self::Status(args) => &args.connection,
         }
     }
 }
@@ -351,10 +367,15 @@ async fn run(command: ClientCommand) -> agentapi_proxy_client::Result<()> {
             }
         }
         ClientCommand::Events(args) => {
-            let client = connect(&args.connection)?;
-            let mut events = client.agent(&args.session_id).events().await?;
+            let client = connect(&args.session.connection)?;
+            let mut events = client.agent(&args.session.session_id).events().await?;
             while let Some(event) = events.next().await {
-                print_event(&event?, args.connection.json);
+                let event = event?;
+                print_event(&event, args.session.connection.json);
+                let stable = matches!(&event, AgentEvent::StatusChange { status, .. } if status == "stable");
+                if args.until_stable && stable {
+                    break;
+                }
             }
         }
     }
