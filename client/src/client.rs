@@ -78,12 +78,7 @@ impl ClientBuilder {
             }
             other => other,
         });
-        Ok(Client {
-            http,
-            base_url,
-            credential,
-            timeout: self.timeout,
-        })
+        Ok(Client { http, base_url, credential, timeout: self.timeout })
     }
 }
 
@@ -105,7 +100,9 @@ fn base_url(endpoint: &str) -> Result<String> {
         return Err(refuse("it names no host".into()));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(refuse("it carries a query or fragment; give the server's base address".into()));
+        return Err(refuse(
+            "it carries a query or fragment; give the server's base address".into(),
+        ));
     }
     Ok(full.trim_end_matches('/').to_string())
 }
@@ -201,7 +198,10 @@ mod tests {
     fn a_bare_host_and_port_means_http() {
         assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
         assert_eq!(base_url(" localhost:9/ ").unwrap(), "http://localhost:9");
-        assert_eq!(base_url("https://proxy.example/agents/").unwrap(), "https://proxy.example/agents");
+        assert_eq!(
+            base_url("https://proxy.example/agents/").unwrap(),
+            "https://proxy.example/agents"
+        );
     }
 
     #[test]

@@ -372,7 +372,8 @@ async fn run(command: ClientCommand) -> agentapi_proxy_client::Result<()> {
             while let Some(event) = events.next().await {
                 let event = event?;
                 print_event(&event, args.session.connection.json);
-                let stable = matches!(&event, AgentEvent::StatusChange { status, .. } if status == "stable");
+                let stable =
+                    matches!(&event, AgentEvent::StatusChange { status, .. } if status == "stable");
                 if args.until_stable && stable {
                     break;
                 }

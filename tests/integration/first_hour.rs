@@ -96,7 +96,8 @@ async fn a_401_says_how_to_pass_a_key() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("401") && err.contains("-k/--api-key"), "{err}");
     assert!(err.contains("AGENTAPI_PROXY_API_KEY"), "{err}");
-    let (code, _, err) = run(&["client", "search", "-e", &server.base(), "-k", "ap_wrong"], None).await;
+    let (code, _, err) =
+        run(&["client", "search", "-e", &server.base(), "-k", "ap_wrong"], None).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("was not accepted"), "{err}");
 }

@@ -14,6 +14,7 @@ mod dashboard_login;
 mod data_dir;
 mod echo_agent;
 mod first_hour;
+mod getting_started;
 mod github;
 mod hostile_budgets;
 mod hostile_input;
