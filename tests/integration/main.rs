@@ -12,6 +12,7 @@ mod dashboard;
 mod dashboard_events;
 mod dashboard_login;
 mod data_dir;
+mod docs_links;
 mod echo_agent;
 mod first_hour;
 mod getting_started;
