@@ -186,3 +186,43 @@ async fn the_echo_agent_reports_echo_as_its_type() {
     let status: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(status["agent_type"], "echo", "{status}");
 }
+
+#[tokio::test]
+async fn every_metric_has_a_help_line() {
+    let server = TestServer::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let (status, answer) = start(&client, &server.base(), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    let typed: Vec<&str> =
+        text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    assert!(typed.len() >= 5, "{text}");
+    for name in typed {
+        assert!(text.contains(&format!("# HELP {name} ")), "no # HELP for {name}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn log_lines_name_stop_reasons_in_the_apis_words() {
+    let server = crate::support::server::BinaryServer::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let (status, answer) = start(&client, &format!("http://{}", server.address), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let logs = server.logs.clone();
+    let (exit, _dir, _config) = server.stop().await;
+    assert!(exit.success(), "{exit:?}");
+    let logs = logs.lock().expect("logs").join("\n");
+    let stopped: Vec<&str> = logs.lines().filter(|line| line.contains("session stopped")).collect();
+    assert!(!stopped.is_empty(), "{logs}");
+    for line in stopped {
+        let entry: Value = serde_json::from_str(line).expect("a JSON log line");
+        assert_eq!(entry["reason"], "server_shutdown", "{line}");
+    }
+}
