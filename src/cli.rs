@@ -2,6 +2,7 @@
 
 mod claude;
 mod client;
+mod completions;
 mod config_check;
 mod helpers;
 mod keys_file;
@@ -60,6 +61,14 @@ pub enum Command {
     /// The built-in agentapi-compatible echo agent (for demos and tests).
     #[command(name = "echo-agent", subcommand)]
     EchoAgent(EchoAgentCommand),
+    /// Print a shell completion script (install: see docs/getting-started.md).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) for `man -l -` or a man1 directory.
+    Man,
     /// Internal: writes one agent's output to its capped log (started by the server).
     #[command(name = "log-keeper", hide = true)]
     LogKeeper(crate::sessions::local::log_keeper::KeeperArgs),
@@ -101,6 +110,8 @@ pub fn main() -> ExitCode {
         Command::Client(command) => client::main(command),
         Command::Helpers(command) => helpers::main(command),
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
         Command::LogKeeper(args) => crate::sessions::local::log_keeper::main(args),
     }
 }

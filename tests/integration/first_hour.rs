@@ -226,3 +226,38 @@ async fn log_lines_name_stop_reasons_in_the_apis_words() {
         assert_eq!(entry["reason"], "server_shutdown", "{line}");
     }
 }
+
+#[tokio::test]
+async fn bash_completion_completes_client_subcommands() {
+    let (code, script, err) = run(&["completions", "bash"], None).await;
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agentapi-proxy.bash");
+    std::fs::write(&path, &script).expect("write");
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().await.expect("bash -n");
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    // What bash does on `agentapi-proxy client s<TAB>`: the function `complete -F` names,
+    // called with the command, the word being completed and the word before it.
+    let complete = format!(
+        r#"source {path}
+function_name=$(complete -p agentapi-proxy | sed -E 's/.*-F ([^ ]+).*/\1/')
+COMP_WORDS=(agentapi-proxy client s); COMP_CWORD=2
+COMP_LINE="agentapi-proxy client s"; COMP_POINT=${{#COMP_LINE}}
+"$function_name" agentapi-proxy s client
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+        path = path.display()
+    );
+    let output = Command::new("bash").arg("-c").arg(complete).output().await.expect("bash");
+    let offered = String::from_utf8_lossy(&output.stdout);
+    let mut words: Vec<&str> = offered.split_whitespace().collect();
+    words.sort_unstable();
+    assert_eq!(words, ["search", "send", "start", "status"], "{offered}");
+}
+
+#[tokio::test]
+async fn the_manual_page_is_roff_naming_the_commands() {
+    let (code, page, err) = run(&["man"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(".TH agentapi-proxy 1"), "{page}");
+    assert!(page.contains("client") && page.contains("server"), "{page}");
+}
