@@ -117,13 +117,12 @@ fn describe(path: &Path, reason: &str) -> String {
         field.push_str(missing);
         return format!("`{field}` is required");
     }
-    // "unknown field `tag`, expected one of `environment`, ...": the name is the caller's.
-    if let Some(rest) = reason.strip_prefix("unknown field `")
-        && let Some(end) = rest.rfind("`, ")
+    // "unknown field `tag`, expected one of `environment`, ...": the path ends in the
+    // caller's field name, already escaped and cut; serde's list of known fields follows.
+    if reason.starts_with("unknown field `")
+        && let Some(end) = reason.rfind("`, expected ").or_else(|| reason.rfind("`, there are"))
     {
-        let name: String = rest[..end].chars().take(64).flat_map(char::escape_default).collect();
-        let place = if field.is_empty() { String::new() } else { format!(" in `{field}`") };
-        return format!("unknown field `{name}`{place}; {}", &rest[end + "`, ".len()..]);
+        return format!("unknown field `{field}`; {}", &reason[end + "`, ".len()..]);
     }
     let field = if field.is_empty() { "the body".to_string() } else { format!("`{field}`") };
     // "invalid type: string \"...\", expected a map": the found value is dropped, its kind kept.
@@ -220,9 +219,10 @@ mod tests {
             message_of::<StartRequest>(json!({"tag": {"team": "web"}})),
             "unknown field `tag`; expected one of `environment`, `tags`, `message`, `user_id`"
         );
-        let odd = "x`, \u{7}".repeat(30);
+        let odd = "x`, expected \u{7}".repeat(30);
         let message = message_of::<StartRequest>(json!({ odd: 1 }));
-        assert!(message.starts_with("unknown field `x`, \\u{7}x`"), "{message}");
+        assert!(message.starts_with("unknown field `x`, expected \\u{7}x`"), "{message}");
+        assert!(message.ends_with("; expected one of `environment`, `tags`, `message`, `user_id`"));
         assert!(!message.contains('\u{7}') && message.len() < 400, "{message}");
         assert!(decode::<StartRequest>(json!({"user_id": "mallory", "tags": {}})).is_ok());
     }
@@ -269,8 +269,10 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded_even_in_fields_the_type_ignores() {
+        #[derive(serde::Deserialize)]
+        struct IgnoresOtherFields {}
         let deep = format!(r#"{{"ignored": {}{}}}"#, "[".repeat(200), "]".repeat(200));
-        let direct = serde_json::from_str::<agentapi_proxy_client::StartRequest>(&deep);
+        let direct = serde_json::from_str::<IgnoresOtherFields>(&deep);
         assert!(direct.is_ok(), "serde_json skips an unknown field without its depth limit");
         assert!(serde_json::from_str::<Value>(&deep).is_err(), "so the body is read as a Value");
     }
