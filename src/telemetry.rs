@@ -3,7 +3,9 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "agentapi_proxy_http_requests_total";
@@ -32,13 +34,46 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                describe_all();
+                handle
+            }
             Err(error) => {
                 tracing::warn!(%error, "another metrics recorder is installed; /metrics will be empty");
                 PrometheusBuilder::new().build_recorder().handle()
             }
         }
     })
+}
+
+/// The `# HELP` line (and unit) of every metric.
+fn describe_all() {
+    describe_counter!(HTTP_REQUESTS, "Answered HTTP requests by route, method and status.");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time from a request to its response head, by route."
+    );
+    describe_counter!(PROXIED_REQUESTS, "Requests forwarded to agents.");
+    describe_gauge!(OPEN_STREAMS, "Event streams open right now.");
+    describe_gauge!(SESSIONS, "Sessions by state, at scrape time.");
+    describe_counter!(SESSION_STARTS, "Session start attempts by outcome.");
+    describe_histogram!(
+        SESSION_START_DURATION,
+        Unit::Seconds,
+        "Time from admission to a ready agent (or the failure), by outcome."
+    );
+    describe_counter!(SESSION_RESTARTS, "Agents respawned under session.restart: on-failure.");
+    describe_counter!(AGENT_EXITS, "Agents that ended, by reason.");
+    describe_counter!(AUTH_FAILURES, "Refused credentials, by reason.");
+    describe_counter!(STORE_ERRORS, "Database failures.");
+    describe_counter!(GITHUB_LOOKUPS, "GitHub token validations and cache hits, by outcome.");
+    describe_counter!(
+        PROXIED_BYTES,
+        Unit::Bytes,
+        "Body bytes through the proxy path, by direction."
+    );
+    describe_gauge!(CONTAINMENT_MODE, "1 for the session containment mode in use.");
 }
 
 /// How often recorded histogram samples are folded into their buckets. The exporter keeps

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 /// Default time limit for one call (event streams have none).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the default HTTP client tries to connect before calling the server unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 enum Credential {
     ApiKey { header: String, key: String },
@@ -61,10 +64,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Fails with [`Error::Endpoint`] when the address cannot be used; a bare `host:port`
+    /// means `http://host:port`.
     pub fn build(self) -> Result<Client> {
+        let base_url = base_url(&self.base_url)?;
         let http = match self.http {
             Some(http) => http,
-            None => reqwest::Client::builder().build()?,
+            None => reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build()?,
         };
         let credential = self.credential.map(|credential| match credential {
             Credential::ApiKey { key, .. } => {
@@ -72,13 +78,33 @@ impl ClientBuilder {
             }
             other => other,
         });
-        Ok(Client {
-            http,
-            base_url: self.base_url.trim_end_matches('/').to_string(),
-            credential,
-            timeout: self.timeout,
-        })
+        Ok(Client { http, base_url, credential, timeout: self.timeout })
     }
+}
+
+/// The base URL of `endpoint`: `http://` added to a bare `host:port`, no trailing `/`. Only
+/// http and https, with a host, and without a query or fragment (paths are put behind it).
+fn base_url(endpoint: &str) -> Result<String> {
+    let trimmed = endpoint.trim();
+    let refuse = |problem: String| Error::Endpoint { endpoint: endpoint.to_string(), problem };
+    if trimmed.is_empty() {
+        return Err(refuse("it is empty".into()));
+    }
+    let full =
+        if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let url = reqwest::Url::parse(&full).map_err(|error| refuse(error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refuse(format!("the scheme is {}; only http and https work", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refuse("it names no host".into()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(refuse(
+            "it carries a query or fragment; give the server's base address".into(),
+        ));
+    }
+    Ok(full.trim_end_matches('/').to_string())
 }
 
 /// A typed client for one agentapi-proxy server. Cheap to clone.
@@ -130,7 +156,10 @@ impl Client {
 
     /// Sends and turns any non-2xx answer into [`Error::Api`].
     pub(crate) async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {
-        let response = request.send().await?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| Error::from_transport(error, &self.base_url, self.timeout))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -157,5 +186,41 @@ impl Client {
         body: &impl Serialize,
     ) -> Result<T> {
         self.send_json(self.request(Method::POST, path).json(body)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+    use crate::Error;
+
+    #[test]
+    fn a_bare_host_and_port_means_http() {
+        assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(base_url(" localhost:9/ ").unwrap(), "http://localhost:9");
+        assert_eq!(
+            base_url("https://proxy.example/agents/").unwrap(),
+            "https://proxy.example/agents"
+        );
+    }
+
+    #[test]
+    fn an_unusable_endpoint_says_what_is_wrong() {
+        for (endpoint, problem) in [
+            ("", "empty"),
+            ("ftp://host", "only http and https"),
+            ("http://", "host"),
+            ("http://host:99999", "port"),
+            ("http://host/?x=1", "query"),
+        ] {
+            match base_url(endpoint) {
+                Err(error @ Error::Endpoint { .. }) => {
+                    let text = error.to_string();
+                    assert!(text.contains(problem), "{endpoint:?}: {text}");
+                    assert!(text.contains("127.0.0.1:8080"), "shows an example: {text}");
+                }
+                other => panic!("{endpoint:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -7,6 +7,16 @@ pub enum Error {
     /// The request could not be sent or the answer not received.
     #[error("HTTP error: {0}")]
     Http(#[from] reqwest::Error),
+    /// The address given to [`crate::Client::builder`] cannot be used.
+    #[error(
+        "cannot use the endpoint {endpoint:?}: {problem} (expected an address like \
+         http://127.0.0.1:8080, https://proxy.example.com or 127.0.0.1:8080)"
+    )]
+    Endpoint { endpoint: String, problem: String },
+    /// Nothing answered at the server's address: connection refused, timed out, or a host
+    /// name that does not resolve.
+    #[error("the server at {url} is not reachable ({reason})")]
+    Unreachable { url: String, reason: String },
     /// The server answered with an error. `code` is the proxy's stable code (`not_found`,
     /// `unauthenticated`, ...), or `agent_error` for an error passed on from the agent.
     #[error("{status} {code}: {message}")]
@@ -40,6 +50,24 @@ impl Error {
         }
     }
 
+    /// Turns a failed send into [`Error::Unreachable`] when no connection could be made,
+    /// [`Error::Timeout`] when the answer took longer than `timeout`, else [`Error::Http`].
+    pub(crate) fn from_transport(
+        error: reqwest::Error,
+        url: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Self {
+        if error.is_connect() {
+            return Self::Unreachable { url: url.to_string(), reason: connect_failure(&error) };
+        }
+        match timeout {
+            Some(limit) if error.is_timeout() => {
+                Self::Timeout(format!("no answer from {url} within {limit:?}"))
+            }
+            _ => Self::Http(error),
+        }
+    }
+
     /// Reads an error answer: the proxy's `{"message","code"}` or an agent's problem+json.
     pub(crate) fn from_body(status: u16, body: &[u8]) -> Self {
         let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
@@ -53,11 +81,39 @@ impl Error {
                 code: "agent_error".into(),
                 message: text("detail")
                     .or_else(|| text("title"))
-                    .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(500).collect()),
+                    .map(|message| message.chars().take(500).collect::<String>())
+                    .filter(|message| !message.trim().is_empty())
+                    .or_else(|| {
+                        let raw: String = String::from_utf8_lossy(body).chars().take(500).collect();
+                        (!raw.trim().is_empty()).then_some(raw)
+                    })
+                    .unwrap_or_else(|| "the answer carried no error message".into()),
                 details: None,
             },
         }
     }
+}
+
+/// Why a connection could not be made, in a few words (`connection refused`, `timed out`, or
+/// the resolver's message).
+fn connect_failure(error: &reqwest::Error) -> String {
+    let mut innermost: Option<String> = None;
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+                std::io::ErrorKind::TimedOut => return "timed out".into(),
+                _ => {}
+            }
+        }
+        innermost = Some(cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    innermost.unwrap_or_else(|| error.to_string())
 }
 
 /// Shorthand for results of this crate.

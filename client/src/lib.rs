@@ -33,7 +33,7 @@ pub use calls::{
     AuthStatus, LoginRequest, OAuthAuthorizeRequest, OAuthSession, OAuthStart, SearchQuery,
     StartWithProfile,
 };
-pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT};
+pub use client::{CONNECT_TIMEOUT, Client, ClientBuilder, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
 pub use events::{AgentEvent, EventStream};
 pub use profiles::*;

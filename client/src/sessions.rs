@@ -22,6 +22,10 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 5] =
+        [Self::Starting, Self::Active, Self::Stopping, Self::Exited, Self::Failed];
+
     /// The wire name (`"active"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,9 +39,7 @@ impl SessionStatus {
 
     /// Parses a wire name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Starting, Self::Active, Self::Stopping, Self::Exited, Self::Failed]
-            .into_iter()
-            .find(|status| status.as_str() == text)
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
 
     /// Starting, active or stopping: the session holds a port and counts against quotas.
@@ -124,7 +126,8 @@ impl InitialMessageState {
 }
 
 /// Body of `POST /start` (every field optional, `null` reads as absent; an empty body reads
-/// as `{}`; other fields are ignored).
+/// as `{}`). Any other field is refused, naming it, so a typo (`tag`) is not silently
+/// dropped; `user_id`, which Go proxy clients send, is accepted and ignored.
 ///
 /// Environment names match `^[A-Za-z_][A-Za-z0-9_]{0,127}$` and are not on the deny list;
 /// values hold no NUL, at most 32 KiB each, 256 KiB and 256 variables in all. Tag keys match
@@ -132,6 +135,7 @@ impl InitialMessageState {
 /// characters; at most 64 tags. A `repository` tag (`owner/repo`, or a URL on
 /// `agent.repository_hosts`) is cloned for the agent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StartRequestBody")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({
     "environment": {"NAME": "value"}, "tags": {"repository": "owner/repo"}, "message": "first prompt"
@@ -152,6 +156,27 @@ pub struct StartRequest {
     /// The first prompt (unless `tags.message` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// [`StartRequest`] as decoded: the same fields, unknown ones refused, and the Go proxy's
+/// `user_id` taken and dropped (the owner is always the caller).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequestBody {
+    #[serde(default, deserialize_with = "crate::wire::null_as_default")]
+    environment: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "crate::wire::null_as_default")]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "user_id")]
+    _user_id: serde::de::IgnoredAny,
+}
+
+impl From<StartRequestBody> for StartRequest {
+    fn from(body: StartRequestBody) -> Self {
+        Self { environment: body.environment, tags: body.tags, message: body.message }
+    }
 }
 
 /// Answer of `POST /start` and `POST /start-with-profile`.

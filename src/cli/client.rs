@@ -26,14 +26,21 @@ pub enum ClientCommand {
     History(SessionArgs),
     /// Show whether a session's agent is running or stable.
     Status(SessionArgs),
-    /// Follow a session's events until interrupted.
-    Events(SessionArgs),
+    /// Follow a session's events until interrupted (or, with --until-stable, until the agent
+    /// is stable).
+    Events(EventsArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
-    /// The proxy's address.
-    #[arg(short, long, env = "AGENTAPI_PROXY_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    /// The proxy's address: `http://HOST:PORT`, `https://...`, or a bare `HOST:PORT`.
+    #[arg(
+        short,
+        long,
+        env = "AGENTAPI_PROXY_ENDPOINT",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub endpoint: String,
     /// API key (sent as X-API-Key).
     #[arg(short = 'k', long, env = "AGENTAPI_PROXY_API_KEY", hide_env_values = true)]
@@ -47,8 +54,19 @@ pub struct Connection {
 pub struct SessionArgs {
     #[command(flatten)]
     pub connection: Connection,
+    /// The session's id (as printed by `client start` or `client search`).
     #[arg(short, long)]
     pub session_id: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Stop at the first `status_change` to `stable`: after the replay when the agent is
+    /// idle, else once it has finished its reply.
+    #[arg(long)]
+    pub until_stable: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -73,15 +91,19 @@ pub struct StartArgs {
 pub struct SearchArgs {
     #[command(flatten)]
     pub connection: Connection,
-    #[arg(long)]
-    pub status: Option<String>,
+    /// Only sessions in this state: starting, active, stopping, exited or failed.
+    #[arg(long, value_parser = session_status)]
+    pub status: Option<SessionStatus>,
+    /// Only this user's sessions (others than your own need the admin role).
     #[arg(long)]
     pub user_id: Option<String>,
     /// Tag filter, KEY=VALUE (repeatable; all must match).
     #[arg(long = "tag", value_parser = key_value)]
     pub tags: Vec<(String, String)>,
+    /// At most this many sessions (server default 100, at most 1000).
     #[arg(long)]
     pub limit: Option<u32>,
+    /// Skip this many sessions first.
     #[arg(long)]
     pub offset: Option<u64>,
 }
@@ -100,9 +122,31 @@ pub struct SendArgs {
     /// Send raw keystrokes instead of a prompt.
     #[arg(long)]
     pub raw: bool,
-    /// Wait for the agent's reply and print it (seconds to wait at most).
-    #[arg(long)]
+    /// Wait for the agent's reply and print it (seconds to wait at most, 1 or more).
+    #[arg(long, value_parser = wait_seconds)]
     pub wait: Option<u64>,
+}
+
+/// `--status`: the session states `GET /search` filters on, refused with the same list the
+/// server gives, before any request is sent.
+fn session_status(text: &str) -> Result<SessionStatus, String> {
+    SessionStatus::parse(text).ok_or_else(|| {
+        let valid: Vec<&str> = SessionStatus::ALL.iter().map(|status| status.as_str()).collect();
+        let agent_states = if matches!(text, "running" | "stable") {
+            format!("; `{text}` is an agent's state, shown by `client status`")
+        } else {
+            String::new()
+        };
+        format!("must be one of {}{agent_states}", valid.join(", "))
+    })
+}
+
+fn wait_seconds(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second; leave --wait out to send without waiting".into()),
+        Ok(seconds) => Ok(seconds),
+        Err(_) => Err(format!("expected a number of seconds, got {text:?}")),
+    }
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -128,12 +172,56 @@ pub fn main(mut command: ClientCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let connection = command.connection().clone();
     match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            if let Some(hint) = hint(&error, &connection) {
+                eprintln!("hint: {hint}");
+            }
+            if matches!(error, agentapi_proxy_client::Error::Endpoint { .. }) {
+                ExitCode::from(super::EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
+    }
+}
+
+impl ClientCommand {
+    fn connection(&self) -> &Connection {
+        match self {
+            Self::Start(args) => &args.connection,
+            Self::Search(args) => &args.connection,
+            Self::Send(args) => &args.session.connection,
+            Self::Events(args) => &args.session.connection,
+            Self::Delete(args) | Self::History(args) | Self::Status(args) => &args.connection,
+        }
+    }
+}
+
+/// What to do about an error, when the error alone does not say it.
+fn hint(error: &agentapi_proxy_client::Error, connection: &Connection) -> Option<String> {
+    if matches!(error, agentapi_proxy_client::Error::Unreachable { .. }) {
+        return Some(
+            "start a server with `agentapi-proxy server` (`make run` in a checkout), or point \
+             -e/--endpoint or AGENTAPI_PROXY_ENDPOINT at a running one"
+                .into(),
+        );
+    }
+    match (error.status(), &connection.api_key) {
+        (Some(401), None) => Some(
+            "this server needs a credential: pass an API key with -k/--api-key or set \
+             AGENTAPI_PROXY_API_KEY"
+                .into(),
+        ),
+        (Some(401), Some(_)) => Some(
+            "the API key given (-k/--api-key or AGENTAPI_PROXY_API_KEY) was not accepted: \
+             check it, or create one with `agentapi-proxy helpers generate-token`"
+                .into(),
+        ),
+        _ => None,
     }
 }
 
@@ -196,14 +284,8 @@ async fn run(command: ClientCommand) -> agentapi_proxy_client::Result<()> {
         }
         ClientCommand::Search(args) => {
             let client = connect(&args.connection)?;
-            let status = match args.status.as_deref() {
-                Some(text) => Some(SessionStatus::parse(text).ok_or_else(|| {
-                    agentapi_proxy_client::Error::Decode(format!("unknown status {text:?}"))
-                })?),
-                None => None,
-            };
             let query = SearchQuery {
-                status,
+                status: args.status,
                 user_id: args.user_id,
                 tags: args.tags,
                 limit: args.limit,
@@ -285,10 +367,16 @@ async fn run(command: ClientCommand) -> agentapi_proxy_client::Result<()> {
             }
         }
         ClientCommand::Events(args) => {
-            let client = connect(&args.connection)?;
-            let mut events = client.agent(&args.session_id).events().await?;
+            let client = connect(&args.session.connection)?;
+            let mut events = client.agent(&args.session.session_id).events().await?;
             while let Some(event) = events.next().await {
-                print_event(&event?, args.connection.json);
+                let event = event?;
+                print_event(&event, args.session.connection.json);
+                let stable =
+                    matches!(&event, AgentEvent::StatusChange { status, .. } if status == "stable");
+                if args.until_stable && stable {
+                    break;
+                }
             }
         }
     }

@@ -24,15 +24,19 @@ pub struct GenerateTokenArgs {
     /// The keys file to append to (created 0600 when missing).
     #[arg(long)]
     pub output_path: PathBuf,
+    /// The user the key signs in as.
     #[arg(long)]
     pub user_id: String,
+    /// The key's role (`admin` sees and controls every user's sessions).
     #[arg(long, default_value = "user")]
     pub role: String,
     /// Comma-separated permissions [default: session:create,session:list,session:delete,session:access].
     #[arg(long, value_delimiter = ',')]
     pub permissions: Vec<String>,
+    /// Days until the key expires.
     #[arg(long, default_value_t = 365)]
     pub expiry_days: u32,
+    /// The key starts with this and `_`.
     #[arg(long, default_value = "ap")]
     pub key_prefix: String,
     /// Store the key itself instead of its hash (as the Go proxy did).

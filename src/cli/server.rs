@@ -71,8 +71,8 @@ pub fn main(args: ServerArgs) -> ExitCode {
     match runtime.block_on(serve(loaded.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Logged once: the log goes to stderr, where a second copy would repeat it.
             tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
             if error.downcast_ref::<crate::data_dir::InUse>().is_some() {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -98,9 +98,18 @@ pub fn check_exposure(config: &Config, allow_unauthenticated: bool) -> Result<()
 async fn serve(config: Config) -> anyhow::Result<()> {
     let address: IpAddr = config.server.bind.parse().context("while reading server.bind")?;
     let address = SocketAddr::new(address, config.server.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("while binding {address}"))?;
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {} on {} is already in use by another process: stop that process, or \
+                 choose another port with -p/--port (or `server.port`)",
+                address.port(),
+                address.ip()
+            )
+        } else {
+            anyhow::Error::new(error).context(format!("while binding {address}"))
+        }
+    })?;
     if let Err(error) = reaper::become_child_subreaper() {
         tracing::warn!("{error:#}; orphaned agent processes will be reaped by init instead");
     }

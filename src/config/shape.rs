@@ -153,13 +153,13 @@ pub fn unknown_key<'k>(
     findings: &mut Findings,
 ) {
     let full = join(path, key);
-    if !(full.starts_with("auth.") || full == "auth") {
-        findings.warnings.push(format!("unknown configuration key `{full}` (ignored)"));
-        return;
-    }
     let suggestion = nearest(key, known)
         .map(|near| format!("; did you mean `{}`?", join(path, near)))
         .unwrap_or_default();
+    if !(full.starts_with("auth.") || full == "auth") {
+        findings.warnings.push(format!("unknown configuration key `{full}` (ignored){suggestion}"));
+        return;
+    }
     findings.problems.push(format!(
         "unknown configuration key `{full}`: inside `auth` a misspelt key could leave the \
          server open{suggestion}"

@@ -15,7 +15,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
 
-    /// Agent type reported by `/status` (guessed from the program name when absent).
+    /// Agent type reported by `/status`: one of agentapi's names (`claude`, `goose`, ...) or
+    /// `echo`, the default (the program after `--` is not run, so it is not used to guess).
     #[arg(short = 't', long = "type", env = "AGENTAPI_TYPE")]
     pub agent_type: Option<String>,
 
@@ -63,13 +64,12 @@ pub struct ServerArgs {
     #[arg(long, hide = true, env = "AGENTAPI_EXIT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub exit: bool,
 
-    /// The wrapped program and its arguments (after `--`); only its name is used, to guess
-    /// the agent type.
+    /// The wrapped program and its arguments (after `--`): accepted like agentapi's, not run.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
     pub program: Vec<String>,
 }
 
-/// Agent type names agentapi accepts for `--type` (and recognises as program names).
+/// Names `--type` accepts: agentapi's (with its aliases), and `echo`.
 const AGENT_TYPES: &[(&str, &str)] = &[
     ("claude", "claude"),
     ("goose", "goose"),
@@ -85,7 +85,11 @@ const AGENT_TYPES: &[(&str, &str)] = &[
     ("amazonq", "amazonq"),
     ("opencode", "opencode"),
     ("custom", "custom"),
+    (ECHO_TYPE, ECHO_TYPE),
 ];
+
+/// What the echo agent reports as its `agent_type` unless `--type` says otherwise.
+const ECHO_TYPE: &str = "echo";
 
 /// The validated settings the server runs with.
 #[derive(Debug, Clone)]
@@ -100,7 +104,7 @@ pub struct Settings {
 impl ServerArgs {
     /// Checks the flags like agentapi does; the error is printed before exiting 1.
     pub fn settings(&self) -> Result<Settings, String> {
-        let agent_type = agent_type(self.agent_type.as_deref(), self.program.first())?;
+        let agent_type = agent_type(self.agent_type.as_deref())?;
         if self.term_width < 10 {
             return Err("term width must be at least 10".into());
         }
@@ -128,16 +132,17 @@ impl ServerArgs {
     }
 }
 
-fn agent_type(flag: Option<&str>, program: Option<&String>) -> Result<String, String> {
-    let lookup = |name: &str| {
-        AGENT_TYPES
+/// `--type` when given (agentapi's names, plus `echo`), else `echo`: unlike agentapi, the
+/// echo agent never runs the program named after `--`, so guessing the type from that name
+/// (`claude` under the proxy's default `agent.command`) would name an agent that is not there.
+fn agent_type(flag: Option<&str>) -> Result<String, String> {
+    match flag.filter(|f| !f.is_empty()) {
+        Some(name) => AGENT_TYPES
             .iter()
             .find(|(alias, _)| *alias == name)
             .map(|(_, canonical)| canonical.to_string())
-    };
-    match flag.filter(|f| !f.is_empty()) {
-        Some(name) => lookup(name).ok_or_else(|| format!("invalid agent type: {name}")),
-        None => Ok(program.and_then(|p| lookup(p)).unwrap_or_else(|| "custom".to_string())),
+            .ok_or_else(|| format!("invalid agent type: {name}")),
+        None => Ok(ECHO_TYPE.to_string()),
     }
 }
 
@@ -214,10 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn agent_type_from_flag_or_program() {
-        assert_eq!(agent_type(None, None), Ok("custom".into()));
-        assert_eq!(agent_type(None, Some(&"claude".into())), Ok("claude".into()));
-        assert_eq!(agent_type(Some("q"), None), Ok("amazonq".into()));
-        assert!(agent_type(Some("nope"), None).is_err());
+    fn agent_type_from_the_flag_else_echo() {
+        assert_eq!(agent_type(None), Ok("echo".into()));
+        assert_eq!(agent_type(Some("")), Ok("echo".into()));
+        assert_eq!(agent_type(Some("q")), Ok("amazonq".into()));
+        assert_eq!(agent_type(Some("claude")), Ok("claude".into()));
+        assert!(agent_type(Some("nope")).is_err());
     }
 }

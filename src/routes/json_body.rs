@@ -117,6 +117,13 @@ fn describe(path: &Path, reason: &str) -> String {
         field.push_str(missing);
         return format!("`{field}` is required");
     }
+    // "unknown field `tag`, expected one of `environment`, ...": the path ends in the
+    // caller's field name, already escaped and cut; serde's list of known fields follows.
+    if reason.starts_with("unknown field `")
+        && let Some(end) = reason.rfind("`, expected ").or_else(|| reason.rfind("`, there are"))
+    {
+        return format!("unknown field `{field}`; {}", &reason[end + "`, ".len()..]);
+    }
     let field = if field.is_empty() { "the body".to_string() } else { format!("`{field}`") };
     // "invalid type: string \"...\", expected a map": the found value is dropped, its kind kept.
     let mismatch = ["invalid type: ", "invalid value: ", "invalid length "]
@@ -205,6 +212,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_start_field_is_named_and_user_id_is_still_accepted() {
+        use agentapi_proxy_client::StartRequest;
+        use serde_json::json;
+        assert_eq!(
+            message_of::<StartRequest>(json!({"tag": {"team": "web"}})),
+            "unknown field `tag`; expected one of `environment`, `tags`, `message`, `user_id`"
+        );
+        let odd = "x`, expected \u{7}".repeat(30);
+        let message = message_of::<StartRequest>(json!({ odd: 1 }));
+        assert!(message.starts_with("unknown field `x`, expected \\u{7}x`"), "{message}");
+        assert!(message.ends_with("; expected one of `environment`, `tags`, `message`, `user_id`"));
+        assert!(!message.contains('\u{7}') && message.len() < 400, "{message}");
+        assert!(decode::<StartRequest>(json!({"user_id": "mallory", "tags": {}})).is_ok());
+    }
+
+    #[test]
     fn type_errors_name_the_field_by_its_path_without_the_value() {
         use agentapi_proxy_client::{ProfileInput, StartRequest};
         use serde_json::json;
@@ -246,8 +269,10 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded_even_in_fields_the_type_ignores() {
+        #[derive(serde::Deserialize)]
+        struct IgnoresOtherFields {}
         let deep = format!(r#"{{"ignored": {}{}}}"#, "[".repeat(200), "]".repeat(200));
-        let direct = serde_json::from_str::<agentapi_proxy_client::StartRequest>(&deep);
+        let direct = serde_json::from_str::<IgnoresOtherFields>(&deep);
         assert!(direct.is_ok(), "serde_json skips an unknown field without its depth limit");
         assert!(serde_json::from_str::<Value>(&deep).is_err(), "so the body is read as a Value");
     }

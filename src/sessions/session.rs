@@ -29,6 +29,16 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The name logs use, in the API's snake_case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::IdleTimeout => "idle_timeout",
+            Self::ServerShutdown => "server_shutdown",
+            Self::PortSquatting => "port_squatting",
+        }
+    }
+
     pub fn exit_reason(self) -> ExitReason {
         match self {
             // The row disappears right after; the reason is never shown.

@@ -134,7 +134,7 @@ pub(super) async fn supervise(
         inner.backend.release(&process);
         let (code, reason) = reason_for_exit(exit);
         finish(&inner, &session, SessionStatus::Exited, code, Some(reason)).await;
-        tracing::info!(session_id = %session.id, ?exit, "agent exited");
+        tracing::info!(session_id = %session.id, exit_code = code, reason = reason.as_str(), "agent exited");
 
         let failed = !matches!(exit, Exit::Code(0));
         if inner.policy.restart != RestartPolicy::OnFailure
@@ -259,7 +259,7 @@ async fn stop_agent(
         _ => None,
     };
     finish(inner, session, SessionStatus::Exited, code, Some(reason.exit_reason())).await;
-    tracing::info!(session_id = %session.id, ?reason, "session stopped");
+    tracing::info!(session_id = %session.id, reason = reason.as_str(), "session stopped");
 }
 
 async fn finish(

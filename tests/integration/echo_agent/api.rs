@@ -72,7 +72,7 @@ async fn messages_start_with_the_agent_and_echo_user_messages() {
     assert!(!first["content"].as_str().unwrap_or_default().is_empty());
     let time = first["time"].as_str().expect("time is a string");
     assert!(time.contains('T') && time.ends_with('Z'), "RFC 3339 UTC: {time}");
-    assert_eq!(agent.get_json("/status").await["agent_type"], "custom");
+    assert_eq!(agent.get_json("/status").await["agent_type"], "echo");
 
     let response = agent.post_message("hi", "user").await;
     assert_eq!(response.status(), 200);

@@ -95,7 +95,7 @@ async fn events_replay_then_stream_growing_replies() {
     assert_eq!(replay[2].data["message"], "echo: earlier");
     assert!(replay[2].data.get("content").is_none(), "the field is `message`");
     assert_eq!(replay[3].data["status"], "stable");
-    assert_eq!(replay[3].data["agent_type"], "custom");
+    assert_eq!(replay[3].data["agent_type"], "echo");
 
     agent.say("hi").await;
     let live = events.until(is_stable).await;
