@@ -132,7 +132,7 @@ impl Worker {
         let Self { index, listener, app, state, shutdown } = self;
         runtime.block_on(async move {
             match listener.and_then(TcpListener::from_std) {
-                Ok(listener) => accept_and_drain(listener, app, &state, &shutdown).await,
+                Ok(listener) => accept_and_drain(index, listener, app, &state, &shutdown).await,
                 Err(error) => tracing::error!(%error, index, "a listener worker has no socket"),
             }
         });
@@ -142,6 +142,7 @@ impl Worker {
 }
 
 async fn accept_and_drain(
+    worker: usize,
     listener: TcpListener,
     app: Router,
     state: &AppState,
@@ -174,7 +175,11 @@ async fn accept_and_drain(
     drop(listener);
     let drain = Duration::from_secs(config.server.drain_timeout_seconds);
     let open = connections.len();
-    tracing::info!(open, ?drain, "draining open connections");
+    // Every worker drains; the first one says so for the server, once.
+    if worker == 0 {
+        tracing::info!(?drain, "draining open connections");
+    }
+    tracing::debug!(worker, open, "this worker drains its open connections");
     let drained = async { while connections.join_next().await.is_some() {} };
     tokio::select! {
         () = drained => {}

@@ -261,3 +261,16 @@ async fn the_manual_page_is_roff_naming_the_commands() {
     assert!(page.contains(".TH agentapi-proxy 1"), "{page}");
     assert!(page.contains("client") && page.contains("server"), "{page}");
 }
+
+/// However many listener workers drain, the server says "draining open connections" once.
+#[tokio::test]
+async fn draining_is_announced_once_whatever_the_worker_count() {
+    let server =
+        crate::support::server::BinaryServer::start(|config| config.server.workers = 3).await;
+    let logs = server.logs.clone();
+    let (status, _, _) = server.stop().await;
+    assert_eq!(status.code(), Some(0));
+    let lines = logs.lock().expect("logs");
+    let announced = lines.iter().filter(|line| line.contains("draining open connections")).count();
+    assert_eq!(announced, 1, "{lines:#?}");
+}
