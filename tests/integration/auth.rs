@@ -11,23 +11,13 @@ use agentapi_proxy::config::{ApiKeyEntry, Config};
 use serde_json::{Value, json};
 
 use crate::support::server::{BinaryServer, TestServer};
-use crate::support::wait_until;
+use crate::support::{key, wait_until};
 
 const ALICE: &str = "ap_alice_0123456789abcdef";
 const BOB: &str = "ap_bob_0123456789abcdef";
 const ADMIN: &str = "ap_admin_0123456789abcdef";
 const READER: &str = "ap_reader_0123456789abcdef";
 const OLD: &str = "ap_old_0123456789abcdef";
-
-fn key(key: &str, user: &str, role: &str, permissions: &[&str]) -> ApiKeyEntry {
-    ApiKeyEntry {
-        key: Some(key.into()),
-        user_id: user.into(),
-        role: role.into(),
-        permissions: permissions.iter().map(|p| p.to_string()).collect(),
-        ..ApiKeyEntry::default()
-    }
-}
 
 fn with_keys(config: &mut Config) {
     config.auth.enabled = true;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use agentapi_proxy::config::Config;
 use serde_json::{Value, json};
 
-use super::dashboard_login::{cookie_client, cookie_for, key};
+use super::dashboard_login::{cookie_client, cookie_for};
+use crate::support::key;
 use crate::support::server::TestServer;
 use crate::support::sessions::start_ok;
 

@@ -6,25 +6,15 @@
 
 use std::time::Duration;
 
-use agentapi_proxy::config::{ApiKeyEntry, Config};
+use agentapi_proxy::config::Config;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::support::server::{BinaryServer, TestServer};
-use crate::support::wait_until;
+use crate::support::{key, wait_until};
 
 const ALICE: &str = "ap_alice_dash_0123456789abcdef";
 const BOB: &str = "ap_bob_dash_0123456789abcdef";
-
-pub fn key(key: &str, user: &str, role: &str, permissions: &[&str]) -> ApiKeyEntry {
-    ApiKeyEntry {
-        key: Some(key.into()),
-        user_id: user.into(),
-        role: role.into(),
-        permissions: permissions.iter().map(|p| p.to_string()).collect(),
-        ..ApiKeyEntry::default()
-    }
-}
 
 fn with_keys(config: &mut Config) {
     config.auth.enabled = true;

@@ -10,6 +10,22 @@ pub mod sessions;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A plaintext static-key entry for a test configuration.
+pub fn key(
+    key: &str,
+    user: &str,
+    role: &str,
+    permissions: &[&str],
+) -> agentapi_proxy::config::ApiKeyEntry {
+    agentapi_proxy::config::ApiKeyEntry {
+        key: Some(key.into()),
+        user_id: user.into(),
+        role: role.into(),
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        ..agentapi_proxy::config::ApiKeyEntry::default()
+    }
+}
+
 /// The `agentapi-proxy` binary cargo built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_agentapi-proxy")
