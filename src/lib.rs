@@ -4,6 +4,7 @@
 //! through [`run`] with a listener on `127.0.0.1:0` and drive it over real sockets.
 
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod config;
