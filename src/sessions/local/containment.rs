@@ -11,14 +11,12 @@
 //! - `descendants`: no cgroups can be created (or `agent.containment: descendants`): the
 //!   record of each session's descendants kept as the child subreaper (`descendants.rs`).
 //!
-//! The agent joins its cgroups before it runs any code of its own: a `pre_exec` hook writes
-//! `0` into the session's `cgroup.procs` files (`enter.rs`). That forces `fork` instead of
-//! `posix_spawn`'s `vfork` unless `run_as_user` already did (std forks to change uid).
-//! Measured on a loaded 2-core host, debug build, 20 MB resident: posix_spawn 1.9–2.7 ms,
-//! fork with a no-op hook 3.5–6.2 ms, fork and cgroup join 4.3–7.9 ms per spawn. The
-//! alternatives were worse: moving the child after the spawn races with a fork in its
-//! first instructions; a trampoline process costs an extra exec; `clone3(CLONE_INTO_CGROUP)`
-//! is v2 only (no v1 `pids`/`memory`) and not reachable from std.
+//! The agent is inside its cgroups before it runs any code of its own (`enter.rs`): on v2 it
+//! is born there (`clone3(CLONE_INTO_CGROUP)`), because moving a task into a cgroup waits
+//! for an RCU grace period (7–25 ms per start, measured) unless the hierarchy is mounted
+//! `favordynmods`. Where clone3 is unavailable, and for the v1 hierarchies of a hybrid host,
+//! a `pre_exec` hook writes `0` into the session's `cgroup.procs` files. Moving the child
+//! after the spawn would race with a fork in its first instructions.
 
 mod cgroups;
 mod descendants;
@@ -137,10 +135,9 @@ impl Containment {
     pub fn prepare(&self, session_id: &str) -> anyhow::Result<Entry> {
         let Some(cgroups) = &self.cgroups else { return Ok(Entry::default()) };
         let _changing = self.cgroup_changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let joins = cgroups
+        cgroups
             .create(session_id)
-            .with_context(|| format!("while creating the cgroup of session {session_id}"))?;
-        Ok(Entry::new(joins))
+            .with_context(|| format!("while creating the cgroup of session {session_id}"))
     }
 
     /// Records that `leader` is the agent of `session_id` (just spawned, with `uid`).

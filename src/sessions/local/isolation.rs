@@ -93,6 +93,11 @@ impl Isolation {
         }
     }
 
+    /// The `(uid, gid)` [`Isolation::command`] switches to, if any.
+    pub fn credentials(&self, session_uid: Option<u32>) -> Option<(u32, u32)> {
+        self.user.map(|(uid, gid)| (session_uid.unwrap_or(uid.as_raw()), gid.as_raw()))
+    }
+
     /// A command that runs `program args...` confined: under `prlimit` when limits are set,
     /// as the agents' user (or the session's own uid in its group) when one is set.
     pub fn command(&self, program: &Path, session_uid: Option<u32>) -> Command {

@@ -5,9 +5,7 @@
 //! listens on other ports of the agent range.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -171,23 +169,13 @@ fn spawn(
         command.args(args);
         command
     };
-    command
-        .env_clear()
-        .envs(backend.agent_env(spec, port, dir))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("while sharing the output pipe")?)
-        .stderr(log)
-        .process_group(0);
+    command.env_clear().envs(backend.agent_env(spec, port, dir)).current_dir(dir);
     let entry = backend.containment.prepare(&spec.session_id)?;
-    entry.apply(&mut command);
-    let child = command.spawn().context("while spawning the agent")?;
+    let pid = entry.spawn(command, log, backend.isolation.credentials(uid))?;
     drop(entry);
-    let pid = i32::try_from(child.id()).context("pid out of range")?;
     backend.containment.attach(&spec.session_id, pid, uid);
-    // The reaper owns the exit status from here; dropping `Child` neither waits nor kills.
+    // The reaper owns the exit status from here.
     let exited = backend.reaper.watch(pid);
-    drop(child);
     tracing::info!(session_id = %spec.session_id, pid, port, "agent spawned");
     Ok((pid, exited, output))
 }

@@ -9,11 +9,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sha2::Digest;
+
+use super::Entry;
 
 /// One cgroup hierarchy in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,10 +174,11 @@ impl Cgroups {
         self.hierarchies.iter().map(|h| (h.kind, h.parent.join(session_id))).collect()
     }
 
-    /// Creates (or reuses) the session's cgroups with their limits; returns their
-    /// `cgroup.procs` files, open for writing, for the agent to join.
-    pub fn create(&self, session_id: &str) -> std::io::Result<Vec<OwnedFd>> {
-        let mut joins = Vec::new();
+    /// Creates (or reuses) the session's cgroups with their limits; returns what the agent
+    /// enters them through: the v2 cgroup's directory and `cgroup.procs`, and the v1
+    /// cgroups' `cgroup.procs`, open for writing.
+    pub fn create(&self, session_id: &str) -> std::io::Result<Entry> {
+        let (mut v2, mut v1) = (None, Vec::new());
         for hierarchy in &self.hierarchies {
             fs::create_dir_all(&hierarchy.parent)?;
             if hierarchy.kind == Kind::V2 && !self.v2_controllers.is_empty() {
@@ -193,9 +197,15 @@ impl Cgroups {
                 }
             }
             let procs = fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
-            joins.push(OwnedFd::from(procs));
+            if hierarchy.kind == Kind::V2 {
+                let handle =
+                    fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir)?;
+                v2 = Some((OwnedFd::from(handle), OwnedFd::from(procs)));
+            } else {
+                v1.push(OwnedFd::from(procs));
+            }
         }
-        Ok(joins)
+        Ok(Entry::new(v2, v1))
     }
 
     /// Kills every process of the session now: `cgroup.kill` on v2; on v1 the cgroup is
