@@ -14,6 +14,7 @@ mod dashboard_login;
 mod data_dir;
 mod docs_links;
 mod echo_agent;
+mod fake_kube;
 mod first_hour;
 mod getting_started;
 mod github;
