@@ -35,3 +35,4 @@ mod sessions;
 mod smuggling;
 mod support;
 mod typed_bodies;
+mod upgrade;

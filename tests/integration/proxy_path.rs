@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agentapi_proxy::config::Config;
+use agentapi_proxy::endpoint::{Endpoint, Host};
 use agentapi_proxy::proxy::{self, Activity, ProxySettings};
 use agentapi_proxy::shutdown::Shutdown;
 use axum::Router;
@@ -62,7 +63,7 @@ struct ProxyState {
     connections: Arc<proxy::AgentConnections>,
     settings: ProxySettings,
     shutdown: Shutdown,
-    port: u16,
+    endpoint: Endpoint,
     activity: Arc<Counts>,
     /// Whose stream budget the proxied streams count against.
     user: Arc<str>,
@@ -105,7 +106,7 @@ impl Proxy {
             connections: Arc::default(),
             settings,
             shutdown: shutdown.clone(),
-            port,
+            endpoint: Endpoint::new(Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()), port),
             activity: activity.clone(),
             user: "proxy-path-test".into(),
         });
@@ -165,7 +166,7 @@ async fn handle(
                 &state.connections,
                 &state.settings,
                 &state.shutdown,
-                state.port,
+                &state.endpoint,
                 &rest,
                 &proxy::Peer::new(peer, &state.settings.trusted_proxies),
                 &state.user,
