@@ -94,8 +94,14 @@ pub fn test_config() -> Config {
 }
 
 impl Proxy {
-    /// Starts a proxy to `port` with [`test_config`] changed by `configure`.
+    /// Starts a proxy to `127.0.0.1:port` with [`test_config`] changed by `configure`.
     pub async fn start(port: u16, configure: impl FnOnce(&mut Config)) -> Self {
+        let endpoint = Endpoint::new(Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()), port);
+        Self::start_at(endpoint, configure).await
+    }
+
+    /// Starts a proxy to `endpoint` with [`test_config`] changed by `configure`.
+    pub async fn start_at(endpoint: Endpoint, configure: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config();
         configure(&mut config);
         let settings = ProxySettings::from_config(&config);
@@ -106,7 +112,7 @@ impl Proxy {
             connections: Arc::default(),
             settings,
             shutdown: shutdown.clone(),
-            endpoint: Endpoint::new(Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()), port),
+            endpoint,
             activity: activity.clone(),
             user: "proxy-path-test".into(),
         });
