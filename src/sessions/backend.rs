@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::validate::Repository;
+pub use crate::endpoint::{Endpoint, Host};
 
 /// Everything needed to start one session's agent, independent of where it runs.
 #[derive(Debug, Clone)]
@@ -23,8 +24,6 @@ pub struct AgentSpec {
     pub repository: Option<Repository>,
     pub system_prompt: Option<String>,
 }
-
-pub use crate::endpoint::{Endpoint, Host};
 
 /// What a backend needs to find its agent again (local: pid, start time, port): one
 /// opaque, versioned JSON value (`{"v":1,"kind":"local",...}`) kept in the session row as
@@ -52,7 +51,7 @@ impl BackendRef {
     }
 
     /// The version and the whole value of a reference of `kind`; a reference of another
-    /// kind, or no reference at all, is an error (never a panic).
+    /// kind, or text that is not a versioned JSON object, is an error (never a panic).
     pub fn open(&self, kind: &str) -> Result<(u64, Value), RefError> {
         let value: Value = serde_json::from_str(&self.0)
             .map_err(|error| RefError::Malformed(error.to_string()))?;
