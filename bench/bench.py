@@ -839,15 +839,15 @@ def seed_sessions(db_path, n):
     rows = []
     for i in range(n):
         started = now - (n - i) * 1000  # one per second, the newest a second ago
-        rows.append((str(uuid.uuid4()), "bench", "exited", None, None, None, "{}", "[]", started,
+        rows.append((str(uuid.uuid4()), "bench", "exited", None, None, "{}", "[]", started,
                      started + 500, 0, "agent_exited", "stable", None, 0))
     con = sqlite3.connect(db_path, timeout=10)
     try:
         with con:
             con.executemany(
-                "INSERT INTO sessions (id, user_id, status, port, pid, pid_start_ticks, tags, "
+                "INSERT INTO sessions (id, user_id, status, port, backend_ref, tags, "
                 "env_names, started_at, ended_at, exit_code, exit_reason, agent_status, "
-                "initial_message, restarts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "initial_message, restarts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     finally:
         con.close()
 

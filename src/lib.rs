@@ -11,6 +11,7 @@ pub mod config;
 pub mod cors;
 pub mod data_dir;
 pub mod echo_agent;
+pub mod endpoint;
 pub mod error;
 pub mod listener;
 pub mod observe;

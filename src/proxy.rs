@@ -1,6 +1,6 @@
 //! The reverse-proxy path to agents: request/response rewriting, streaming, SSE heartbeats,
-//! upgrades. Knows no processes: it is given an endpoint (`127.0.0.1:<port>`) and a request,
-//! and reports what it saw through [`Activity`].
+//! upgrades. Knows no processes: it is given an [`Endpoint`] and a request, and reports what
+//! it saw through [`Activity`].
 //!
 //! Submodules: `headers` (rewriting, trusted proxies), `body` (request body limit and read
 //! timeout), `budget` (open streams per user), `sse` (event streams: frame boundaries,
@@ -33,6 +33,7 @@ pub use sse::{FrameBoundary, PING};
 
 use crate::config::Config;
 use crate::cors::CorsSettings;
+use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Direction;
@@ -128,8 +129,8 @@ pub fn split_session_path(path_and_query: &str) -> Option<(&str, Cow<'_, str>)> 
     Some((id, upstream))
 }
 
-/// Forwards `request` (whose URI is the original one, e.g. `/{id}/events?x`) to the agent on
-/// `127.0.0.1:port`, targeting `upstream_path_and_query`. Never panics; every failure of our
+/// Forwards `request` (whose URI is the original one, e.g. `/{id}/events?x`) to the agent at
+/// `endpoint`, targeting `upstream_path_and_query`. Never panics; every failure of our
 /// own is an [`ApiError`] JSON response. Event streams and upgrades live on after this
 /// returns, inside the response body / a spawned tunnel; they, and bodies of unknown length,
 /// count against `user`'s stream budget while open (429 past it).
@@ -138,7 +139,7 @@ pub async fn forward(
     connections: &Arc<AgentConnections>,
     settings: &ProxySettings,
     shutdown: &Shutdown,
-    port: u16,
+    endpoint: &Endpoint,
     upstream_path_and_query: &str,
     peer: &Peer,
     user: &Arc<str>,
@@ -146,7 +147,7 @@ pub async fn forward(
     request: Request<Body>,
 ) -> Response {
     activity.request_seen();
-    let target = Target { port, path_and_query: upstream_path_and_query, peer, user };
+    let target = Target { endpoint, path_and_query: upstream_path_and_query, peer, user };
     match forward_inner(connections, settings, shutdown, target, activity, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -154,7 +155,7 @@ pub async fn forward(
 }
 
 struct Target<'a> {
-    port: u16,
+    endpoint: &'a Endpoint,
     path_and_query: &'a str,
     peer: &'a Peer,
     user: &'a Arc<str>,
@@ -184,10 +185,9 @@ async fn forward_inner(
     // Taken before the agent is asked: a refused upgrade never reaches it.
     let upgrade_ticket = if upgrading { Some(stream_ticket(settings, target.user)?) } else { None };
 
-    let upstream_host = upstream_host(target.port)?;
     let uri = upstream_uri(target.path_and_query)?;
     let context = headers::RequestContext {
-        upstream_host,
+        upstream_host: target.endpoint.host_header(),
         peer: target.peer,
         strip_credentials: settings.strip_credentials,
         credential_headers: &settings.credential_headers,
@@ -206,13 +206,17 @@ async fn forward_inner(
     } else {
         Body::new(counted(body, Direction::ToAgent))
     };
-    let sent =
-        connections.send(target.port, settings.connect_timeout, Request::from_parts(parts, body));
+    let sent = connections.send(
+        target.endpoint,
+        settings.connect_timeout,
+        Request::from_parts(parts, body),
+    );
     let result = match settings.header_timeout {
         Some(timeout) => match tokio::time::timeout(timeout, sent).await {
             Ok(result) => result,
             Err(_) => {
-                tracing::debug!(port = target.port, ?timeout, "agent sent no response headers");
+                let endpoint = target.endpoint;
+                tracing::debug!(%endpoint, ?timeout, "agent sent no response headers");
                 return Err(ApiError::AgentTimeout {
                     message: format!(
                         "the agent did not answer within {} seconds",
@@ -226,7 +230,9 @@ async fn forward_inner(
     };
     let response = match result {
         Ok(response) => response,
-        Err(error) => return Err(upstream_failure(&error, limit, target.port, &*activity)),
+        Err(error) => {
+            return Err(upstream_failure(&error, limit, target.endpoint.port(), &*activity));
+        }
     };
 
     let (mut parts, incoming) = response.into_parts();
@@ -234,7 +240,8 @@ async fn forward_inner(
         let (Some(client_upgrade), Some(agent_upgrade), Some(ticket)) =
             (client_upgrade, parts.extensions.remove::<OnUpgrade>(), upgrade_ticket)
         else {
-            tracing::warn!(port = target.port, "agent switched protocols unasked; refusing");
+            let endpoint = target.endpoint;
+            tracing::warn!(%endpoint, "agent switched protocols unasked; refusing");
             return Err(unavailable("the agent sent an invalid answer"));
         };
         headers::rewrite_response(&mut parts.headers, true);
@@ -258,7 +265,7 @@ async fn forward_inner(
         let stream = sse::SseBody::new(incoming, settings.sse_heartbeat, shutdown, guard);
         Body::new(counted(stream, Direction::ToClient))
     } else {
-        let port = target.port;
+        let port = target.endpoint.port();
         let open_ended = !http_body::Body::is_end_stream(&incoming)
             && http_body::Body::size_hint(&incoming).exact().is_none();
         let body = counted(incoming, Direction::ToClient).map_err(move |error| {
@@ -308,15 +315,8 @@ where
     })
 }
 
-/// `127.0.0.1:<port>`, the `Host` agents expect.
-fn upstream_host(port: u16) -> Result<HeaderValue, ApiError> {
-    let text = ["127.0.0.1:", itoa::Buffer::new().format(port)].concat();
-    HeaderValue::from_str(&text)
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("agent host {port}: {error}")))
-}
-
 /// The origin-form request target for the agent: the path exactly as given. Where the request
-/// goes is decided by the port alone, never by anything in the path.
+/// goes is decided by the endpoint alone, never by anything in the path.
 fn upstream_uri(path_and_query: &str) -> Result<Uri, ApiError> {
     let invalid = || ApiError::bad_request("invalid_request", "invalid request target");
     if !path_and_query.starts_with('/') {
@@ -424,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_requests_are_origin_form_and_name_the_agent_as_host() {
+    fn upstream_requests_are_origin_form() {
         let u = upstream_uri("//evil.example/x?y=%2e").unwrap();
         assert_eq!(u.host(), None, "nothing in the path becomes an authority");
         assert_eq!(u.to_string(), "//evil.example/x?y=%2e");
@@ -432,9 +432,6 @@ mod tests {
         assert!(upstream_uri("@evil.example/").is_err());
         assert!(upstream_uri("evil.example/").is_err());
         assert!(upstream_uri("").is_err());
-        assert_eq!(upstream_host(9001).unwrap(), "127.0.0.1:9001");
-        assert_eq!(upstream_host(0).unwrap(), "127.0.0.1:0");
-        assert_eq!(upstream_host(65535).unwrap(), "127.0.0.1:65535");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! stop, delete, purge. No axum types; the agent processes themselves live behind the
 //! [`backend::SessionBackend`] trait.
 
+pub mod agent_command;
 pub mod backend;
 pub mod feed;
 pub mod first_prompt;
@@ -102,10 +103,10 @@ impl SessionManager {
         policy: Policy,
         store: Arc<dyn SessionStore>,
         backend: Arc<dyn SessionBackend>,
-        reserved_env: Vec<String>,
         client: UpstreamClient,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        let reserved_env = backend.reserved_env_names();
         let inner = Arc::new(ManagerState {
             policy,
             registry: RwLock::new(HashMap::new()),

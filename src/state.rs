@@ -79,12 +79,10 @@ impl AppState {
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
-        let reserved_env = backend.reserved_env_names();
         let sessions = SessionManager::recover(
             Policy::from_config(&config),
             Arc::new(SqliteSessions::new(store.clone())),
             Arc::new(backend),
-            reserved_env,
             client.clone(),
             shutdown.clone(),
         )

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0004_oauth.sql"),
     include_str!("store/migrations/0005_sessions_by_user_status.sql"),
     include_str!("store/migrations/0006_oauth_sessions_bound_to.sql"),
+    include_str!("store/migrations/0008_backend_ref.sql"),
 ];
 
 /// Where the database lives.

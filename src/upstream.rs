@@ -1,7 +1,7 @@
 //! The pooled HTTP/1.1 client for the server's own calls to agents: readiness polls, status
 //! refreshes and initial prompts (the proxy path keeps its own connections, `proxy::pool`).
-//! Agents are always addressed as `127.0.0.1:<port>` with that `Host` header (agentapi refuses
-//! other hosts). These calls read at most [`MAX_ANSWER_BYTES`] of an answer (security.md
+//! Each call connects to the agent's [`Endpoint`] and names it with the endpoint's loopback
+//! `Host` header (agentapi refuses other hosts, wherever it runs). These calls read at most [`MAX_ANSWER_BYTES`] of an answer (security.md
 //! rule 17): an agent is not trusted to answer small.
 
 use std::time::Duration;
@@ -14,6 +14,8 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::endpoint::Endpoint;
 
 /// The most the server reads of an agent's answer to one of its own calls; a larger answer
 /// is a failed call.
@@ -38,17 +40,16 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
 /// over [`MAX_ANSWER_BYTES`] (declared or sent) fails without being read further.
 pub async fn exchange(
     client: &UpstreamClient,
-    port: u16,
+    endpoint: &Endpoint,
     method: Method,
     path: &str,
     json_body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
-    let authority = format!("127.0.0.1:{port}");
     let mut builder = Request::builder()
         .method(method)
-        .uri(format!("http://{authority}{path}"))
-        .header(header::HOST, &authority);
+        .uri(format!("http://{endpoint}{path}"))
+        .header(header::HOST, endpoint.host_header());
     let body = match json_body {
         Some(value) => {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
@@ -78,9 +79,13 @@ pub async fn exchange(
 }
 
 /// `GET /status` of an agent: `Some("running" | "stable")` when it answers like agentapi.
-pub async fn agent_status(client: &UpstreamClient, port: u16, timeout: Duration) -> Option<String> {
+pub async fn agent_status(
+    client: &UpstreamClient,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Option<String> {
     let (status, body) =
-        exchange(client, port, Method::GET, "/status", None, timeout).await.ok()?;
+        exchange(client, endpoint, Method::GET, "/status", None, timeout).await.ok()?;
     if !status.is_success() {
         return None;
     }
@@ -96,6 +101,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::endpoint::Host;
 
     /// A stand-in agent that answers every request with `head` and then `body_bytes` zeros
     /// (or without end when `None`), as fast as it can.
@@ -127,7 +133,35 @@ mod tests {
 
     async fn get_status(port: u16) -> anyhow::Result<(StatusCode, Bytes)> {
         let client = client(Duration::from_secs(1));
-        exchange(&client, port, Method::GET, "/status", None, Duration::from_secs(5)).await
+        let endpoint = Endpoint::new(Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()), port);
+        exchange(&client, &endpoint, Method::GET, "/status", None, Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn a_named_endpoint_is_reached_by_name_and_told_a_loopback_host() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (heads, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let read = stream.read(&mut request).await.unwrap_or(0);
+                    let _ = heads.send(String::from_utf8_lossy(&request[..read]).to_lowercase());
+                    let answer =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 19\r\n\r\n{\"status\":\"stable\"}";
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        let endpoint = Endpoint::new(Host::Name("localhost".into()), port);
+        let client = client(Duration::from_secs(1));
+        let status = agent_status(&client, &endpoint, Duration::from_secs(5)).await;
+        assert_eq!(status.as_deref(), Some("stable"));
+        let head = seen.recv().await.expect("a request");
+        assert!(head.starts_with("get /status http/1.1\r\n"), "origin-form: {head}");
+        assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{head}");
     }
 
     #[tokio::test]

@@ -67,8 +67,9 @@ impl Peer {
 
 /// What the request rewrite needs to know besides the headers themselves.
 pub struct RequestContext<'a> {
-    /// `127.0.0.1:<port>`, the only `Host` an agent ever sees.
-    pub upstream_host: HeaderValue,
+    /// The endpoint's loopback `Host` ([`crate::endpoint::Endpoint::host_header`]), the only
+    /// `Host` an agent ever sees.
+    pub upstream_host: &'a HeaderValue,
     pub peer: &'a Peer,
     /// Drop `credential_headers`, `Authorization` and `Cookie`.
     pub strip_credentials: bool,
@@ -230,8 +231,9 @@ mod tests {
 
     fn context(peer: &Peer) -> RequestContext<'_> {
         static KEY: HeaderName = HeaderName::from_static("x-api-key");
+        static HOST: HeaderValue = HeaderValue::from_static("127.0.0.1:9001");
         RequestContext {
-            upstream_host: HeaderValue::from_static("127.0.0.1:9001"),
+            upstream_host: &HOST,
             peer,
             strip_credentials: true,
             credential_headers: std::slice::from_ref(&KEY),

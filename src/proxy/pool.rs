@@ -4,8 +4,9 @@
 //! connection is only used by the thread whose runtime drives it. A connection returns to the
 //! pool when its response body has been read to the end; one dropped half-way is closed by
 //! hyper, never reused. A new connection is used only once the session layer's
-//! [`EndpointCheck`] confirms that whatever listens on the port is the agent's (a stranger
-//! that took the port is never sent a request).
+//! [`EndpointCheck`] confirms that whatever listens on the endpoint is the agent's (a
+//! stranger that took the port is never sent a request). Idle connections are kept per
+//! endpoint: a restarted agent may answer somewhere else.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,6 +21,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::endpoint::{Endpoint, Host};
 
 thread_local! {
     static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -76,32 +79,49 @@ pub struct AgentConnections {
     check: RwLock<Option<EndpointCheck>>,
 }
 
+/// Which endpoint a connection goes to (the `Host` header plays no part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Address {
+    host: Host,
+    port: u16,
+}
+
+impl Address {
+    fn of(endpoint: &Endpoint) -> Self {
+        Self { host: endpoint.host().clone(), port: endpoint.port() }
+    }
+
+    fn is(&self, endpoint: &Endpoint) -> bool {
+        self.port == endpoint.port() && self.host == *endpoint.host()
+    }
+}
+
 #[derive(Debug)]
 struct IdleConnection {
-    port: u16,
+    address: Address,
     sender: SendRequest<Body>,
     since: Instant,
 }
 
 impl AgentConnections {
-    /// Sends `request` (origin-form URI, `Host` set) to `127.0.0.1:port` on an idle connection
-    /// or a new one. A request that an idle connection closed under before it was written is
+    /// Sends `request` (origin-form URI, `Host` set) to `endpoint` on an idle connection or
+    /// a new one. A request that an idle connection closed under before it was written is
     /// sent once more on a new connection.
     pub async fn send(
         self: &Arc<Self>,
-        port: u16,
+        endpoint: &Endpoint,
         connect_timeout: Duration,
         request: Request<Body>,
     ) -> Result<Response<PooledBody>, SendError> {
-        let reused = self.take_idle(port);
+        let reused = self.take_idle(endpoint);
         let fresh = reused.is_none();
         let mut sender = match reused {
             Some(sender) => sender,
-            None => self.connect(port, connect_timeout).await?,
+            None => self.connect(endpoint, connect_timeout).await?,
         };
         let request = if sender.ready().await.is_ok() {
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.track(port, sender, response)),
+                Ok(response) => return Ok(self.track(endpoint, sender, response)),
                 Err(mut error) => match error.take_message() {
                     Some(request) if !fresh => request,
                     _ => return Err(SendError::Http(error.into_error())),
@@ -110,10 +130,10 @@ impl AgentConnections {
         } else {
             request
         };
-        let mut sender = self.connect(port, connect_timeout).await?;
+        let mut sender = self.connect(endpoint, connect_timeout).await?;
         sender.ready().await.map_err(SendError::Http)?;
         let response = sender.send_request(request).await.map_err(SendError::Http)?;
-        Ok(self.track(port, sender, response))
+        Ok(self.track(endpoint, sender, response))
     }
 
     /// Makes `check` the test every new connection must pass; idle connections (made to the
@@ -122,10 +142,14 @@ impl AgentConnections {
         *self.check.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(check);
     }
 
-    /// A new connection to `port`, used only when the endpoint check passes after connecting
-    /// (a listener that took the connection is still listening then).
-    async fn connect(&self, port: u16, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port)))
+    /// A new connection to `endpoint`, used only when the endpoint check passes after
+    /// connecting (a listener that took the connection is still listening then).
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<SendRequest<Body>, SendError> {
+        let stream = tokio::time::timeout(timeout, endpoint.connect())
             .await
             .map_err(|_| SendError::ConnectTimeout)?
             .map_err(SendError::Connect)?;
@@ -133,17 +157,18 @@ impl AgentConnections {
         if let Some(check) = check
             && !(check.0)()
         {
-            tracing::warn!(port, "a stranger listens on the agent's port; not sending it anything");
+            tracing::warn!(%endpoint, "a stranger listens on the agent's port; not sending it anything");
             return Err(SendError::NotTheAgent);
         }
-        handshake(port, stream).await
+        handshake(endpoint, stream).await
     }
 
-    /// A live idle connection to `port`, newest first; stale ones met on the way are closed.
-    fn take_idle(&self, port: u16) -> Option<SendRequest<Body>> {
+    /// A live idle connection to `endpoint`, newest first; stale ones met on the way are
+    /// closed.
+    fn take_idle(&self, endpoint: &Endpoint) -> Option<SendRequest<Body>> {
         let mut idle = self.idle_here();
         while let Some(connection) = idle.pop() {
-            if connection.port == port
+            if connection.address.is(endpoint)
                 && !connection.sender.is_closed()
                 && connection.since.elapsed() < IDLE_LIMIT
             {
@@ -153,7 +178,7 @@ impl AgentConnections {
         None
     }
 
-    fn give_back(&self, port: u16, sender: SendRequest<Body>) {
+    fn give_back(&self, address: Address, sender: SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
@@ -165,7 +190,7 @@ impl AgentConnections {
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
-        idle.push(IdleConnection { port, sender, since: now });
+        idle.push(IdleConnection { address, sender, since: now });
     }
 
     /// This listener worker's idle list.
@@ -176,12 +201,13 @@ impl AgentConnections {
 
     fn track(
         self: &Arc<Self>,
-        port: u16,
+        endpoint: &Endpoint,
         sender: SendRequest<Body>,
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
         let (parts, body) = response.into_parts();
-        let mut pooled = PooledBody { body, owner: Some((self.clone(), port, sender)) };
+        let owner = (self.clone(), Address::of(endpoint), sender);
+        let mut pooled = PooledBody { body, owner: Some(owner) };
         if http_body::Body::is_end_stream(&pooled.body)
             && parts.status != http::StatusCode::SWITCHING_PROTOCOLS
         {
@@ -194,10 +220,11 @@ impl AgentConnections {
     }
 }
 
-async fn handshake(port: u16, stream: TcpStream) -> Result<SendRequest<Body>, SendError> {
+async fn handshake(endpoint: &Endpoint, stream: TcpStream) -> Result<SendRequest<Body>, SendError> {
     let _ = stream.set_nodelay(true);
     let (sender, connection) =
         http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
+    let port = endpoint.port();
     tokio::spawn(async move {
         if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(port, %error, "agent connection ended with an error");
@@ -209,13 +236,13 @@ async fn handshake(port: u16, stream: TcpStream) -> Result<SendRequest<Body>, Se
 /// An agent's response body; its connection goes back to the pool once the body has ended.
 pub struct PooledBody {
     body: Incoming,
-    owner: Option<(Arc<AgentConnections>, u16, SendRequest<Body>)>,
+    owner: Option<(Arc<AgentConnections>, Address, SendRequest<Body>)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((pool, port, sender)) = self.owner.take() {
-            pool.give_back(port, sender);
+        if let Some((pool, address, sender)) = self.owner.take() {
+            pool.give_back(address, sender);
         }
     }
 }
@@ -302,6 +329,10 @@ mod tests {
         (port, accepted, closed_rx)
     }
 
+    fn at(port: u16) -> Endpoint {
+        Endpoint::new(Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()), port)
+    }
+
     fn get(port: u16) -> Request<Body> {
         Request::builder()
             .uri("/status")
@@ -321,7 +352,7 @@ mod tests {
         let (port, accepted, mut closed) = agent(close_first.clone()).await;
         let pool = Arc::new(AgentConnections::default());
         let timeout = Duration::from_secs(2);
-        let first = pool.send(port, timeout, get(port)).await.expect("first");
+        let first = pool.send(&at(port), timeout, get(port)).await.expect("first");
         assert_eq!(body_text(first).await, "ok");
         assert_eq!(pool.idle_here().len(), 1, "returned once its body ended");
         close_first.notify_one();
@@ -332,7 +363,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         for _ in 0..3 {
-            let response = pool.send(port, timeout, get(port)).await.expect("later request");
+            let response = pool.send(&at(port), timeout, get(port)).await.expect("later request");
             assert_eq!(body_text(response).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "one new connection, then reused");
@@ -351,14 +382,14 @@ mod tests {
         let timeout = Duration::from_secs(2);
         for _ in 0..2 {
             pool.idle_here().clear();
-            let checked = pool.send(port, timeout, get(port)).await.expect("checked and sent");
+            let checked = pool.send(&at(port), timeout, get(port)).await.expect("checked and sent");
             assert_eq!(body_text(checked).await, "ok");
         }
         allowed.store(false, Ordering::SeqCst);
-        let reused = pool.send(port, timeout, get(port)).await.expect("an idle connection");
+        let reused = pool.send(&at(port), timeout, get(port)).await.expect("an idle connection");
         assert_eq!(body_text(reused).await, "ok", "connections made before stay usable");
         pool.idle_here().clear();
-        let refused = pool.send(port, timeout, get(port)).await;
+        let refused = pool.send(&at(port), timeout, get(port)).await;
         assert!(matches!(refused, Err(SendError::NotTheAgent)), "a new connection was used");
     }
 
@@ -366,8 +397,53 @@ mod tests {
     async fn a_body_dropped_half_way_does_not_return_its_connection() {
         let (port, _accepted, _closed) = agent(Arc::default()).await;
         let pool = Arc::new(AgentConnections::default());
-        let response = pool.send(port, Duration::from_secs(2), get(port)).await.expect("send");
+        let response = pool.send(&at(port), Duration::from_secs(2), get(port)).await.expect("send");
         drop(response);
         assert!(pool.idle_here().is_empty());
+    }
+
+    /// A stand-in agent answering `ok` to every request on every connection it accepts.
+    async fn keep_alive_agent() -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(read @ 1..) = stream.read(&mut chunk).await {
+                        buffer.extend_from_slice(&chunk[..read]);
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_serve_only_the_endpoint_they_were_made_for() {
+        let (first, first_accepted) = keep_alive_agent().await;
+        let (second, second_accepted) = keep_alive_agent().await;
+        let pool = Arc::new(AgentConnections::default());
+        let timeout = Duration::from_secs(2);
+        // A session's agent moves (a restart on another port): the old idle connection is
+        // never used for the new endpoint, and the new one is kept for it.
+        for port in [first, second, second] {
+            let response = pool.send(&at(port), timeout, get(port)).await.expect("send");
+            assert_eq!(body_text(response).await, "ok");
+        }
+        assert_eq!(first_accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(second_accepted.load(Ordering::SeqCst), 1, "its own, then reused");
+        assert_eq!(pool.idle_here().len(), 1, "the old endpoint's connection is gone");
     }
 }

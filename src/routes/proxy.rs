@@ -90,9 +90,9 @@ async fn route(
         split_session_path(path_and_query).ok_or(ApiError::NotFound("no such session"))?;
     caller.require(Permission::SessionAccess)?;
     let session = visible_session(&state, &caller, id)?;
-    let (status, port) = session.status_and_port();
-    let port = match (status, port) {
-        (SessionStatus::Active, Some(port)) => port,
+    let (status, endpoint) = session.status_and_endpoint();
+    let endpoint = match (status, endpoint) {
+        (SessionStatus::Active, Some(endpoint)) => endpoint,
         (SessionStatus::Starting, _) => return Err(ApiError::AgentStarting),
         (status, _) => {
             return Err(ApiError::AgentUnavailable {
@@ -107,7 +107,7 @@ async fn route(
         &session.connections,
         &state.proxy,
         &state.shutdown,
-        port,
+        &endpoint,
         &upstream_path,
         peer,
         &caller.user_id,

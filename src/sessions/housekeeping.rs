@@ -8,7 +8,7 @@ use std::time::Duration;
 use agentapi_proxy_client::SessionStatus;
 
 use super::ManagerState;
-use super::backend::AgentProcess;
+use super::backend::AgentHandle;
 use super::session::{Control, Session, StopReason};
 use crate::clock::now_ms;
 
@@ -30,28 +30,28 @@ pub(super) fn spawn_port_watch(inner: Weak<ManagerState>) {
 }
 
 async fn stop_squatters(inner: &ManagerState) {
-    let active: Vec<(Arc<Session>, AgentProcess)> = inner
+    let active: Vec<(Arc<Session>, AgentHandle)> = inner
         .registry_read()
         .values()
         .filter_map(|session| {
             let state = session.state();
-            let process = state.process.filter(|_| state.status == SessionStatus::Active)?;
-            Some((session.clone(), process))
+            let agent = state.process.filter(|_| state.status == SessionStatus::Active)?;
+            Some((session.clone(), agent))
         })
         .collect();
     if active.is_empty() {
         return;
     }
     let backend = inner.backend.clone();
-    let running: Vec<AgentProcess> = active.iter().map(|(_, process)| *process).collect();
+    let running: Vec<AgentHandle> = active.iter().map(|(_, agent)| agent.clone()).collect();
     let Ok(found) = tokio::task::spawn_blocking(move || backend.squatters(&running)).await else {
         return;
     };
-    for (process, ports) in found {
-        let Some((session, _)) = active.iter().find(|(_, candidate)| *candidate == process) else {
+    for (agent, ports) in found {
+        let Some((session, _)) = active.iter().find(|(_, candidate)| *candidate == agent) else {
             continue;
         };
-        tracing::warn!(session_id = %session.id, port = process.endpoint.port, ?ports, "the agent listens on other ports of the agent range; stopping it");
+        tracing::warn!(session_id = %session.id, endpoint = %agent.endpoint, ?ports, "the agent listens on other ports of the agent range; stopping it");
         let (done, _) = tokio::sync::oneshot::channel();
         session.send(Control::Stop { reason: StopReason::PortSquatting, done });
     }

@@ -23,21 +23,21 @@ pub(super) async fn deliver(inner: Arc<ManagerState>, session: Arc<Session>, con
     let mut pause = Duration::from_millis(50);
     let outcome = loop {
         let state = session.state();
-        let Some(process) = state.process.filter(|_| state.status == SessionStatus::Active) else {
+        let Some(agent) = state.process.filter(|_| state.status == SessionStatus::Active) else {
             break InitialMessageState::Failed;
         };
-        let port = process.endpoint.port;
+        let endpoint = inner.backend.endpoint(&agent);
         // The user's prompt goes to the agent only, never to a stranger that took its port.
-        let agent = if inner.backend.owns_endpoint(&process) {
-            crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await
+        let status = if inner.backend.owns_endpoint(&agent) {
+            crate::upstream::agent_status(&inner.client, &endpoint, Duration::from_secs(2)).await
         } else {
             None
         };
-        if agent.as_deref() == Some("stable") {
+        if status.as_deref() == Some("stable") {
             let body = json!({ "content": content, "type": "user" });
             let sent = crate::upstream::exchange(
                 &inner.client,
-                port,
+                &endpoint,
                 Method::POST,
                 "/message",
                 Some(&body),

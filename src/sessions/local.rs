@@ -16,6 +16,7 @@ mod ownership;
 pub mod ports;
 pub mod procfs;
 pub mod reaper;
+mod reference;
 mod uid_pool;
 
 use std::path::{Path, PathBuf};
@@ -26,19 +27,19 @@ use anyhow::Context;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use super::agent_command::{AgentCommand, DEFAULT_SCRIPT, Placement, Script};
 use super::backend::{
-    AgentProcess, AgentSpec, LaunchError, LaunchObserver, Launched, SessionBackend,
+    AgentHandle, AgentSpec, BackendRef, LaunchError, LaunchObserver, Launched, SessionBackend,
 };
-use crate::config::{AgentConfig, BUILTIN_ECHO_AGENT, Config};
+use crate::config::{AgentConfig, Config};
 use crate::upstream::UpstreamClient;
 use containment::Containment;
 use isolation::Isolation;
 use ports::PortAllocator;
 use reaper::Reaper;
+use reference::LocalRef;
 use uid_pool::UidPool;
 
-/// The embedded default startup script (sessions.md step 5).
-pub const DEFAULT_SCRIPT: &str = include_str!("../../scripts/agentapi_default.sh");
 /// Longest wait for a force-killed group to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long a log keeper may take to finish once its agent is gone.
@@ -53,12 +54,11 @@ pub struct LocalBackend {
     logs_dir: PathBuf,
     /// `bash`, located once on the proxy's `PATH`.
     shell: PathBuf,
+    /// The startup script on this host (the embedded one is written to the data dir).
     script: PathBuf,
-    /// `script` is the embedded default (not `agent.script`).
-    default_script: bool,
+    /// The agent's command line and environment (shared with every backend).
+    command: AgentCommand,
     proxy_bin: PathBuf,
-    /// Variables every agent gets from the operator: `agent.environment`, then `pass_env`.
-    operator_env: Vec<(String, String)>,
     /// The proxy's own `PATH` and `LANG`, handed on to agents.
     path_env: String,
     lang_env: String,
@@ -101,28 +101,22 @@ impl LocalBackend {
         let containment = Containment::new(&config.agent, &sessions_dir)?;
         isolation.leave_to_cgroup(containment.limits_processes(), containment.limits_memory());
         let uids = UidPool::new(&config.agent.uid_range, &sessions_dir);
-        let script = if config.agent.script.is_empty() {
-            let path = data_dir.join("agentapi_default.sh");
-            // The script holds no secret; a separate agent user must be able to read it.
-            let mode = if isolation.separate_user() { 0o755 } else { 0o700 };
-            write_private_file(&path, DEFAULT_SCRIPT.as_bytes(), mode)?;
-            path
-        } else {
-            std::fs::canonicalize(&config.agent.script)
-                .with_context(|| format!("while resolving agent.script {}", config.agent.script))?
+        let command = AgentCommand::from_config(&config.agent);
+        let script = match command.script() {
+            Script::Embedded => {
+                let path = data_dir.join("agentapi_default.sh");
+                // The script holds no secret; a separate agent user must be able to read it.
+                let mode = if isolation.separate_user() { 0o755 } else { 0o700 };
+                write_private_file(&path, DEFAULT_SCRIPT.as_bytes(), mode)?;
+                path
+            }
+            Script::Operator(script) => std::fs::canonicalize(script)
+                .with_context(|| format!("while resolving agent.script {script}"))?,
         };
         let proxy_bin = match &options.proxy_bin {
             Some(path) => path.clone(),
             None => std::env::current_exe().context("while locating this executable")?,
         };
-        let mut operator_env: Vec<(String, String)> =
-            config.agent.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for name in &config.agent.pass_env {
-            match std::env::var(name) {
-                Ok(value) => operator_env.push((name.clone(), value)),
-                Err(_) => tracing::warn!(name, "agent.pass_env names a variable that is not set"),
-            }
-        }
         let path_env =
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         Ok(Self {
@@ -131,9 +125,8 @@ impl LocalBackend {
             logs_dir,
             shell: isolation::locate("bash", &path_env),
             script,
-            default_script: config.agent.script.is_empty(),
+            command,
             proxy_bin,
-            operator_env,
             path_env,
             lang_env: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             ready_timeout: Duration::from_secs(config.session.ready_timeout_seconds),
@@ -144,14 +137,6 @@ impl LocalBackend {
             reaper: Reaper::start(options.reap_all_children)?,
             client,
         })
-    }
-
-    /// Names an agent's environment already has before the request's: a request may not
-    /// set them (`reserved_env_name`).
-    pub fn reserved_env_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = ["LANG", "TERM"].iter().map(|n| n.to_string()).collect();
-        names.extend(self.operator_env.iter().map(|(name, _)| name.clone()));
-        names
     }
 
     fn session_dir(&self, session_id: &str) -> PathBuf {
@@ -172,73 +157,15 @@ impl LocalBackend {
         Ok(self.log_dir(session_id))
     }
 
-    /// Whether the agent starts through the startup script. The embedded default script only
-    /// `cd`s into the session directory (already the working directory) and `exec`s the
-    /// agent unless it has a repository to clone; then the agent is spawned directly, which
-    /// saves starting bash (~2.5 ms, a third of a whole start). `agent.script` always runs.
-    fn needs_script(&self, spec: &AgentSpec) -> bool {
-        !self.default_script || spec.repository.is_some()
-    }
-
-    /// The agent-server command line as separate arguments (never a shell string).
-    fn agent_argv(&self, spec: &AgentSpec, port: u16) -> Vec<String> {
-        let mut argv: Vec<String> = if self.agent.server == BUILTIN_ECHO_AGENT {
-            vec![self.proxy_bin.display().to_string(), "echo-agent".into(), "server".into()]
-        } else {
-            vec![self.agent.server.clone(), "server".into()]
-        };
-        argv.extend([
-            "--port".into(),
-            port.to_string(),
-            "--chat-base-path".into(),
-            format!("/{}/chat", spec.session_id),
-        ]);
-        argv.extend(self.agent.server_args.iter().cloned());
-        argv.push("--".into());
-        argv.extend(self.agent.command.iter().cloned());
-        let program_is_claude = self
-            .agent
-            .command
-            .first()
-            .and_then(|program| Path::new(program).file_name())
-            .is_some_and(|name| name == "claude");
-        if let Some(prompt) = &spec.system_prompt
-            && program_is_claude
-        {
-            argv.extend(["--append-system-prompt".into(), prompt.clone()]);
+    /// Where this host puts the agent's things, for the shared command builder.
+    fn placement<'a>(&'a self, port: u16, dir: &'a Path) -> Placement<'a> {
+        Placement {
+            port,
+            session_dir: dir,
+            proxy_bin: &self.proxy_bin,
+            path: &self.path_env,
+            lang: &self.lang_env,
         }
-        argv
-    }
-
-    /// The agent's whole environment, in precedence order; a later entry never replaces an
-    /// earlier one.
-    fn agent_env(&self, spec: &AgentSpec, port: u16, dir: &Path) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), self.path_env.clone()),
-            ("HOME".into(), dir.display().to_string()),
-            ("TMPDIR".into(), dir.join("tmp").display().to_string()),
-            ("LANG".into(), self.lang_env.clone()),
-            ("TERM".into(), "xterm-256color".into()),
-            ("APX_SESSION_ID".into(), spec.session_id.clone()),
-            ("APX_USER_ID".into(), spec.user_id.clone()),
-            ("APX_PORT".into(), port.to_string()),
-            ("APX_SESSION_DIR".into(), dir.display().to_string()),
-            ("APX_PROXY_BIN".into(), self.proxy_bin.display().to_string()),
-        ];
-        if let Some(repository) = &spec.repository {
-            env.push(("APX_REPO_FULLNAME".into(), repository.full_name.clone()));
-            env.push(("APX_REPO_HOST".into(), repository.host.clone()));
-        }
-        if let Some(prompt) = &spec.system_prompt {
-            env.push(("APX_SYSTEM_PROMPT".into(), prompt.clone()));
-        }
-        let operator = self.operator_env.iter().map(|(name, value)| (name, value));
-        for (name, value) in operator.chain(spec.environment.iter()) {
-            if !env.iter().any(|(existing, _)| existing == name) {
-                env.push((name.clone(), value.clone()));
-            }
-        }
-        env
     }
 
     /// Sends `signal` to the group; false when no such group exists any more.
@@ -286,6 +213,18 @@ impl LocalBackend {
     }
 }
 
+/// The local reference of a handle this backend made; a handle it cannot read (never made
+/// here) is logged and treated as gone.
+fn local(agent: &AgentHandle) -> Option<LocalRef> {
+    match LocalRef::decode(&agent.reference) {
+        Ok(agent) => Some(agent),
+        Err(error) => {
+            tracing::error!(%error, "the local backend was handed an agent it did not start");
+            None
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl SessionBackend for LocalBackend {
     async fn launch(
@@ -297,32 +236,61 @@ impl SessionBackend for LocalBackend {
         launch::launch(self, spec, port_hint, observer).await
     }
 
-    async fn adopt(&self, process: &AgentProcess) -> Option<Launched> {
-        if !same_process(process) {
+    async fn wait_ready(&self, agent: &AgentHandle, within: Duration) -> bool {
+        let Some(process) = local(agent) else { return false };
+        let give_up = Instant::now() + within;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            // `/status` goes to the agent only, never to a stranger that took its port.
+            if ownership::port_owner(process.pid, process.port) == ownership::PortOwner::Session
+                && crate::upstream::agent_status(&self.client, &agent.endpoint, left)
+                    .await
+                    .is_some()
+            {
+                return true;
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+        }
+    }
+
+    async fn adopt(&self, reference: &BackendRef) -> Option<Launched> {
+        let process = match LocalRef::decode(reference) {
+            Ok(process) => process,
+            Err(error) => {
+                tracing::warn!(%error, "a stored agent cannot be taken back");
+                return None;
+            }
+        };
+        if !same_process(&process) {
             return None;
         }
-        let port = process.endpoint.port;
-        let answers =
-            crate::upstream::agent_status(&self.client, port, Duration::from_secs(2)).await;
-        if answers.is_none()
-            || ownership::port_owner(process.pid, port) != ownership::PortOwner::Session
-        {
+        let agent = process
+            .handle()
+            .inspect_err(|error| tracing::error!(%error, "could not encode an agent reference"))
+            .ok()?;
+        if !self.wait_ready(&agent, Duration::from_secs(2)).await {
             return None;
         }
-        self.ports.claim(port);
+        self.ports.claim(process.port);
         let uid = procfs::owner(process.pid);
         self.containment.adopt(process.pid, uid.filter(|_| self.uids.is_some()));
-        Some(Launched { process: *process, exited: watch_foreign_exit(*process) })
+        Some(Launched { agent, exited: watch_foreign_exit(process) })
     }
 
-    async fn discard(&self, process: &AgentProcess) {
-        if same_process(process) || procfs::group_alive(process.pid) {
+    async fn discard(&self, reference: &BackendRef) {
+        let Ok(process) = LocalRef::decode(reference) else { return };
+        if same_process(&process) || procfs::group_alive(process.pid) {
             self.kill_group(process.pid).await;
         }
-        // What it left in its cgroup is ended by `recovered`.
+        // What it left in its containment goes as an orphan (`list`, `end_orphan`).
     }
 
-    async fn stop(&self, process: &AgentProcess, grace: Duration) {
+    async fn stop(&self, agent: &AgentHandle, grace: Duration) {
+        let Some(process) = local(agent) else { return };
         let group = process.pid;
         if Self::signal_group(group, Signal::SIGTERM) && !self.wait_group_gone(group, grace).await {
             tracing::info!(group, ?grace, "agent ignored SIGTERM; killing its process group");
@@ -332,8 +300,10 @@ impl SessionBackend for LocalBackend {
         self.reaper.reap_all_now();
     }
 
-    fn release(&self, process: &AgentProcess) {
-        self.ports.release(process.endpoint.port);
+    fn release(&self, agent: &AgentHandle) {
+        if let Some(process) = local(agent) {
+            self.ports.release(process.port);
+        }
     }
 
     async fn logs(&self, session_id: &str, lines: usize) -> String {
@@ -347,6 +317,21 @@ impl SessionBackend for LocalBackend {
             }
             Err(_) => String::new(),
         }
+    }
+
+    async fn list(&self) -> Vec<String> {
+        let containment = self.containment.clone();
+        let found = tokio::task::spawn_blocking(move || containment.sessions_found()).await;
+        found.map(|sessions| sessions.into_iter().collect()).unwrap_or_default()
+    }
+
+    async fn end_orphan(&self, session_id: &str) {
+        let reaper = &self.reaper;
+        self.containment.end_orphan(session_id, &|| reaper.reap_all_now()).await;
+    }
+
+    fn reserved_env_names(&self) -> Vec<String> {
+        self.command.reserved_env_names()
     }
 
     async fn remove_files(&self, session_id: &str) {
@@ -372,11 +357,6 @@ impl SessionBackend for LocalBackend {
         }
     }
 
-    async fn recovered(&self) {
-        let reaper = &self.reaper;
-        self.containment.sweep_leftovers(&|| reaper.reap_all_now()).await;
-    }
-
     fn containment_mode(&self) -> Option<&'static str> {
         Some(self.containment.mode().label())
     }
@@ -385,27 +365,31 @@ impl SessionBackend for LocalBackend {
         // The log keeper caps the log as it writes it.
     }
 
-    fn owns_endpoint(&self, process: &AgentProcess) -> bool {
-        ownership::port_owner(process.pid, process.endpoint.port) == ownership::PortOwner::Session
+    fn owns_endpoint(&self, agent: &AgentHandle) -> bool {
+        local(agent).is_some_and(|process| {
+            ownership::port_owner(process.pid, process.port) == ownership::PortOwner::Session
+        })
     }
 
-    fn squatters(&self, running: &[AgentProcess]) -> Vec<(AgentProcess, Vec<u16>)> {
-        let agents: Vec<ownership::Agent> = running
+    fn squatters(&self, running: &[AgentHandle]) -> Vec<(AgentHandle, Vec<u16>)> {
+        let known: Vec<(&AgentHandle, LocalRef)> =
+            running.iter().filter_map(|agent| Some((agent, local(agent)?))).collect();
+        let agents: Vec<ownership::Agent> = known
             .iter()
-            .map(|process| ownership::Agent { group: process.pid, port: process.endpoint.port })
+            .map(|(_, process)| ownership::Agent { group: process.pid, port: process.port })
             .collect();
         ownership::squatters(&agents, self.ports.range())
             .into_iter()
             .filter_map(|(agent, ports)| {
-                let process = running.iter().find(|process| process.pid == agent.group)?;
-                Some((*process, ports))
+                let (handle, _) = known.iter().find(|(_, process)| process.pid == agent.group)?;
+                Some(((*handle).clone(), ports))
             })
             .collect()
     }
 }
 
 /// True when `process.pid` is still the process that was recorded (same start time).
-fn same_process(process: &AgentProcess) -> bool {
+fn same_process(process: &LocalRef) -> bool {
     procfs::stat(process.pid).is_some_and(|stat| {
         !stat.is_zombie()
             && stat.group == process.pid
@@ -414,9 +398,7 @@ fn same_process(process: &AgentProcess) -> bool {
 }
 
 /// Polls for the end of an agent that is not our child (its exit status is unknowable).
-fn watch_foreign_exit(
-    process: AgentProcess,
-) -> tokio::sync::oneshot::Receiver<super::backend::Exit> {
+fn watch_foreign_exit(process: LocalRef) -> tokio::sync::oneshot::Receiver<super::backend::Exit> {
     let (sender, receiver) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut sender = sender;

@@ -1,46 +1,46 @@
-//! Recovery at startup (sessions.md): the registry is rebuilt from the store, and each session
-//! that was live when the previous server stopped is re-adopted or marked as ended.
+//! Recovery at startup (sessions.md): the registry is rebuilt from the store, each session
+//! that was live when the previous server stopped is re-adopted (through its stored
+//! `backend_ref`) or marked as ended, and whatever the backend still runs for sessions
+//! nobody took back is ended.
 
-use std::net::Ipv4Addr;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use agentapi_proxy_client::{ExitReason, SessionStatus};
 use tokio::sync::mpsc;
 
-use super::backend::{AgentProcess, Endpoint};
+use super::backend::BackendRef;
 use super::session::{LiveState, Session};
 use super::{ManagerState, supervisor};
 use crate::clock::now_ms;
 
 /// Rebuilds the registry from the store (sessions.md "Recovery at startup"). A session that
-/// was live when the previous proxy stopped is re-adopted if its agent is the same process
-/// and still answers; otherwise what is left of its process group is killed and it shows as
-/// `exited` (`lost_while_down`), or `failed` if it never had a process.
+/// was live when the previous proxy stopped is re-adopted if its agent is the same one and
+/// still answers; otherwise what is left of it is ended and it shows as `exited`
+/// (`lost_while_down`), or `failed` if it never had an agent. A reference the backend cannot
+/// read (written by a newer build) counts as a lost agent, never as a failure to start.
 pub(super) async fn recover_stored_sessions(inner: &Arc<ManagerState>) -> anyhow::Result<()> {
     let rows = inner.store.all().await?;
+    let mut taken_back = HashSet::new();
     for mut row in rows {
         let mut adopted = None;
         if row.status.is_live() {
-            let process = match (row.pid, row.port) {
-                (Some(pid), Some(port)) => Some(AgentProcess {
-                    pid,
-                    start_ticks: row.pid_start_ticks,
-                    endpoint: Endpoint { host: Ipv4Addr::LOCALHOST.into(), port },
-                }),
-                _ => None,
-            };
-            adopted = match &process {
-                Some(process) => inner.backend.adopt(process).await,
+            let reference = row.backend_ref.clone().map(BackendRef::new);
+            adopted = match &reference {
+                Some(reference) => inner.backend.adopt(reference).await,
                 None => None,
             };
             if let Some(launched) = &adopted {
-                tracing::info!(session_id = %row.id, pid = launched.process.pid, "re-adopted a running agent");
+                tracing::info!(session_id = %row.id, endpoint = %launched.agent.endpoint, "re-adopted a running agent");
                 row.status = SessionStatus::Active;
+                row.port = Some(launched.agent.endpoint.port());
+                row.backend_ref = Some(launched.agent.reference.as_str().to_string());
+                taken_back.insert(row.id.clone());
             } else {
-                if let Some(process) = &process {
-                    inner.backend.discard(process).await;
+                if let Some(reference) = &reference {
+                    inner.backend.discard(reference).await;
                 }
-                let never_spawned = row.pid.is_none();
+                let never_spawned = reference.is_none();
                 tracing::warn!(session_id = %row.id, never_spawned, "a session did not survive the restart");
                 row.status =
                     if never_spawned { SessionStatus::Failed } else { SessionStatus::Exited };
@@ -51,12 +51,13 @@ pub(super) async fn recover_stored_sessions(inner: &Arc<ManagerState>) -> anyhow
                 });
                 row.exit_code = None;
                 row.ended_at_ms = Some(now_ms());
+                row.backend_ref = None;
             }
             inner.store.save_state(row.clone()).await?;
         }
         let state = LiveState {
             status: row.status,
-            process: adopted.as_ref().map(|launched| launched.process),
+            process: adopted.as_ref().map(|launched| launched.agent.clone()),
             port: row.port,
             ended_at_ms: row.ended_at_ms,
             exit_code: row.exit_code,
@@ -83,6 +84,10 @@ pub(super) async fn recover_stored_sessions(inner: &Arc<ManagerState>) -> anyhow
         }
         inner.registry_write().insert(row.id, session);
     }
-    inner.backend.recovered().await;
+    for session_id in inner.backend.list().await {
+        if !taken_back.contains(&session_id) {
+            inner.backend.end_orphan(&session_id).await;
+        }
+    }
     Ok(())
 }

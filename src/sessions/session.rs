@@ -11,9 +11,10 @@ use agentapi_proxy_client::{
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::backend::AgentProcess;
+use super::backend::AgentHandle;
 use super::feed::SessionFeed;
 use crate::clock::{format_ms, now_ms};
+use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::proxy::AgentConnections;
 use crate::store::sessions::SessionRow;
@@ -105,7 +106,8 @@ impl StartFailure {
 #[derive(Debug, Clone)]
 pub struct LiveState {
     pub status: SessionStatus,
-    pub process: Option<AgentProcess>,
+    /// The running agent, while there is one.
+    pub process: Option<AgentHandle>,
     /// The last port the agent used (kept after it ends, for display).
     pub port: Option<u16>,
     pub ended_at_ms: Option<i64>,
@@ -207,7 +209,13 @@ impl Session {
     /// The session's status and the agent's port, without cloning the whole state.
     pub fn status_and_port(&self) -> (SessionStatus, Option<u16>) {
         let state = self.state.borrow();
-        (state.status, state.process.map(|process| process.endpoint.port))
+        (state.status, state.process.as_ref().map(|agent| agent.endpoint.port()))
+    }
+
+    /// The session's status and where its agent answers (the proxy path: no allocation).
+    pub fn status_and_endpoint(&self) -> (SessionStatus, Option<Endpoint>) {
+        let state = self.state.borrow();
+        (state.status, state.process.as_ref().map(|agent| agent.endpoint.clone()))
     }
 
     /// Every change of the live state goes through here; a change of `status` or
@@ -264,8 +272,7 @@ impl Session {
             user_id: self.user_id.clone(),
             status: state.status,
             port: state.port,
-            pid: state.process.map(|process| process.pid),
-            pid_start_ticks: state.process.and_then(|process| process.start_ticks),
+            backend_ref: state.process.as_ref().map(|agent| agent.reference.as_str().to_string()),
             tags: self.tags.clone(),
             env_names: self.env_names.clone(),
             started_at_ms: self.started_at_ms,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use agentapi_proxy_client::{ExitReason, SessionStatus};
 use tokio::sync::{mpsc, oneshot};
 
-use super::backend::{AgentProcess, AgentSpec, Exit, LaunchError, LaunchObserver, Launched};
+use super::backend::{AgentHandle, AgentSpec, Exit, LaunchError, LaunchObserver, Launched};
 use super::session::{Control, Session, StartFailure, StopReason};
 use super::{ManagerState, initial_prompt, reason_for_exit};
 use crate::clock::now_ms;
@@ -33,12 +33,11 @@ struct RecordSpawn<'a> {
 
 #[async_trait::async_trait]
 impl LaunchObserver for RecordSpawn<'_> {
-    async fn spawned(&self, process: &AgentProcess) {
-        let process = *process;
+    async fn spawned(&self, agent: &AgentHandle) {
         self.inner
             .record(self.session, |state| {
-                state.process = Some(process);
-                state.port = Some(process.endpoint.port);
+                state.process = Some(agent.clone());
+                state.port = Some(agent.endpoint.port());
             })
             .await;
     }
@@ -76,9 +75,9 @@ pub(super) async fn supervise(
                     result = inner.backend.launch(spec, port_hint, &observer) => result,
                     command = next_stop(&mut commands) => {
                         // Dropping the launch kills whatever it spawned; wait until that is gone.
-                        if let Some(process) = session.state().process {
-                            inner.backend.stop(&process, Duration::ZERO).await;
-                            inner.backend.release(&process);
+                        if let Some(agent) = session.state().process {
+                            inner.backend.stop(&agent, Duration::ZERO).await;
+                            inner.backend.release(&agent);
                         }
                         finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed)).await;
                         acknowledge(command);
@@ -89,7 +88,7 @@ pub(super) async fn supervise(
             (None, None) => return,
         };
         let start_seconds = (now_ms() - session.started_at_ms).max(0) as f64 / 1000.0;
-        let Launched { process, mut exited } = match launched {
+        let Launched { agent, mut exited } = match launched {
             Ok(launched) => {
                 crate::telemetry::session_start("active", start_seconds);
                 launched
@@ -104,34 +103,34 @@ pub(super) async fn supervise(
         };
         session.touch();
         let backend = inner.backend.clone();
+        let checked = agent.clone();
         session.connections.check_endpoint_with(crate::proxy::EndpointCheck::new(move || {
-            backend.owns_endpoint(&process)
+            backend.owns_endpoint(&checked)
         }));
         inner
             .record(&session, |state| {
                 state.status = SessionStatus::Active;
-                state.process = Some(process);
-                state.port = Some(process.endpoint.port);
+                state.process = Some(agent.clone());
+                state.port = Some(agent.endpoint.port());
             })
             .await;
-        tracing::info!(session_id = %session.id, port = process.endpoint.port, "session active");
+        tracing::info!(session_id = %session.id, endpoint = %agent.endpoint, "session active");
         if let Some(message) = first_message.take() {
             tokio::spawn(initial_prompt::deliver(inner.clone(), session.clone(), message));
         }
 
-        let exit = match watch_running(&inner, &session, &process, &mut exited, &mut commands).await
-        {
+        let exit = match watch_running(&inner, &session, &agent, &mut exited, &mut commands).await {
             Running::Exited(exit) => exit,
             Running::Stopped(reason, done) => {
-                stop_agent(&inner, &session, &process, &mut exited, reason).await;
+                stop_agent(&inner, &session, &agent, &mut exited, reason).await;
                 let _ = done.send(());
                 drain_commands(&mut commands);
                 return;
             }
         };
         // The agent ended by itself: clear out what it left in its group.
-        inner.backend.stop(&process, inner.policy.stop_grace).await;
-        inner.backend.release(&process);
+        inner.backend.stop(&agent, inner.policy.stop_grace).await;
+        inner.backend.release(&agent);
         let (code, reason) = reason_for_exit(exit);
         finish(&inner, &session, SessionStatus::Exited, code, Some(reason)).await;
         tracing::info!(session_id = %session.id, exit_code = code, reason = reason.as_str(), "agent exited");
@@ -187,7 +186,7 @@ enum Running {
 async fn watch_running(
     inner: &ManagerState,
     session: &Session,
-    process: &AgentProcess,
+    agent: &AgentHandle,
     exited: &mut oneshot::Receiver<Exit>,
     commands: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Running {
@@ -202,14 +201,14 @@ async fn watch_running(
             exit = &mut *exited => return Running::Exited(exit.unwrap_or(Exit::Code(-1))),
             command = commands.recv() => match command {
                 Some(Control::Stop { reason, done }) => return Running::Stopped(reason, done),
-                Some(Control::CheckHealth) => refresh_agent_status(inner, session, process).await,
+                Some(Control::CheckHealth) => refresh_agent_status(inner, session, agent).await,
                 None => {
                     let (done, _) = oneshot::channel();
                     return Running::Stopped(StopReason::ServerShutdown, done);
                 }
             },
             _ = ticks.tick() => {
-                refresh_agent_status(inner, session, process).await;
+                refresh_agent_status(inner, session, agent).await;
                 inner.backend.maintain(&session.id);
                 if is_idle(inner, session) {
                     tracing::info!(session_id = %session.id, "idle timeout reached");
@@ -221,13 +220,14 @@ async fn watch_running(
     }
 }
 
-async fn refresh_agent_status(inner: &ManagerState, session: &Session, process: &AgentProcess) {
-    if !inner.backend.owns_endpoint(process) {
-        tracing::warn!(session_id = %session.id, port = process.endpoint.port, "something other than the agent listens on its port");
+async fn refresh_agent_status(inner: &ManagerState, session: &Session, agent: &AgentHandle) {
+    if !inner.backend.owns_endpoint(agent) {
+        tracing::warn!(session_id = %session.id, endpoint = %agent.endpoint, "something other than the agent listens on its port");
         return;
     }
-    let port = process.endpoint.port;
-    let status = crate::upstream::agent_status(&inner.client, port, Duration::from_secs(2)).await;
+    let endpoint = inner.backend.endpoint(agent);
+    let status =
+        crate::upstream::agent_status(&inner.client, &endpoint, Duration::from_secs(2)).await;
     if let Some(status) = status
         && session.state().agent_status.as_deref() != Some(status.as_str())
     {
@@ -247,13 +247,13 @@ fn is_idle(inner: &ManagerState, session: &Session) -> bool {
 async fn stop_agent(
     inner: &ManagerState,
     session: &Session,
-    process: &AgentProcess,
+    agent: &AgentHandle,
     exited: &mut oneshot::Receiver<Exit>,
     reason: StopReason,
 ) {
     inner.record(session, |state| state.status = SessionStatus::Stopping).await;
-    inner.backend.stop(process, inner.policy.stop_grace).await;
-    inner.backend.release(process);
+    inner.backend.stop(agent, inner.policy.stop_grace).await;
+    inner.backend.release(agent);
     let code = match exited.try_recv() {
         Ok(Exit::Code(code)) => Some(code),
         _ => None,

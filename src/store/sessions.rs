@@ -22,9 +22,9 @@ pub struct SessionRow {
     pub user_id: String,
     pub status: SessionStatus,
     pub port: Option<u16>,
-    pub pid: Option<i32>,
-    /// The process start time (`/proc/<pid>/stat` field 22), to recognise the same process.
-    pub pid_start_ticks: Option<u64>,
+    /// What the session's backend needs to find its agent again: opaque versioned JSON,
+    /// read only by that backend; `None` while no agent exists.
+    pub backend_ref: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub env_names: Vec<String>,
     pub started_at_ms: i64,
@@ -77,32 +77,31 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 /// takes milliseconds off every start and lets starts run at the rate of memory writes.
 const SESSION_WRITES: Durability = Durability::ProcessCrash;
 
-const COLUMNS: &str = "id, user_id, status, port, pid, pid_start_ticks, tags, env_names, \
-    started_at, ended_at, exit_code, exit_reason, agent_status, initial_message, restarts";
+const COLUMNS: &str = "id, user_id, status, port, backend_ref, tags, env_names, started_at, \
+    ended_at, exit_code, exit_reason, agent_status, initial_message, restarts";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let text = |index: usize| row.get::<_, String>(index);
     let status: String = text(2)?;
-    let tags: String = text(6)?;
-    let env_names: String = text(7)?;
-    let exit_reason: Option<String> = row.get(11)?;
-    let initial: Option<String> = row.get(13)?;
+    let tags: String = text(5)?;
+    let env_names: String = text(6)?;
+    let exit_reason: Option<String> = row.get(10)?;
+    let initial: Option<String> = row.get(12)?;
     Ok(SessionRow {
         id: text(0)?,
         user_id: text(1)?,
         status: SessionStatus::parse(&status).unwrap_or(SessionStatus::Failed),
         port: row.get::<_, Option<i64>>(3)?.and_then(|port| u16::try_from(port).ok()),
-        pid: row.get(4)?,
-        pid_start_ticks: row.get::<_, Option<i64>>(5)?.and_then(|t| u64::try_from(t).ok()),
+        backend_ref: row.get(4)?,
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         env_names: serde_json::from_str(&env_names).unwrap_or_default(),
-        started_at_ms: row.get(8)?,
-        ended_at_ms: row.get(9)?,
-        exit_code: row.get(10)?,
+        started_at_ms: row.get(7)?,
+        ended_at_ms: row.get(8)?,
+        exit_code: row.get(9)?,
         exit_reason: exit_reason.as_deref().and_then(ExitReason::parse),
-        agent_status: row.get(12)?,
+        agent_status: row.get(11)?,
         initial_message: initial.as_deref().and_then(InitialMessageState::parse),
-        restarts: row.get(14)?,
+        restarts: row.get(13)?,
     })
 }
 
@@ -146,15 +145,14 @@ impl SessionStore for SqliteSessions {
             transaction.execute(
                 &format!(
                     "INSERT INTO sessions ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 params![
                     row.id,
                     row.user_id,
                     row.status.as_str(),
                     row.port,
-                    row.pid,
-                    row.pid_start_ticks.map(|t| t as i64),
+                    row.backend_ref,
                     tags,
                     env_names,
                     row.started_at_ms,
@@ -184,15 +182,14 @@ impl SessionStore for SqliteSessions {
     async fn save_state(&self, row: SessionRow) -> anyhow::Result<()> {
         self.write(move |connection| {
             connection.execute(
-                "UPDATE sessions SET status = ?2, port = ?3, pid = ?4, pid_start_ticks = ?5, \
-                 ended_at = ?6, exit_code = ?7, exit_reason = ?8, agent_status = ?9, \
-                 initial_message = ?10, restarts = ?11 WHERE id = ?1",
+                "UPDATE sessions SET status = ?2, port = ?3, backend_ref = ?4, ended_at = ?5, \
+                 exit_code = ?6, exit_reason = ?7, agent_status = ?8, initial_message = ?9, \
+                 restarts = ?10 WHERE id = ?1",
                 params![
                     row.id,
                     row.status.as_str(),
                     row.port,
-                    row.pid,
-                    row.pid_start_ticks.map(|t| t as i64),
+                    row.backend_ref,
                     row.ended_at_ms,
                     row.exit_code,
                     row.exit_reason.map(ExitReason::as_str),
@@ -271,8 +268,9 @@ mod tests {
             user_id: user.into(),
             status: SessionStatus::Active,
             port: Some(9000),
-            pid: Some(42),
-            pid_start_ticks: Some(7),
+            backend_ref: Some(
+                r#"{"v":1,"kind":"local","pid":42,"start_ticks":7,"port":9000}"#.into(),
+            ),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             env_names: vec!["A".into()],
             started_at_ms: started,
@@ -439,5 +437,43 @@ mod tests {
         assert!(String::from_utf8_lossy(&page).contains("\"status\":\"exited\""));
         sessions.delete("b".into()).await.expect("delete");
         assert_eq!(total(sessions.search_json(all).await.expect("after delete")), 1);
+    }
+
+    #[tokio::test]
+    async fn rows_written_before_backend_ref_get_the_local_reference_of_their_agent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        // The schema as the build before `0008_backend_ref` left it (0001..0006).
+        let before = 6;
+        let old = rusqlite::Connection::open(&path).expect("open");
+        for sql in &crate::store::MIGRATIONS[..before] {
+            old.execute_batch(sql).expect("an old migration");
+        }
+        old.execute_batch(&format!("PRAGMA user_version = {before};")).expect("version");
+        old.execute_batch(
+            "INSERT INTO sessions (id, user_id, status, port, pid, pid_start_ticks, started_at) \
+             VALUES ('live', 'alice', 'active', 9001, 4242, 123456, 1), \
+                    ('never', 'bob', 'starting', NULL, NULL, NULL, 2), \
+                    ('no-ticks', 'carol', 'exited', 9003, 77, NULL, 3);",
+        )
+        .expect("old rows");
+        drop(old);
+        let sessions = SqliteSessions::new(Store::open(Location::File(path)).expect("upgrades"));
+        let get = |id: &str| {
+            let sessions = sessions.clone();
+            let id = id.to_string();
+            async move { sessions.get(id).await.expect("get").expect("kept") }
+        };
+        let live = get("live").await;
+        assert_eq!(
+            live.backend_ref.as_deref(),
+            Some(r#"{"v":1,"kind":"local","pid":4242,"start_ticks":123456,"port":9001}"#)
+        );
+        assert_eq!(live.port, Some(9001), "the port stays for API answers");
+        assert_eq!(get("never").await.backend_ref, None, "never spawned: nothing to find");
+        assert_eq!(
+            get("no-ticks").await.backend_ref.as_deref(),
+            Some(r#"{"v":1,"kind":"local","pid":77,"start_ticks":null,"port":9003}"#)
+        );
     }
 }

@@ -36,3 +36,4 @@ mod sessions;
 mod smuggling;
 mod support;
 mod typed_bodies;
+mod upgrade;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agentapi_proxy::config::Config;
+use agentapi_proxy::endpoint::{Endpoint, Host};
 use agentapi_proxy::proxy::{self, Activity, ProxySettings};
 use agentapi_proxy::shutdown::Shutdown;
 use axum::Router;
@@ -62,7 +63,7 @@ struct ProxyState {
     connections: Arc<proxy::AgentConnections>,
     settings: ProxySettings,
     shutdown: Shutdown,
-    port: u16,
+    endpoint: Endpoint,
     activity: Arc<Counts>,
     /// Whose stream budget the proxied streams count against.
     user: Arc<str>,
@@ -93,8 +94,14 @@ pub fn test_config() -> Config {
 }
 
 impl Proxy {
-    /// Starts a proxy to `port` with [`test_config`] changed by `configure`.
+    /// Starts a proxy to `127.0.0.1:port` with [`test_config`] changed by `configure`.
     pub async fn start(port: u16, configure: impl FnOnce(&mut Config)) -> Self {
+        let endpoint = Endpoint::new(Host::Ip(std::net::Ipv4Addr::LOCALHOST.into()), port);
+        Self::start_at(endpoint, configure).await
+    }
+
+    /// Starts a proxy to `endpoint` with [`test_config`] changed by `configure`.
+    pub async fn start_at(endpoint: Endpoint, configure: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config();
         configure(&mut config);
         let settings = ProxySettings::from_config(&config);
@@ -105,7 +112,7 @@ impl Proxy {
             connections: Arc::default(),
             settings,
             shutdown: shutdown.clone(),
-            port,
+            endpoint,
             activity: activity.clone(),
             user: "proxy-path-test".into(),
         });
@@ -165,7 +172,7 @@ async fn handle(
                 &state.connections,
                 &state.settings,
                 &state.shutdown,
-                state.port,
+                &state.endpoint,
                 &rest,
                 &proxy::Peer::new(peer, &state.settings.trusted_proxies),
                 &state.user,

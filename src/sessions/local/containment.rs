@@ -22,7 +22,7 @@ mod cgroups;
 mod descendants;
 mod enter;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -230,30 +230,23 @@ impl Containment {
         }
     }
 
-    /// After recovery: ends whatever is left of sessions that were not taken back (their
-    /// cgroups, or in the fallback the processes carrying their session directory).
-    pub async fn sweep_leftovers(&self, reap: &(dyn Fn() + Sync)) {
-        let kept: HashSet<String> = self.leaders().values().cloned().collect();
+    /// The sessions that have something on this host: their cgroups, or in the fallback
+    /// the processes carrying their session directory in their environment. Blocking.
+    pub fn sessions_found(&self) -> BTreeSet<String> {
         match &self.cgroups {
-            Some(cgroups) => {
-                for session_id in cgroups.existing() {
-                    if !kept.contains(&session_id) {
-                        tracing::info!(
-                            session_id,
-                            "removing a cgroup left over from a previous run"
-                        );
-                        self.end_session(&session_id, reap).await;
-                    }
-                }
-            }
-            None => {
-                let killed = self.records.kill_strangers(&kept);
-                if killed > 0 {
-                    tracing::info!(killed, "killed processes left over from a previous run");
-                    reap();
-                }
-            }
+            Some(cgroups) => cgroups.existing(),
+            None => self.records.sessions_in_environment(),
         }
+    }
+
+    /// Ends whatever is left of a session no agent of this server belongs to (left over
+    /// from a previous run): kills it, removes its cgroup.
+    pub async fn end_orphan(&self, session_id: &str, reap: &(dyn Fn() + Sync)) {
+        if self.leaders().values().any(|session| session == session_id) {
+            return; // taken back after all: not an orphan
+        }
+        tracing::info!(session_id, "ending what a previous run left of a session");
+        self.end_session(session_id, reap).await;
     }
 }
 

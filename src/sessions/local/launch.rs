@@ -12,10 +12,9 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::ownership::{self, Agent, PortOwner};
+use super::reference::LocalRef;
 use super::{LocalBackend, isolation, keepers, procfs};
-use crate::sessions::backend::{
-    AgentProcess, AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched,
-};
+use crate::sessions::backend::{AgentSpec, Endpoint, Exit, LaunchError, LaunchObserver, Launched};
 
 /// Attempts on different ports before giving up on a port conflict.
 const PORT_ATTEMPTS: usize = 3;
@@ -66,11 +65,9 @@ pub(super) async fn launch(
         let (pid, mut exited, output) =
             spawn(backend, spec, port, &dir, uid).map_err(LaunchError::Internal)?;
         guard.group = Some(pid);
-        let process = AgentProcess {
-            pid,
-            start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks),
-            endpoint: Endpoint { host: std::net::Ipv4Addr::LOCALHOST.into(), port },
-        };
+        let process =
+            LocalRef { pid, start_ticks: procfs::stat(pid).map(|stat| stat.start_ticks), port };
+        let agent = process.handle().map_err(LaunchError::Internal)?;
         let keeper = keepers::Pending::new(
             &backend.proxy_bin,
             &logs,
@@ -81,8 +78,8 @@ pub(super) async fn launch(
         // Recording the process (a durable write) and polling for readiness overlap; both
         // finish before the launch reports anything, so the store never sees `active` first.
         let (_, readiness) = tokio::join!(
-            observer.spawned(&process),
-            wait_until_ready(backend, Agent { group: pid, port }, &mut exited, deadline)
+            observer.spawned(&agent),
+            wait_until_ready(backend, &agent.endpoint, pid, &mut exited, deadline)
         );
         // What the agent wrote until now is in its log before anyone hears of the start.
         let keeper = keeper.readiness_known(matches!(readiness, Readiness::Ready)).await;
@@ -105,7 +102,7 @@ pub(super) async fn launch(
                     return Err(LaunchError::PortSquatting { details });
                 }
                 guard.disarm();
-                return Ok(Launched { process, exited });
+                return Ok(Launched { agent, exited });
             }
             Readiness::Stranger => {
                 // Dropping the guard releases the port; `taken` keeps this start off it.
@@ -157,8 +154,9 @@ fn spawn(
     // Close-on-exec: no other session's agent, spawned meanwhile, may inherit either end.
     let (output, log) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .context("while creating the agent's output pipe")?;
-    let argv = backend.agent_argv(spec, port);
-    let mut command = if backend.needs_script(spec) {
+    let place = backend.placement(port, dir);
+    let argv = backend.command.argv(spec, &place);
+    let mut command = if backend.command.needs_script(spec) {
         let mut command = backend.isolation.command(&backend.shell, uid);
         command.arg("--noprofile").arg("--norc").arg(&backend.script).args(&argv);
         command
@@ -169,7 +167,7 @@ fn spawn(
         command.args(args);
         command
     };
-    command.env_clear().envs(backend.agent_env(spec, port, dir)).current_dir(dir);
+    command.env_clear().envs(backend.command.environment(spec, &place)).current_dir(dir);
     let entry = backend.containment.prepare(&spec.session_id)?;
     let pid = entry.spawn(command, log, backend.isolation.credentials(uid))?;
     drop(entry);
@@ -188,11 +186,12 @@ fn spawn(
 /// the session's; a stranger's listener ends the wait at once.
 async fn wait_until_ready(
     backend: &LocalBackend,
-    agent: Agent,
+    endpoint: &Endpoint,
+    group: i32,
     exited: &mut oneshot::Receiver<Exit>,
     deadline: Instant,
 ) -> Readiness {
-    let port = agent.port;
+    let port = endpoint.port();
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
@@ -201,13 +200,14 @@ async fn wait_until_ready(
         }
         let probe_timeout = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         let connect_probing = started.elapsed() < CONNECT_PROBING;
-        let listening = !connect_probing || accepts_connections(port, probe_timeout).await;
+        let listening = !connect_probing || accepts_connections(endpoint, probe_timeout).await;
         if listening {
-            match ownership::port_owner(agent.group, port) {
+            match ownership::port_owner(group, port) {
                 PortOwner::Stranger => return Readiness::Stranger,
                 PortOwner::Session => {
                     let status =
-                        crate::upstream::agent_status(&backend.client, port, probe_timeout).await;
+                        crate::upstream::agent_status(&backend.client, endpoint, probe_timeout)
+                            .await;
                     if status.is_some() {
                         return Readiness::Ready;
                     }
@@ -234,10 +234,9 @@ async fn wait_until_ready(
     }
 }
 
-/// Whether something accepts TCP connections on the agent's port.
-async fn accepts_connections(port: u16, timeout: Duration) -> bool {
-    let connect = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
-    matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
+/// Whether something accepts TCP connections on the agent's endpoint.
+async fn accepts_connections(endpoint: &Endpoint, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, endpoint.connect()).await, Ok(Ok(_)))
 }
 
 /// The end of the failed agent's output, once its keeper has written all of it.

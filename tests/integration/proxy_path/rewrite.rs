@@ -1,11 +1,12 @@
 //! What reaches the agent: the target exactly as sent, `Host` always the agent's, credentials
 //! and untrusted forwarding headers gone, and what comes back: no agent CORS or cookies.
 
+use agentapi_proxy::endpoint::{Endpoint, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::{Harness, ID, Proxy, header_values, raw_exchange};
-use crate::echo_agent::DEADLINE;
+use crate::echo_agent::{DEADLINE, EchoAgent};
 
 #[tokio::test]
 async fn path_and_query_reach_the_agent_exactly_as_sent() {
@@ -63,6 +64,21 @@ async fn dot_segments_encoded_slashes_and_double_slashes_are_not_normalised() {
     let request_line = head.lines().next().expect("request line");
     assert_eq!(request_line, format!("GET {target} HTTP/1.1"));
     assert!(head.contains(&format!("host: 127.0.0.1:{port}\r\n")), "{head}");
+}
+
+#[tokio::test]
+async fn an_agent_reached_by_name_is_still_told_a_loopback_host() {
+    let agent = EchoAgent::start(&[], &[]).await;
+    let named = Endpoint::new(Host::Name("localhost".into()), agent.port);
+    let proxy = Proxy::start_at(named, |_| {}).await;
+    let request = format!(
+        "GET /{ID}/debug/request HTTP/1.1\r\nHost: proxy.example\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _, body) = raw_exchange(proxy.address, &request).await;
+    assert_eq!(status, 200, "the agent accepted the host it saw");
+    let debug: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let loopback = format!("127.0.0.1:{}", agent.port);
+    assert_eq!(header_values(&debug, "host"), [loopback.as_str()]);
 }
 
 #[tokio::test]

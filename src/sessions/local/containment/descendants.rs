@@ -9,7 +9,7 @@
 //! What it can miss: a process that double-forks between two looks, after clearing its
 //! environment, under a uid shared with other sessions (docs/security.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -111,23 +111,15 @@ impl Records {
         signalled.len()
     }
 
-    /// Kills the processes of sessions that are not in `keep` (left over from a previous
-    /// run): found by the session directory in their environment.
-    pub fn kill_strangers(&self, keep: &HashSet<String>) -> usize {
+    /// The sessions whose directory some live process carries in its environment.
+    pub fn sessions_in_environment(&self) -> BTreeSet<String> {
         let prefix = format!("APX_SESSION_DIR={}/", self.sessions_dir.display());
         let me = std::process::id() as i32;
-        let mut killed = 0;
-        for process in procfs::all_processes() {
-            if process.pid == me || process.pid == 1 || process.is_zombie() {
-                continue;
-            }
-            let Some(session) = environment_value(process.pid, &prefix) else { continue };
-            if !keep.contains(&session) {
-                let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
-                killed += 1;
-            }
-        }
-        killed
+        procfs::all_processes()
+            .iter()
+            .filter(|process| process.pid != me && process.pid != 1 && !process.is_zombie())
+            .filter_map(|process| environment_value(process.pid, &prefix))
+            .collect()
     }
 
     /// The session whose directory `pid` carries in its environment (an adopted agent).
