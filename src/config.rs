@@ -11,12 +11,12 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-pub use load::{
-    ConfigSource, DEFAULT_CONFIG_FILE, ENV_PREFIX, FlagOverrides, LoadOptions, Loaded, load,
-};
 pub use kubernetes::{
     is_dns_label, is_dns_subdomain, is_label_value, is_qualified_name, is_quantity,
     validate_kubernetes,
+};
+pub use load::{
+    ConfigSource, DEFAULT_CONFIG_FILE, ENV_PREFIX, FlagOverrides, LoadOptions, Loaded, load,
 };
 pub use schema::*;
 pub use validate::{

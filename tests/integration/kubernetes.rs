@@ -142,7 +142,10 @@ async fn a_session_is_a_service_owning_its_secret_pod_claim_and_policy_ready_whe
         );
         if resource != Resource::Services {
             let owner = &object["metadata"]["ownerReferences"][0];
-            assert_eq!((owner["kind"].as_str(), owner["uid"].as_str()), (Some("Service"), Some(service_uid)));
+            assert_eq!(
+                (owner["kind"].as_str(), owner["uid"].as_str()),
+                (Some("Service"), Some(service_uid))
+            );
         }
     }
     let pod_object = fake.get(Resource::Pods, NS, &name).expect("a Pod");
@@ -162,7 +165,10 @@ async fn a_session_is_a_service_owning_its_secret_pod_claim_and_policy_ready_whe
     let policy = fake.get(Resource::NetworkPolicies, NS, &name).expect("a policy");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 3284);
     let probe = &pod_object["spec"]["containers"][0]["readinessProbe"]["httpGet"];
-    assert_eq!((probe["path"].as_str(), probe["httpHeaders"][0]["value"].as_str()), (Some("/status"), Some("localhost")));
+    assert_eq!(
+        (probe["path"].as_str(), probe["httpHeaders"][0]["value"].as_str()),
+        (Some("/status"), Some("localhost"))
+    );
 
     backend.wait_ready(&pod, deadline()).await.expect("ready");
     let pod_now = fake.get(Resource::Pods, NS, &name).expect("the Pod");
@@ -253,9 +259,12 @@ async fn list_finds_live_sessions_and_orphans_are_deleted() {
         listed.iter().map(|s| s.session_id.clone()).collect::<Vec<_>>(),
         vec![session_id(6), session_id(7)]
     );
-    assert!(listed.iter().all(|s| s.phase
-        == Some(agentapi_proxy::sessions::kubernetes::PodPhase::Ready)
-        && s.service.is_some()));
+    assert!(
+        listed
+            .iter()
+            .all(|s| s.phase == Some(agentapi_proxy::sessions::kubernetes::PodPhase::Ready)
+                && s.service.is_some())
+    );
     let found_orphan = listed.iter().find(|s| s.session_id == session_id(7)).expect("listed");
     backend.delete_orphan(found_orphan, GRACE).await.expect("deleted");
     let listed = backend.list().await.expect("list");
@@ -281,14 +290,29 @@ async fn dropped_watches_and_410_gone_do_not_hide_readiness_or_the_end() {
         let (backend, pod) = (backend.clone(), pod.clone());
         async move { backend.wait_ready(&pod, deadline()).await }
     });
-    let watches = || fake.requests().iter().filter(|r| r.contains("watch=true")).count();
-    wait_until("a watch", WAIT, || async { (watches() >= 1).then_some(()) }).await;
+    let count = |watching: bool| {
+        let pods = format!("GET /api/v1/namespaces/{NS}/pods?");
+        let requests = fake.requests();
+        requests
+            .iter()
+            .filter(|r| r.starts_with(&pods) && r.contains("watch=true") == watching)
+            .count()
+    };
+    wait_until("a watch", WAIT, || async { (count(true) >= 1).then_some(()) }).await;
+    // A dropped watch resumes from the version it had seen, without a new list.
+    fake.drop_watches();
+    wait_until("a resumed watch", WAIT, || async { (count(true) >= 2).then_some(()) }).await;
+    assert_eq!(count(false), 1, "resumed without listing: {:#?}", fake.requests());
+    // Changes the watch does not see, then compaction: its version is too old → 410 → relist.
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/namespaces/{NS}/secrets", fake.url()))
+        .json(&serde_json::json!({"metadata": {"name": "unrelated"}}))
+        .send()
+        .await
+        .expect("an unrelated change");
     fake.compact();
     fake.drop_watches();
-    wait_until("a resumed watch", WAIT, || async { (watches() >= 2).then_some(()) }).await;
-    fake.compact();
-    fake.drop_watches();
-    wait_until("a relisted watch", WAIT, || async { (watches() >= 3).then_some(()) }).await;
+    wait_until("a relist after 410", WAIT, || async { (count(false) >= 2).then_some(()) }).await;
     std::fs::write(&gate_file, b"").expect("open the gate");
     tokio::time::timeout(WAIT, waiting).await.expect("in time").expect("task").expect("ready");
 
@@ -296,8 +320,8 @@ async fn dropped_watches_and_410_gone_do_not_hide_readiness_or_the_end() {
         let (backend, pod) = (backend.clone(), pod.clone());
         async move { backend.watch_exit(&pod).await }
     });
-    let before = watches();
-    wait_until("the exit watch", WAIT, || async { (watches() > before).then_some(()) }).await;
+    let before = count(true);
+    wait_until("the exit watch", WAIT, || async { (count(true) > before).then_some(()) }).await;
     fake.compact();
     fake.drop_watches();
     fake.evict(NS, &pod.pod).await;
@@ -316,10 +340,18 @@ async fn an_unreachable_api_server_fails_launches_as_unavailable_while_agents_ke
     assert_eq!(status_through(&pod).await["agent_type"], "echo");
     let listed = backend.list().await.expect_err("down");
     assert!(listed.is_unavailable(), "{listed:?}");
+    let exit = tokio::spawn({
+        let (backend, pod) = (backend.clone(), pod.clone());
+        async move { backend.watch_exit(&pod).await }
+    });
     fake.come_back().await;
     assert_eq!(backend.list().await.expect("back").len(), 1);
     let logs = backend.logs(&pod, 50).await.expect("logs");
     assert!(logs.len() < 1_000_000);
+    // A watch started while the API server was away sees the end once it is back.
+    fake.evict(NS, &pod.pod).await;
+    let failure = tokio::time::timeout(WAIT, exit).await.expect("in time").expect("task");
+    assert_eq!(failure.reason, "Evicted");
 }
 
 /// Launch→ready against the fake, for the report beside the local backend's `/start`.
@@ -335,6 +367,9 @@ async fn launch_to_ready_p50_against_the_fake() {
         backend.stop(&pod, GRACE).await.expect("stop");
     }
     took.sort();
-    eprintln!("kubernetes launch→ready against the fake: p50 {:?}, all {took:?}", took[took.len() / 2]);
+    eprintln!(
+        "kubernetes launch→ready against the fake: p50 {:?}, all {took:?}",
+        took[took.len() / 2]
+    );
     assert!(took[took.len() / 2] < WAIT);
 }

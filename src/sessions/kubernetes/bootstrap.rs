@@ -35,9 +35,7 @@ exec bash --noprofile --norc -c "$script" apx-agent "${argv[@]}"
 
 /// The container's `command`.
 pub fn command() -> Vec<String> {
-    ["bash", "--noprofile", "--norc", "-c", BOOTSTRAP, "apx-bootstrap"]
-        .map(String::from)
-        .to_vec()
+    ["bash", "--noprofile", "--norc", "-c", BOOTSTRAP, "apx-bootstrap"].map(String::from).to_vec()
 }
 
 /// Whether a request may set `name` (it is not one the backend sets).
@@ -77,7 +75,12 @@ mod tests {
         let argv: Vec<String> = ["printf", "[%s]", "a b", "$(HOME)", "--bind=$(POD_IP)", "", "*"]
             .map(String::from)
             .to_vec();
-        let data = secret_data(&BTreeMap::new(), "apxs_t", "env | grep -c APX_ARG_ || true; exec \"$@\"", &argv);
+        let data = secret_data(
+            &BTreeMap::new(),
+            "apxs_t",
+            "env | grep -c APX_ARG_ || true; exec \"$@\"",
+            &argv,
+        );
         let output = std::process::Command::new("bash")
             .args(&command()[1..])
             .env_clear()

@@ -33,8 +33,7 @@ impl KubernetesBackend {
                 request.session_id
             )));
         }
-        if let Some(reserved) = request.environment.keys().find(|n| bootstrap::is_backend_env(n))
-        {
+        if let Some(reserved) = request.environment.keys().find(|n| bootstrap::is_backend_env(n)) {
             return Err(KubeError::Invalid(format!(
                 "{reserved} is set by the Kubernetes backend and cannot be requested"
             )));
@@ -89,7 +88,8 @@ impl KubernetesBackend {
             .await
             .map_err(|error| KubeError::from_client("creating the session's Secret", error))?;
         if let Some(claim) = blueprint.claim(owner) {
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+            let claims: Api<PersistentVolumeClaim> =
+                Api::namespaced(self.client.clone(), namespace);
             claims
                 .create(&post, &claim)
                 .await
@@ -111,9 +111,7 @@ impl KubernetesBackend {
     /// the endpoint, before `deadline`. A Pod that cannot start or ends first fails with the
     /// cluster's reason. Nothing is deleted here; the caller stops a failed session.
     pub async fn wait_ready(&self, pod: &PodRef, deadline: Instant) -> Result<(), KubeError> {
-        let timeout = || KubeError::Timeout {
-            seconds: self.config.ready_timeout_seconds,
-        };
+        let timeout = || KubeError::Timeout { seconds: self.config.ready_timeout_seconds };
         let ready = follow(self.pods(), &pod.pod, |seen| match seen {
             Seen::Phase(PodPhase::Ready) => Some(Ok(())),
             Seen::Phase(PodPhase::Ended(failure)) => Some(Err(failure.clone())),

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     EnvVarSource, HTTPGetAction, HTTPHeader, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
-    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -143,14 +142,12 @@ impl Blueprint<'_> {
         if !self.config.network_policy {
             return None;
         }
-        let namespace_selector = (!self.config.proxy_namespace.is_empty()).then(|| {
-            LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".to_string(),
-                    self.config.proxy_namespace.clone(),
-                )])),
-                ..LabelSelector::default()
-            }
+        let namespace_selector = (!self.config.proxy_namespace.is_empty()).then(|| LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                self.config.proxy_namespace.clone(),
+            )])),
+            ..LabelSelector::default()
         });
         Some(NetworkPolicy {
             metadata: self.metadata(Some(owner)),
@@ -210,9 +207,8 @@ impl Blueprint<'_> {
                 enable_service_links: Some(false),
                 node_selector: (!config.node_selector.is_empty())
                     .then(|| config.node_selector.clone()),
-                tolerations: (!config.tolerations.is_empty()).then(|| {
-                    config.tolerations.iter().map(toleration).collect()
-                }),
+                tolerations: (!config.tolerations.is_empty())
+                    .then(|| config.tolerations.iter().map(toleration).collect()),
                 security_context: Some(PodSecurityContext {
                     run_as_non_root: Some(true),
                     run_as_user: Some(AGENT_UID),
@@ -236,10 +232,7 @@ impl Blueprint<'_> {
         let config = self.config;
         let port = i32::from(config.agent_port);
         let field = |path: &str| EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                api_version: None,
-            }),
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
             ..EnvVarSource::default()
         };
         let downward = [
@@ -248,7 +241,9 @@ impl Blueprint<'_> {
             ("POD_NAMESPACE", "metadata.namespace"),
         ];
         let mut quantities = BTreeMap::new();
-        for (resource, value) in [("cpu", &config.resources.cpu), ("memory", &config.resources.memory)] {
+        for (resource, value) in
+            [("cpu", &config.resources.cpu), ("memory", &config.resources.memory)]
+        {
             if !value.is_empty() {
                 quantities.insert(resource.to_string(), Quantity(value.clone()));
             }

@@ -95,7 +95,10 @@ pub fn failure_of(pod: &Pod) -> Option<PodFailure> {
     })
 }
 
-fn terminated_failure(terminated: &ContainerStateTerminated, pod_reason: Option<&str>) -> PodFailure {
+fn terminated_failure(
+    terminated: &ContainerStateTerminated,
+    pod_reason: Option<&str>,
+) -> PodFailure {
     // An evicted Pod's container is killed; the Pod's own reason says why.
     let reason = pod_reason
         .or(terminated.reason.as_deref())
@@ -113,8 +116,7 @@ mod tests {
     use serde_json::json;
 
     fn pod(status: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status}))
-            .expect("a Pod")
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).expect("a Pod")
     }
 
     #[test]
@@ -137,7 +139,10 @@ mod tests {
         let unschedulable = pod(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
             "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}]}));
         let failure = failure_of(&unschedulable).expect("a failure");
-        assert_eq!((failure.reason.as_str(), failure.message.as_str()), ("Unschedulable", "0/1 nodes"));
+        assert_eq!(
+            (failure.reason.as_str(), failure.message.as_str()),
+            ("Unschedulable", "0/1 nodes")
+        );
         let exited = pod(json!({"phase": "Failed", "containerStatuses": [{"name": "agent",
             "ready": false, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}));

@@ -51,8 +51,9 @@ impl Backoff for Retry {
 pub async fn follow<T>(api: Api<Pod>, name: &str, mut done: impl FnMut(&Seen) -> Option<T>) -> T {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     loop {
-        let mut events =
-            watcher::watcher(api.clone(), config.clone()).backoff(Retry { next: FIRST_RETRY }).boxed();
+        let mut events = watcher::watcher(api.clone(), config.clone())
+            .backoff(Retry { next: FIRST_RETRY })
+            .boxed();
         let mut listed = false;
         // The watcher does not end by itself; should it, a new one starts with a fresh list.
         while let Some(event) = events.next().await {

@@ -36,8 +36,8 @@ fn documents() -> Vec<(String, Value)> {
 
 /// Parses `value` as `T` and checks nothing was lost on the way (unknown or misplaced keys).
 fn typed<T: DeserializeOwned + Serialize>(file: &str, value: &Value) -> T {
-    let parsed: T = serde_json::from_value(value.clone())
-        .unwrap_or_else(|error| panic!("{file}: {error}"));
+    let parsed: T =
+        serde_json::from_value(value.clone()).unwrap_or_else(|error| panic!("{file}: {error}"));
     let back = serde_json::to_value(&parsed).expect("serialisable");
     assert_eq!(&back, value, "{file}: keys the type does not know, or wrong types");
     parsed
@@ -73,7 +73,8 @@ fn every_manifest_parses_into_its_kubernetes_type() {
         }
         kinds.insert(kind);
     }
-    for needed in ["Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"]
+    for needed in
+        ["Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"]
     {
         assert!(kinds.contains(needed), "deploy/kubernetes has no {needed}");
     }
@@ -114,5 +115,8 @@ fn the_deployment_reads_the_database_url_from_a_secret() {
         .expect("a Deployment");
     let deployment: Deployment = typed(&file, &value);
     let text = serde_json::to_string(&deployment).expect("json");
-    assert!(text.contains(r#""secretKeyRef":{"key":"url","name":"agentapi-proxy-postgres"}"#), "{text}");
+    assert!(
+        text.contains(r#""secretKeyRef":{"key":"url","name":"agentapi-proxy-postgres"}"#),
+        "{text}"
+    );
 }

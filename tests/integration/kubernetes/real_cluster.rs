@@ -44,9 +44,8 @@ async fn a_session_runs_and_stops_on_a_real_cluster() {
         tags: BTreeMap::new(),
     };
     let pod = backend.launch(&request).await.expect("launch");
-    let ready = backend
-        .wait_ready(&pod, tokio::time::Instant::now() + Duration::from_secs(300))
-        .await;
+    let ready =
+        backend.wait_ready(&pod, tokio::time::Instant::now() + Duration::from_secs(300)).await;
     let logs = backend.logs(&pod, 50).await.unwrap_or_default();
     backend.stop(&pod, Duration::from_secs(10)).await.expect("stop");
     ready.unwrap_or_else(|error| panic!("not ready: {error}\n{logs}"));
