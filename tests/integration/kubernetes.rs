@@ -223,11 +223,30 @@ async fn image_pull_back_off_and_unschedulable_pods_fail_with_the_clusters_reaso
 async fn an_agent_that_exits_before_it_is_ready_fails_with_its_exit_code() {
     let Cluster { fake, backend, _dir } = cluster_with(settings()).await;
     let mut exits = request(&session_id(4));
-    exits.script = "exit 7".into();
+    exits.script = "echo no-agent-today >&2; exit 7".into();
     let pod = backend.launch(&exits).await.expect("launch");
     let failure = backend.wait_ready(&pod, deadline()).await.expect_err("it exits");
     let KubeError::PodFailed(failure) = failure else { panic!("{failure}") };
     assert_eq!(failure.exit_code, Some(7), "{failure}");
+    let logs = backend.logs(&pod, 10).await.expect("the container's log");
+    assert_eq!(logs, "no-agent-today\n");
+    backend.stop(&pod, GRACE).await.expect("stop");
+    assert!(nothing_left(&fake));
+}
+
+#[tokio::test]
+async fn a_pod_that_is_not_ready_by_the_deadline_times_out() {
+    let Cluster { fake, backend, _dir } = cluster_with(settings()).await;
+    let mut stuck = request(&session_id(11));
+    let never = tempfile::tempdir().expect("dir");
+    stuck.environment.insert("GATE".into(), never.path().join("never").display().to_string());
+    stuck.script = r#"until [[ -e "$GATE" ]]; do sleep 0.02; done; exec "$@""#.into();
+    let pod = backend.launch(&stuck).await.expect("launch");
+    let soon = tokio::time::Instant::now() + Duration::from_millis(300);
+    let error = backend.wait_ready(&pod, soon).await.expect_err("never ready");
+    assert!(matches!(error, KubeError::Timeout { .. }), "{error:?}");
+    let running = fake.get(Resource::Pods, NS, &pod.pod).expect("the Pod");
+    assert_eq!(running["status"]["phase"], "Running", "timed out while the Pod ran");
     backend.stop(&pod, GRACE).await.expect("stop");
     assert!(nothing_left(&fake));
 }
