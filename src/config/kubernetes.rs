@@ -272,4 +272,41 @@ mod tests {
         validate_kubernetes(&config, &mut out);
         assert_eq!(out.problems.len(), 5, "{:?}", out.problems);
     }
+
+    #[test]
+    fn selecting_the_backend_validates_the_block_and_says_it_is_not_wired_yet() {
+        let mut config = super::super::Config::default();
+        config.agent.backend = KUBERNETES_BACKEND.into();
+        let problems = super::super::validate::validate(&config).problems;
+        assert!(problems.iter().any(|p| p.contains("`kubernetes.image`")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("not wired")), "{problems:?}");
+        config.agent.backend = "local".into();
+        let problems = super::super::validate::validate(&config).problems;
+        assert!(!problems.iter().any(|p| p.contains("kubernetes")), "{problems:?}");
+    }
+
+    #[test]
+    fn the_file_shape_types_every_key_and_warns_of_unknown_ones() {
+        let shape = super::super::shape::config_shape();
+        let file = serde_json::json!({
+            "agent": {"backend": "kubernetes"},
+            "kubernetes": {
+                "agent_port": 3284, "labels": {"team": "red"}, "node_selector": {"pool": "a"},
+                "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule",
+                                 "toleration_seconds": 30}],
+                "storage": {"size": "1Gi"}, "imagee": "typo"
+            }
+        });
+        let mut out = Findings::default();
+        super::super::shape::check(&file, &shape, "", &mut out);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert!(out.warnings.iter().any(|w| w.contains("kubernetes.imagee")), "{:?}", out.warnings);
+        let bad = serde_json::json!({
+            "agent": {"backend": "mainframe"},
+            "kubernetes": {"agent_port": 70000, "tolerations": ["x"], "labels": {"a": 1}}
+        });
+        let mut out = Findings::default();
+        super::super::shape::check(&bad, &shape, "", &mut out);
+        assert_eq!(out.problems.len(), 4, "{:?}", out.problems);
+    }
 }
