@@ -112,7 +112,10 @@ pub struct ListedSession {
 /// A connection to the cluster and the settings of the objects it makes.
 #[derive(Clone)]
 pub struct KubernetesBackend {
+    /// For single requests: a hung API server fails them after [`REQUEST_TIMEOUT`].
     client: kube::Client,
+    /// For watches, which the server holds open for up to 290 s.
+    watch_client: kube::Client,
     config: KubernetesConfig,
     http: reqwest::Client,
 }
@@ -125,6 +128,10 @@ impl std::fmt::Debug for KubernetesBackend {
 
 /// How long connecting to the API server may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one API request (not a watch) may wait for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A watch connection silent for this long is dead (kube-rs asks for 290 s watches).
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl KubernetesBackend {
     /// Connects with the in-cluster service account when running in a Pod, else with
@@ -162,15 +169,21 @@ impl KubernetesBackend {
     ) -> Result<Self, KubeError> {
         client_config.connect_timeout = Some(CONNECT_TIMEOUT);
         client_config.default_namespace = config.namespace.clone();
-        let client = kube::Client::try_from(client_config)
-            .map_err(|error| KubeError::Config(error.to_string()))?;
+        let client_with = |read_timeout: Duration| {
+            let mut client_config = client_config.clone();
+            client_config.read_timeout = Some(read_timeout);
+            kube::Client::try_from(client_config)
+                .map_err(|error| KubeError::Config(error.to_string()))
+        };
+        let client = client_with(REQUEST_TIMEOUT)?;
+        let watch_client = client_with(WATCH_READ_TIMEOUT)?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(5))
             .no_proxy()
             .build()
             .map_err(|error| KubeError::Config(error.to_string()))?;
-        Ok(Self { client, config: config.clone(), http })
+        Ok(Self { client, watch_client, config: config.clone(), http })
     }
 
     pub fn config(&self) -> &KubernetesConfig {
@@ -179,6 +192,11 @@ impl KubernetesBackend {
 
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// Pods through the watch client (for [`watch::follow`]).
+    fn watched_pods(&self) -> Api<Pod> {
+        Api::namespaced(self.watch_client.clone(), &self.config.namespace)
     }
 
     fn services(&self) -> Api<Service> {

@@ -112,7 +112,7 @@ impl KubernetesBackend {
     /// cluster's reason. Nothing is deleted here; the caller stops a failed session.
     pub async fn wait_ready(&self, pod: &PodRef, deadline: Instant) -> Result<(), KubeError> {
         let timeout = || KubeError::Timeout { seconds: self.config.ready_timeout_seconds };
-        let ready = follow(self.pods(), &pod.pod, |seen| match seen {
+        let ready = follow(self.watched_pods(), &pod.pod, |seen| match seen {
             Seen::Phase(PodPhase::Ready) => Some(Ok(())),
             Seen::Phase(PodPhase::Ended(failure)) => Some(Err(failure.clone())),
             Seen::Gone => Some(Err(gone())),
@@ -153,7 +153,7 @@ impl KubernetesBackend {
     /// Resolves with why the Pod ended (exited, evicted, deleted) once it has. Survives
     /// dropped watches, `410 Gone` and an API server that goes away and comes back.
     pub async fn watch_exit(&self, pod: &PodRef) -> PodFailure {
-        follow(self.pods(), &pod.pod, |seen| match seen {
+        follow(self.watched_pods(), &pod.pod, |seen| match seen {
             Seen::Phase(PodPhase::Ended(failure)) => Some(failure.clone()),
             Seen::Gone => Some(gone()),
             Seen::Phase(_) => None,
@@ -179,7 +179,8 @@ impl KubernetesBackend {
             "deleting the session's Service",
         )?;
         let timeout = KubeError::Timeout { seconds: grace.as_secs() + STOP_SLACK.as_secs() };
-        let pod_gone = follow(self.pods(), &pod.pod, |seen| (*seen == Seen::Gone).then_some(()));
+        let pod_gone =
+            follow(self.watched_pods(), &pod.pod, |seen| (*seen == Seen::Gone).then_some(()));
         tokio::time::timeout_at(deadline, pod_gone).await.map_err(|_| timeout)?;
         self.wait_service_gone(&pod.service, deadline).await
     }

@@ -27,8 +27,9 @@ use super::names::{
 };
 use crate::config::KubernetesConfig;
 
-/// The uid and gid session containers run as (non-root; the image's agent user).
-pub const AGENT_UID: i64 = 1000;
+/// The uid and gid session containers run as: non-root, the `agentapi` user of the
+/// repository's `Dockerfile`.
+pub const AGENT_UID: i64 = 10001;
 /// Where the workspace volume (emptyDir, or the PVC) is mounted.
 pub const WORKSPACE: &str = "/workspace";
 /// The container's name.
@@ -205,6 +206,9 @@ impl Blueprint<'_> {
                 automount_service_account_token: Some(service_account),
                 service_account_name: service_account.then(|| config.service_account.clone()),
                 enable_service_links: Some(false),
+                // The pause container becomes PID 1: it reaps orphans, and the agent gets
+                // SIGTERM's default action (PID 1 ignores signals it does not handle).
+                share_process_namespace: Some(true),
                 node_selector: (!config.node_selector.is_empty())
                     .then(|| config.node_selector.clone()),
                 tolerations: (!config.tolerations.is_empty())
