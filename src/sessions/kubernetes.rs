@@ -235,35 +235,33 @@ impl KubernetesBackend {
             .await
             .map_err(|error| KubeError::from_client("listing session Pods", error))?;
         let mut sessions: BTreeMap<String, ListedSession> = BTreeMap::new();
-        let session_of = |labels: Option<&BTreeMap<String, String>>| {
-            labels.and_then(|labels| labels.get(SESSION_LABEL)).cloned()
-        };
-        let entry = |sessions: &mut BTreeMap<String, ListedSession>, id: String| {
-            sessions
-                .entry(id.clone())
-                .or_insert_with(|| ListedSession {
-                    session_id: id,
-                    service: None,
-                    pod: None,
-                    pod_uid: None,
-                    phase: None,
-                })
-                .clone()
-        };
         for service in services.items {
-            let Some(id) = session_of(service.metadata.labels.as_ref()) else { continue };
-            let mut listed = entry(&mut sessions, id.clone());
-            listed.service = service.metadata.name.clone();
-            sessions.insert(id, listed);
+            if let Some(listed) = listed_entry(&mut sessions, service.metadata.labels.as_ref()) {
+                listed.service = service.metadata.name.clone();
+            }
         }
         for pod in pods.items {
-            let Some(id) = session_of(pod.metadata.labels.as_ref()) else { continue };
-            let mut listed = entry(&mut sessions, id.clone());
-            listed.pod = pod.metadata.name.clone();
-            listed.pod_uid = pod.metadata.uid.clone();
-            listed.phase = Some(status::phase_of(&pod));
-            sessions.insert(id, listed);
+            if let Some(listed) = listed_entry(&mut sessions, pod.metadata.labels.as_ref()) {
+                listed.pod = pod.metadata.name.clone();
+                listed.pod_uid = pod.metadata.uid.clone();
+                listed.phase = Some(status::phase_of(&pod));
+            }
         }
         Ok(sessions.into_values().collect())
     }
+}
+
+/// The listed session an object's labels name, made on first sight; `None` without the label.
+fn listed_entry<'a>(
+    sessions: &'a mut BTreeMap<String, ListedSession>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Option<&'a mut ListedSession> {
+    let id = labels.and_then(|labels| labels.get(SESSION_LABEL))?;
+    Some(sessions.entry(id.clone()).or_insert_with(|| ListedSession {
+        session_id: id.clone(),
+        service: None,
+        pod: None,
+        pod_uid: None,
+        phase: None,
+    }))
 }

@@ -123,16 +123,23 @@ impl KubernetesBackend {
             Ok(Err(failure)) => return Err(KubeError::PodFailed(failure)),
             Ok(Ok(())) => {}
         }
-        let mut delay = Duration::from_millis(5);
-        loop {
-            if self.answers_status(pod).await {
-                return Ok(());
+        let answers = async {
+            let mut delay = Duration::from_millis(5);
+            loop {
+                if self.answers_status(pod).await {
+                    return Ok(());
+                }
+                if Instant::now() + delay >= deadline {
+                    return Err(timeout());
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(200));
             }
-            if Instant::now() + delay >= deadline {
-                return Err(timeout());
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(200));
+        };
+        // A Pod that ends while its agent is being asked fails with its reason, not a timeout.
+        tokio::select! {
+            answered = answers => answered,
+            failure = self.watch_exit(pod) => Err(KubeError::PodFailed(failure)),
         }
     }
 
