@@ -47,7 +47,9 @@ pub const RBAC_VERBS: &[(&str, &str, &[&str])] = &[
 pub struct LaunchRequest {
     pub session_id: String,
     pub user_id: String,
-    /// Every variable the agent gets (values go into the Secret only).
+    /// Every variable the agent gets (values go into the Secret only). `envFrom` overrides
+    /// the image's own variables, so host-specific ones (`PATH`, `HOME`, `TMPDIR`) should be
+    /// left out; `APX_SESSION_DIR` is normally [`WORKSPACE`].
     pub environment: BTreeMap<String, String>,
     pub session_token: String,
     /// The complete agent-server command line; `$(POD_IP)` in an element is the Pod's IP.
