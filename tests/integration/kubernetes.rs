@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agentapi_proxy::config::KubernetesConfig;
-use agentapi_proxy::sessions::kubernetes::{KubeError, KubernetesBackend, LaunchRequest, PodRef};
+use agentapi_proxy::sessions::kubernetes::{
+    KubeError, KubernetesBackend, LaunchRequest, PodPhase, PodRef,
+};
 use serde_json::Value;
 
 use crate::support::fake_kube::FakeKube;
@@ -292,6 +294,10 @@ async fn list_finds_live_sessions_and_orphans_are_deleted() {
     assert!(fake.get(Resource::Secrets, NS, &orphan.secret).is_none());
     let restored = PodRef::from_backend_ref(&kept.to_backend_ref()).expect("round trip");
     assert_eq!(restored, kept);
+    assert_eq!(backend.adopt(&restored).await.expect("adopt"), Some(PodPhase::Ready));
+    assert_eq!(backend.adopt(&orphan).await.expect("adopt"), None, "deleted");
+    let impostor = PodRef { pod_uid: "another-uid".into(), ..kept.clone() };
+    assert_eq!(backend.adopt(&impostor).await.expect("adopt"), None, "another Pod");
     assert_eq!(kept.to_backend_ref()["kind"], "kubernetes");
 }
 

@@ -211,6 +211,20 @@ impl KubernetesBackend {
         }
     }
 
+    /// Where a recorded session's Pod is, for re-adopting it (after a restart, or when this
+    /// replica takes over the lease): `None` when it is gone or is another Pod of that name
+    /// (its uid differs).
+    pub async fn adopt(&self, pod: &PodRef) -> Result<Option<PodPhase>, KubeError> {
+        let found = self
+            .pods()
+            .get_opt(&pod.pod)
+            .await
+            .map_err(|error| KubeError::from_client("looking up the session's Pod", error))?;
+        Ok(found
+            .filter(|found| found.metadata.uid.as_deref() == Some(pod.pod_uid.as_str()))
+            .map(|found| super::status::phase_of(&found)))
+    }
+
     /// Deletes what the cluster holds of a session that has no row (found by
     /// [`Self::list`]), with `grace` for its Pod; returns once it is gone.
     pub async fn delete_orphan(
