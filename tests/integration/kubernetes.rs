@@ -58,6 +58,7 @@ fn request(session_id: &str) -> LaunchRequest {
             ("APX_SESSION_DIR".into(), session_dir.display().to_string()),
             ("APX_PROXY_BIN".into(), binary().into()),
             ("GREETING".into(), "a-secret-value-0xC0FFEE".into()),
+            ("ECHO_AGENT_BOOT_MS".into(), "0".into()),
         ]),
         session_token: "apxs_token-value-0xBEEF".into(),
         argv: [binary(), "echo-agent", "server", "--bind", "$(POD_IP)", "--port", "3284"]
@@ -182,6 +183,27 @@ async fn a_session_is_a_service_owning_its_secret_pod_claim_and_policy_ready_whe
     );
     let status = status_through(&pod).await;
     assert_eq!(status["agent_type"], "echo", "{status}");
+    let (host, port) = pod.endpoint().expect("an endpoint");
+    let sent = reqwest::Client::new()
+        .post(format!("http://{host}:{port}/message"))
+        .header("host", "localhost")
+        .json(&serde_json::json!({"content": "hello through the Service", "type": "user"}))
+        .send()
+        .await
+        .expect("a message through the Service");
+    assert_eq!(sent.status(), 200);
+    let messages: Value = wait_until("the echo", WAIT, || async {
+        let answer = reqwest::Client::new()
+            .get(format!("http://{host}:{port}/messages"))
+            .header("host", "localhost")
+            .send()
+            .await
+            .ok()?;
+        let messages: Value = answer.json().await.ok()?;
+        (messages.to_string().matches("hello through the Service").count() >= 2).then_some(messages)
+    })
+    .await;
+    assert!(messages.to_string().contains("hello through the Service"), "{messages}");
 
     // The agent got the Secret's values and none of the bootstrap's own variables.
     let pid = fake.cluster().containers().values().next().expect("a container").pid;
