@@ -335,3 +335,82 @@ pub fn owned_by(service: &Service) -> OwnerReference {
         block_owner_deletion: Some(true),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KubernetesResources, KubernetesToleration};
+
+    fn request() -> LaunchRequest {
+        LaunchRequest {
+            session_id: "0f4c5e3a-1b2c-4d5e-8f90-a1b2c3d4e5f6".into(),
+            user_id: "octocat".into(),
+            environment: BTreeMap::from([("TOKEN".into(), "value-1".into())]),
+            session_token: "apxs_x".into(),
+            argv: vec!["agentapi".into(), "server".into()],
+            script: "exec \"$@\"".into(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference { name: "apx-x".into(), uid: "u1".into(), ..OwnerReference::default() }
+    }
+
+    #[test]
+    fn the_pod_follows_the_configuration() {
+        let config = KubernetesConfig {
+            image: "example/agent:1".into(),
+            service_account: "agents".into(),
+            node_selector: BTreeMap::from([("pool".into(), "agents".into())]),
+            tolerations: vec![KubernetesToleration {
+                key: "dedicated".into(),
+                operator: "Equal".into(),
+                value: "agents".into(),
+                effect: "NoSchedule".into(),
+                toleration_seconds: 0,
+            }],
+            resources: KubernetesResources { cpu: "500m".into(), memory: String::new() },
+            ..KubernetesConfig::default()
+        };
+        let request = request();
+        let pod = Blueprint { config: &config, request: &request }.pod(&owner());
+        let spec = pod.spec.expect("a spec");
+        assert_eq!(spec.service_account_name.as_deref(), Some("agents"));
+        assert_eq!(spec.automount_service_account_token, Some(true));
+        assert_eq!(spec.node_selector.expect("selector")["pool"], "agents");
+        let toleration = &spec.tolerations.expect("tolerations")[0];
+        assert_eq!(toleration.toleration_seconds, None);
+        assert_eq!(toleration.effect.as_deref(), Some("NoSchedule"));
+        let container = &spec.containers[0];
+        let resources = container.resources.as_ref().expect("resources");
+        let limits = resources.limits.as_ref().expect("limits");
+        assert_eq!(limits.get("cpu"), Some(&Quantity("500m".into())));
+        assert!(!limits.contains_key("memory"), "an empty quantity is unset");
+        assert!(spec.volumes.expect("volumes")[0].empty_dir.is_some(), "no PVC: emptyDir");
+        let text = serde_json::to_string(container).expect("json");
+        assert!(!text.contains("value-1") && !text.contains("apxs_x"), "{text}");
+    }
+
+    #[test]
+    fn the_policy_admits_the_proxy_from_its_namespace_and_can_be_off() {
+        let mut config = KubernetesConfig {
+            image: "example/agent:1".into(),
+            proxy_namespace: "agentapi-proxy".into(),
+            ..KubernetesConfig::default()
+        };
+        let request = request();
+        let policy = Blueprint { config: &config, request: &request }
+            .network_policy(&owner())
+            .expect("a policy");
+        let peer =
+            &policy.spec.expect("spec").ingress.expect("ingress")[0].from.clone().expect("from")[0];
+        let namespaces = peer.namespace_selector.clone().and_then(|s| s.match_labels);
+        assert_eq!(namespaces.expect("namespace")["kubernetes.io/metadata.name"], "agentapi-proxy");
+        config.network_policy = false;
+        assert!(
+            Blueprint { config: &config, request: &request }.network_policy(&owner()).is_none()
+        );
+        assert!(Blueprint { config: &config, request: &request }.claim(&owner()).is_none());
+    }
+}
