@@ -401,6 +401,34 @@ async fn an_unreachable_api_server_fails_launches_as_unavailable_while_agents_ke
     assert_eq!(failure.reason, "Evicted");
 }
 
+#[tokio::test]
+async fn unusable_launches_are_refused_before_anything_is_created() {
+    let Cluster { fake, backend, _dir } = cluster_with(settings()).await;
+    let mut bad_ids = Vec::new();
+    for id in ["../x", "0F4C5E3A-1B2C-4D5E-8F90-A1B2C3D4E5F6", "", &"a".repeat(70), "a b"] {
+        bad_ids.push(backend.launch(&request(id)).await.expect_err(id));
+    }
+    let mut reserved = request(&session_id(12));
+    reserved.environment.insert("POD_IP".into(), "10.0.0.1".into());
+    let mut counted = request(&session_id(13));
+    counted.environment.insert("APX_ARG_0".into(), "rm".into());
+    let mut huge = request(&session_id(14));
+    huge.script = "#".repeat(1_100_000);
+    let mut empty = request(&session_id(15));
+    empty.argv.clear();
+    for (what, launch) in
+        [("reserved", reserved), ("counted", counted), ("huge", huge), ("empty", empty)]
+    {
+        let error = backend.launch(&launch).await.expect_err(what);
+        assert!(matches!(error, KubeError::Invalid(_)), "{what}: {error:?}");
+    }
+    assert!(bad_ids.iter().all(|e| matches!(e, KubeError::Invalid(_))), "{bad_ids:?}");
+    let writes: Vec<String> =
+        fake.requests().into_iter().filter(|r| !r.starts_with("GET")).collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(nothing_left(&fake));
+}
+
 /// Launch→ready against the fake, for the report beside the local backend's `/start`.
 #[tokio::test]
 async fn launch_to_ready_p50_against_the_fake() {

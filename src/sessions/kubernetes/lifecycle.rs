@@ -20,6 +20,8 @@ use crate::config::is_dns_label;
 
 /// How long past the grace a stop may wait for the Pod to be gone (scale-out.md §4).
 const STOP_SLACK: Duration = Duration::from_secs(30);
+/// The API server refuses Secrets over 1 MiB; this leaves room for the metadata.
+const MAX_SECRET_BYTES: usize = 1000 * 1000;
 
 impl KubernetesBackend {
     /// Creates the session's Service, Secret, PVC, NetworkPolicy and Pod. Returns once they
@@ -40,6 +42,21 @@ impl KubernetesBackend {
         }
         if request.argv.is_empty() {
             return Err(KubeError::Invalid("the agent command line is empty".into()));
+        }
+        let secret_bytes: usize = bootstrap::secret_data(
+            &request.environment,
+            &request.session_token,
+            &request.script,
+            &request.argv,
+        )
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+        if secret_bytes > MAX_SECRET_BYTES {
+            return Err(KubeError::Invalid(format!(
+                "the session's environment, script and command line take {secret_bytes} bytes; \
+                 a Secret holds at most {MAX_SECRET_BYTES}"
+            )));
         }
         let blueprint = Blueprint { config: &self.config, request };
         let post = PostParams::default();
