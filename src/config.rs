@@ -1,6 +1,7 @@
 //! Configuration: `config.json` + `AGENTAPI_PROXY_*` environment + flags → a validated
 //! [`Config`]. Nothing here is async; the server reads it once at startup.
 
+mod kubernetes;
 mod load;
 mod schema;
 mod shape;
@@ -10,6 +11,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+pub use kubernetes::{
+    is_dns_label, is_dns_subdomain, is_label_value, is_qualified_name, is_quantity,
+    validate_kubernetes,
+};
 pub use load::{
     ConfigSource, DEFAULT_CONFIG_FILE, ENV_PREFIX, FlagOverrides, LoadOptions, Loaded, load,
 };

@@ -9,6 +9,7 @@ pub mod feed;
 pub mod first_prompt;
 mod housekeeping;
 mod initial_prompt;
+pub mod kubernetes;
 pub mod local;
 mod recovery;
 mod session;

@@ -4,6 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::kubernetes::{
+    KUBERNETES_BACKEND, KubernetesConfig, KubernetesResources, KubernetesStorage,
+    KubernetesToleration,
+};
+
 /// The effective configuration after defaults, file, environment and flags were merged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -19,6 +24,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub cors: CorsConfig,
     pub metrics: MetricsConfig,
+    /// New: where session Pods run when `agent.backend` is `"kubernetes"`.
+    pub kubernetes: KubernetesConfig,
 }
 
 impl Default for Config {
@@ -35,6 +42,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             cors: CorsConfig::default(),
             metrics: MetricsConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -251,6 +259,8 @@ pub struct AgentConfig {
     /// can create them, else the record of descendants), `cgroup` (required) or
     /// `descendants` (the fallback, forced).
     pub containment: String,
+    /// New: where agents run: `local` (process groups on this host) or `kubernetes`.
+    pub backend: String,
 }
 
 /// `agent.limits`: per session; process and memory limits through the session's cgroup
@@ -283,6 +293,7 @@ impl Default for AgentConfig {
             limits: AgentLimits::default(),
             uid_range: Vec::new(),
             containment: "auto".into(),
+            backend: "local".into(),
         }
     }
 }

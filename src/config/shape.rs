@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::schema::{ApiKeyEntry, Config, OAuthConfig, TeamRole};
+use super::schema::{ApiKeyEntry, Config, KubernetesToleration, OAuthConfig, TeamRole};
 
 /// Most listener threads `server.workers` may ask for.
 const MAX_WORKERS: u64 = 1024;
@@ -101,6 +101,13 @@ pub fn config_shape() -> Shape {
         Shape::List(Box::new(Shape::Int { max: u32::MAX as u64 }));
     *shape.at_mut(&["agent", "containment"]) =
         Shape::Str { choices: Some(&["auto", "cgroup", "descendants"]) };
+    *shape.at_mut(&["agent", "backend"]) = Shape::Str { choices: Some(&["local", "kubernetes"]) };
+    *shape.at_mut(&["kubernetes", "agent_port"]) = PORT;
+    *shape.at_mut(&["kubernetes", "tolerations"]) =
+        Shape::List(Box::new(record_of::<KubernetesToleration>()));
+    for free in ["node_selector", "labels", "annotations", "proxy_pod_labels"] {
+        *shape.at_mut(&["kubernetes", free]) = Shape::Map(Box::new(Shape::Str { choices: None }));
+    }
     *shape.at_mut(&["agent", "environment"]) = Shape::Map(Box::new(Shape::Str { choices: None }));
     *shape.at_mut(&["auth", "github", "user_mapping", "team_role_mapping"]) =
         Shape::Map(Box::new(record_of::<TeamRole>()));

@@ -25,6 +25,14 @@ pub fn validate(config: &Config) -> Findings {
     if config.data_dir.trim().is_empty() {
         out.problems.push("`data_dir` must not be empty".into());
     }
+    if config.agent.backend == super::kubernetes::KUBERNETES_BACKEND {
+        super::kubernetes::validate_kubernetes(&config.kubernetes, &mut out);
+        out.problems.push(
+            "`agent.backend` \"kubernetes\": the Kubernetes backend is built but not wired into \
+             the server yet; use \"local\""
+                .into(),
+        );
+    }
     match config.persistence.backend.as_str() {
         "sqlite" => {}
         "file" => out.warnings.push(

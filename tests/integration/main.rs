@@ -23,6 +23,7 @@ mod hostile_input;
 mod hostile_logs;
 mod hostile_ports;
 mod isolation;
+mod kubernetes;
 mod lifecycle;
 mod openapi;
 mod profiles;
