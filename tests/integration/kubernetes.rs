@@ -63,7 +63,7 @@ pub fn request(session_id: &str) -> LaunchRequest {
         argv: [binary(), "echo-agent", "server", "--bind", "$(POD_IP)", "--port", "3284"]
             .map(String::from)
             .to_vec(),
-        script: agentapi_proxy::sessions::local::DEFAULT_SCRIPT.into(),
+        script: agentapi_proxy::sessions::agent_command::DEFAULT_SCRIPT.into(),
         tags: BTreeMap::from([("team/Repo".into(), "a value".into())]),
     }
 }

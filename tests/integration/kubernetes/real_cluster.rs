@@ -40,7 +40,7 @@ async fn a_session_runs_and_stops_on_a_real_cluster() {
         argv: ["agentapi-proxy", "echo-agent", "server", "--bind", "0.0.0.0", "--port", "3284"]
             .map(String::from)
             .to_vec(),
-        script: agentapi_proxy::sessions::local::DEFAULT_SCRIPT.into(),
+        script: agentapi_proxy::sessions::agent_command::DEFAULT_SCRIPT.into(),
         tags: BTreeMap::new(),
     };
     let pod = backend.launch(&request).await.expect("launch");
