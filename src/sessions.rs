@@ -10,6 +10,8 @@ mod housekeeping;
 mod initial_prompt;
 pub mod local;
 mod recovery;
+pub mod search;
+mod search_pages;
 mod session;
 mod supervisor;
 pub mod validate;
@@ -25,6 +27,7 @@ use crate::config::{Config, RestartPolicy};
 use crate::error::ApiError;
 use crate::shutdown::{Shutdown, Stage};
 use crate::store::sessions::{SessionFilter, SessionRow, SessionStore};
+use search::PagedStore;
 use crate::upstream::UpstreamClient;
 use backend::{AgentSpec, SessionBackend};
 use feed::{SessionChange, SessionFeed};
@@ -82,7 +85,9 @@ pub struct SessionManager(Arc<ManagerState>);
 pub(crate) struct ManagerState {
     policy: Policy,
     registry: RwLock<HashMap<String, Arc<Session>>>,
+    /// The store, through `search` (so each write drops the kept `/search` pages).
     store: Arc<dyn SessionStore>,
+    search: Arc<PagedStore>,
     backend: Arc<dyn SessionBackend>,
     /// Names a request's environment may not use (set by the proxy or the operator).
     reserved_env: Vec<String>,
@@ -106,10 +111,12 @@ impl SessionManager {
         client: UpstreamClient,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        let search = Arc::new(PagedStore::new(store));
         let inner = Arc::new(ManagerState {
             policy,
             registry: RwLock::new(HashMap::new()),
-            store,
+            store: search.clone(),
+            search,
             backend,
             reserved_env,
             client,
@@ -225,7 +232,7 @@ impl SessionManager {
     /// The `/search` answer (JSON) for `filter`: stored sessions, newest first, and how many
     /// match in all.
     pub async fn search_json(&self, filter: SessionFilter) -> Result<bytes::Bytes, ApiError> {
-        self.0.store.search_json(filter).await.map_err(ApiError::Internal)
+        self.0.search.search_json(filter).await.map_err(ApiError::Internal)
     }
 
     /// The last `lines` lines of the agent's output.

@@ -176,11 +176,32 @@ pub struct PersistenceConfig {
     pub enabled: bool,
     pub backend: String,
     pub sqlite_path: String,
+    /// `backend: "postgres"`: a libpq URL (`postgres://user:password@host:port/db?sslmode=`);
+    /// a secret, redacted when printed.
+    pub postgres_url: String,
+    /// `backend: "postgres"`: connections kept open to the database.
+    pub pool_size: u32,
+    /// `backend: "postgres"`: how long startup retries an unreachable database.
+    pub connect_timeout_seconds: u64,
 }
 
 impl Default for PersistenceConfig {
     fn default() -> Self {
-        Self { enabled: true, backend: "sqlite".into(), sqlite_path: String::new() }
+        Self {
+            enabled: true,
+            backend: "sqlite".into(),
+            sqlite_path: String::new(),
+            postgres_url: String::new(),
+            pool_size: 8,
+            connect_timeout_seconds: 30,
+        }
+    }
+}
+
+impl PersistenceConfig {
+    /// Whether the store is PostgreSQL (`backend: "postgres"`).
+    pub fn is_postgres(&self) -> bool {
+        self.backend == "postgres"
     }
 }
 
