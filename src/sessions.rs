@@ -27,10 +27,10 @@ use crate::config::{Config, RestartPolicy};
 use crate::error::ApiError;
 use crate::shutdown::{Shutdown, Stage};
 use crate::store::sessions::{SessionFilter, SessionRow, SessionStore};
-use search::PagedStore;
 use crate::upstream::UpstreamClient;
 use backend::{AgentSpec, SessionBackend};
 use feed::{SessionChange, SessionFeed};
+use search::PagedStore;
 pub use session::{
     Control, LiveState, Session, StartFailure, StopReason, detail_of_row, summary_of_row,
 };

@@ -100,11 +100,11 @@ async fn search_pages_are_byte_for_byte_what_the_rows_serialise_to() {
 
 #[tokio::test]
 async fn a_kept_search_answer_never_outlives_a_write() {
-    let sessions =
-        PagedStore::new(Arc::new(SqliteSessions::new(Store::open(Location::Memory).expect("store"))));
+    let sessions = PagedStore::new(Arc::new(SqliteSessions::new(
+        Store::open(Location::Memory).expect("store"),
+    )));
     let all = SessionFilter { limit: 10, ..SessionFilter::default() };
-    let total =
-        |json: Bytes| serde_json::from_slice::<SearchResponse>(&json).expect("page").total;
+    let total = |json: Bytes| serde_json::from_slice::<SearchResponse>(&json).expect("page").total;
     sessions.insert(row("a", "alice", 1, &[])).await.expect("a");
     let first = sessions.search_json(all.clone()).await.expect("search");
     assert_eq!(sessions.search_json(all.clone()).await.expect("again"), first);
@@ -118,7 +118,6 @@ async fn a_kept_search_answer_never_outlives_a_write() {
     sessions.delete("b".into()).await.expect("delete");
     assert_eq!(total(sessions.search_json(all).await.expect("after delete")), 1);
 }
-
 
 #[test]
 fn strings_are_written_as_serde_writes_them() {
