@@ -24,6 +24,7 @@ mod hostile_ports;
 mod isolation;
 mod lifecycle;
 mod openapi;
+mod postgres_server;
 mod postgres_store;
 mod profiles;
 mod proxy;
