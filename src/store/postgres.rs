@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod profiles;
 pub mod sessions;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -98,8 +99,8 @@ pub struct Options {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    config: tokio_postgres::Config,
-    target: Target,
+    config: Arc<tokio_postgres::Config>,
+    target: Arc<Target>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -131,7 +132,7 @@ impl PgStore {
             .max_size(options.pool_size.max(1))
             .build()
             .context("while building the PostgreSQL pool")?;
-        let store = Self { pool, config, target };
+        let store = Self { pool, config: Arc::new(config), target: Arc::new(target) };
         let mut pause = Duration::from_millis(100);
         loop {
             match store.pool.get().await {
@@ -146,7 +147,7 @@ impl PgStore {
                     );
                     if Instant::now() + pause >= give_up {
                         return Err(Unreachable {
-                            target: store.target.clone(),
+                            target: Target::clone(&store.target),
                             seconds: options.connect_timeout.as_secs(),
                             last_error: error,
                         }
@@ -186,7 +187,7 @@ impl PgStore {
             .connect(tls())
             .await
             .with_context(|| format!("while connecting to PostgreSQL at {}", self.target))?;
-        let target = self.target.clone();
+        let target = Arc::clone(&self.target);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::error!("the dedicated PostgreSQL connection to {target} ended: {error}");
