@@ -5,6 +5,7 @@
 //! The connection URL holds a password: only [`Target`] (host, port, database) is ever shown.
 
 pub mod guard;
+pub mod import;
 pub mod oauth;
 pub mod profiles;
 pub mod sessions;

@@ -23,6 +23,7 @@ mod hostile_logs;
 mod hostile_ports;
 mod isolation;
 mod lifecycle;
+mod migrate_store;
 mod openapi;
 mod postgres_server;
 mod postgres_store;

@@ -2,6 +2,7 @@
 //! single-use and expiring; proxy-issued sessions by token digest), shared by every replica.
 
 use anyhow::Context;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::PgStore;
@@ -50,6 +51,35 @@ fn session_from(row: &Row) -> anyhow::Result<OAuthSessionRow> {
         max_expires_at_ms: row.try_get(8)?,
         bound_to: row.try_get(9)?,
     })
+}
+
+/// Inserts one proxy-issued session with `client`.
+pub(crate) async fn insert_session_row(
+    client: &impl GenericClient,
+    row: &OAuthSessionRow,
+) -> anyhow::Result<()> {
+    let permissions = serde_json::to_string(&row.permissions)?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO oauth_sessions ({SESSION_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            &[
+                &row.token_hash,
+                &row.session_id,
+                &row.user_id,
+                &row.role,
+                &permissions,
+                &row.kind,
+                &row.created_at_ms,
+                &row.expires_at_ms,
+                &row.max_expires_at_ms,
+                &row.bound_to,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -102,30 +132,8 @@ impl OAuthStore for PgOAuth {
     }
 
     async fn insert_session(&self, row: OAuthSessionRow) -> anyhow::Result<()> {
-        let permissions = serde_json::to_string(&row.permissions)?;
         let connection = self.store.connection().await?;
-        connection
-            .execute(
-                &format!(
-                    "INSERT INTO oauth_sessions ({SESSION_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                ),
-                &[
-                    &row.token_hash,
-                    &row.session_id,
-                    &row.user_id,
-                    &row.role,
-                    &permissions,
-                    &row.kind,
-                    &row.created_at_ms,
-                    &row.expires_at_ms,
-                    &row.max_expires_at_ms,
-                    &row.bound_to,
-                ],
-            )
-            .await
-            .context("while saving an OAuth session")?;
-        Ok(())
+        insert_session_row(&connection, &row).await.context("while saving an OAuth session")
     }
 
     async fn session_by_token(

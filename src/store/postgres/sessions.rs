@@ -4,6 +4,7 @@
 
 use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -81,50 +82,59 @@ impl StateColumns {
     }
 }
 
+/// Inserts `row` and its tags with `client` (inside the caller's transaction).
+pub(crate) async fn insert_row(
+    client: &impl GenericClient,
+    row: &SessionRow,
+) -> anyhow::Result<()> {
+    let tags = json(&row.tags)?;
+    let env_names = json(&row.env_names)?;
+    let state = StateColumns::of(row);
+    let insert = client
+        .prepare_cached(&format!(
+            "INSERT INTO sessions ({COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))
+        .await?;
+    client
+        .execute(
+            &insert,
+            &[
+                &row.id,
+                &row.user_id,
+                &state.status,
+                &state.port,
+                &state.pid,
+                &state.pid_start_ticks,
+                &tags,
+                &env_names,
+                &row.started_at_ms,
+                &state.ended_at,
+                &state.exit_code,
+                &state.exit_reason,
+                &state.agent_status,
+                &state.initial_message,
+                &state.restarts,
+            ],
+        )
+        .await?;
+    if !row.tags.is_empty() {
+        let insert_tag = client
+            .prepare_cached("INSERT INTO session_tags (session_id, key, value) VALUES ($1, $2, $3)")
+            .await?;
+        for (key, value) in &row.tags {
+            client.execute(&insert_tag, &[&row.id, key, value]).await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl SessionStore for PgSessions {
     async fn insert(&self, row: SessionRow) -> anyhow::Result<()> {
-        let tags = json(&row.tags)?;
-        let env_names = json(&row.env_names)?;
-        let state = StateColumns::of(&row);
         let mut connection = self.store.connection().await?;
         let transaction = connection.transaction().await?;
-        transaction
-            .execute(
-                &format!(
-                    "INSERT INTO sessions ({COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-                ),
-                &[
-                    &row.id,
-                    &row.user_id,
-                    &state.status,
-                    &state.port,
-                    &state.pid,
-                    &state.pid_start_ticks,
-                    &tags,
-                    &env_names,
-                    &row.started_at_ms,
-                    &state.ended_at,
-                    &state.exit_code,
-                    &state.exit_reason,
-                    &state.agent_status,
-                    &state.initial_message,
-                    &state.restarts,
-                ],
-            )
-            .await
-            .context("while inserting a session")?;
-        if !row.tags.is_empty() {
-            let insert_tag = transaction
-                .prepare_cached(
-                    "INSERT INTO session_tags (session_id, key, value) VALUES ($1, $2, $3)",
-                )
-                .await?;
-            for (key, value) in &row.tags {
-                transaction.execute(&insert_tag, &[&row.id, key, value]).await?;
-            }
-        }
+        insert_row(&transaction, &row).await.context("while inserting a session")?;
         transaction.commit().await.context("while inserting a session")
     }
 
