@@ -198,13 +198,15 @@ impl SessionStore for PgSessions {
     }
 }
 
+/// One round trip when the page tells the total (it is not full), else a second for the
+/// count. Each statement sees its own snapshot: a write landing between them may make the
+/// total differ by that write from the page (SQLite reads both in one transaction).
 async fn search(store: &PgStore, filter: &SessionFilter) -> anyhow::Result<SearchPage> {
     let (where_clause, values) = where_clause(filter);
     let limit = i64::from(filter.limit);
     let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
-    let mut connection = store.connection().await?;
-    let transaction = connection.build_transaction().read_only(true).start().await?;
-    let page = transaction
+    let connection = store.connection().await?;
+    let page = connection
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM sessions s {where_clause} \
              ORDER BY s.started_at DESC, s.id DESC LIMIT ${} OFFSET ${}",
@@ -216,25 +218,17 @@ async fn search(store: &PgStore, filter: &SessionFilter) -> anyhow::Result<Searc
         values.iter().map(|value| value as &(dyn ToSql + Sync)).collect();
     parameters.push(&limit);
     parameters.push(&offset);
-    let rows = transaction
-        .query(&page, &parameters)
-        .await?
-        .iter()
-        .map(summary_from)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let total = match total_from_page(filter, rows.len()) {
-        Some(total) => total,
-        None => {
-            let count = transaction
-                .prepare_cached(&format!("SELECT COUNT(*) FROM sessions s {where_clause}"))
-                .await?;
-            let total: i64 =
-                transaction.query_one(&count, &parameters[..values.len()]).await?.get(0);
-            total.max(0) as u64
-        }
-    };
-    transaction.commit().await?;
-    Ok(SearchPage { rows, total })
+    let rows = connection.query(&page, &parameters).await?;
+    if let Some(total) = total_from_page(filter, rows.len()) {
+        let rows = rows.iter().map(summary_from).collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(SearchPage { rows, total });
+    }
+    let count = connection
+        .prepare_cached(&format!("SELECT COUNT(*) FROM sessions s {where_clause}"))
+        .await?;
+    let total: i64 = connection.query_one(&count, &parameters[..values.len()]).await?.get(0);
+    let rows = rows.iter().map(summary_from).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(SearchPage { rows, total: total.max(0) as u64 })
 }
 
 const SUMMARY_COLUMNS: &str = "id, user_id, status, started_at, port, tags, exit_code, exit_reason";
