@@ -37,6 +37,13 @@ fn persistence(config: &Config, out: &mut Findings) {
             "`persistence.backend` \"file\" (Go proxy) is stored in SQLite by this server".into(),
         ),
         "postgres" => {
+            if !persistence.enabled {
+                out.warnings.push(
+                    "`persistence.enabled` is false: the store is in memory and \
+                     `persistence.postgres_url` is not used"
+                        .into(),
+                );
+            }
             // The parser's message may quote the URL, password included: never repeat it.
             if persistence.postgres_url.trim().is_empty() {
                 out.problems.push(

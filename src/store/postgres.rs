@@ -9,6 +9,7 @@ pub mod import;
 pub mod oauth;
 pub mod profiles;
 pub mod sessions;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::Host;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Schema steps in order, numbered as SQLite's: step N makes the same change in both.
 const MIGRATIONS: &[&str] = &[
@@ -100,6 +100,9 @@ pub struct Options {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// TLS for `sslmode=prefer|require`: the server's certificate must verify against the
+    /// Mozilla roots.
+    tls: tls::RustlsConnector,
     config: Arc<tokio_postgres::Config>,
     target: Arc<Target>,
 }
@@ -124,16 +127,18 @@ impl PgStore {
         let give_up = Instant::now() + options.connect_timeout;
         let mut attempt_config = config.clone();
         attempt_config.connect_timeout(options.connect_timeout.min(Duration::from_secs(10)));
+        let tls = tls::RustlsConnector::with_webpki_roots()
+            .context("while setting up TLS for PostgreSQL")?;
         let manager = Manager::from_config(
             attempt_config,
-            tls(),
+            tls.clone(),
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .build()
             .context("while building the PostgreSQL pool")?;
-        let store = Self { pool, config: Arc::new(config), target: Arc::new(target) };
+        let store = Self { pool, tls, config: Arc::new(config), target: Arc::new(target) };
         let mut pause = Duration::from_millis(100);
         loop {
             match store.pool.get().await {
@@ -185,7 +190,7 @@ impl PgStore {
     pub(crate) async fn dedicated_connection(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, connection) = self
             .config
-            .connect(tls())
+            .connect(self.tls.clone())
             .await
             .with_context(|| format!("while connecting to PostgreSQL at {}", self.target))?;
         let target = Arc::clone(&self.target);
@@ -251,12 +256,6 @@ async fn applied_version(client: &impl deadpool_postgres::GenericClient) -> anyh
     let version: Option<i32> =
         client.query_one("SELECT MAX(version) FROM schema_migrations", &[]).await?.get(0);
     Ok(version.unwrap_or(0).max(0) as usize)
-}
-
-/// TLS for `sslmode=prefer|require`: rustls with the Mozilla roots (webpki-roots); the
-/// server's certificate must verify against them.
-fn tls() -> MakeRustlsConnect {
-    MakeRustlsConnect::with_webpki_roots()
 }
 
 /// A pool error without anything of the URL (tokio-postgres never quotes the password).

@@ -80,3 +80,20 @@ async fn an_unreachable_server_is_retried_until_the_timeout_without_showing_the_
         "{elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn tls_is_negotiated_and_an_unknown_certificate_refused() {
+    let Some(cluster) = postgres::tls_cluster().await else { return };
+    let options = |mode: &str| Options {
+        url: format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode={mode}", cluster.port),
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(1),
+    };
+    let plain = PgStore::connect(&options("disable")).await.expect("plain TCP connects");
+    assert_eq!(plain.target().port, cluster.port);
+    for mode in ["require", "prefer"] {
+        let error = PgStore::connect(&options(mode)).await.expect_err("self-signed is refused");
+        let text = format!("{error:#}");
+        assert!(text.contains("certificate"), "{mode}: {text}");
+    }
+}

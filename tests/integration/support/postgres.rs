@@ -17,6 +17,8 @@ const SOCKET_PORT: u16 = 5432;
 /// A running cluster; stopped when dropped.
 pub struct Cluster {
     dir: tempfile::TempDir,
+    /// The TCP port when it listens on one, else the number in its socket's name.
+    port: u16,
     server: std::process::Child,
 }
 
@@ -44,7 +46,7 @@ pub async fn database() -> Option<TestDatabase> {
         match shared.upgrade() {
             Some(cluster) => cluster,
             None => {
-                let cluster = Arc::new(Cluster::start(&bin).await);
+                let cluster = Arc::new(Cluster::start(&bin, None).await);
                 *shared = Arc::downgrade(&cluster);
                 cluster
             }
@@ -56,6 +58,30 @@ pub async fn database() -> Option<TestDatabase> {
     Some(TestDatabase { url: cluster.url(&name), name, _cluster: cluster })
 }
 
+/// A cluster of its own that also listens on a loopback port with TLS on, its certificate
+/// self-signed (so no client that verifies certificates accepts it).
+pub struct TlsCluster {
+    pub port: u16,
+    _cluster: Cluster,
+}
+
+/// Starts a [`TlsCluster`], or `None` (said loudly) when PostgreSQL is not installed.
+pub async fn tls_cluster() -> Option<TlsCluster> {
+    let Some(bin) = binaries() else {
+        super::host_can_run(Some(
+            "PostgreSQL is not installed (Debian: apt-get install postgresql)",
+        ));
+        return None;
+    };
+    // A port the system picked, released for the server to take.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let cluster = Cluster::start(&bin, Some(port)).await;
+    Some(TlsCluster { port, _cluster: cluster })
+}
+
 impl TestDatabase {
     /// A plain connection to this database (for checks a test makes behind the server).
     pub async fn connect(&self) -> tokio_postgres::Client {
@@ -64,12 +90,41 @@ impl TestDatabase {
 }
 
 impl Cluster {
-    async fn start(bin: &Path) -> Self {
+    /// Starts a cluster on its unix socket; with `tls_port`, also on that loopback port with
+    /// TLS on (a fresh self-signed certificate for `localhost`).
+    async fn start(bin: &Path, tls_port: Option<u16>) -> Self {
         let template = template(bin);
         let dir = tempfile::Builder::new().prefix("pg-").tempdir().expect("temp dir");
         let data = dir.path().join("data");
         run(Command::new("cp").arg("-a").arg(&template).arg(&data), "copy the template cluster");
+        let mut network = vec!["-c".to_string(), "listen_addresses=".to_string()];
+        if tls_port.is_some() {
+            run(
+                Command::new("openssl")
+                    .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+                    .args(["-subj", "/CN=localhost", "-keyout"])
+                    .arg(data.join("server.key"))
+                    .arg("-out")
+                    .arg(data.join("server.crt")),
+                "make a self-signed certificate",
+            );
+            let host = "host all all 127.0.0.1/32 trust\n";
+            let hba = data.join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            rules.push_str(host);
+            std::fs::write(&hba, rules).expect("pg_hba.conf");
+            network = ["listen_addresses=127.0.0.1", "ssl=on", "ssl_cert_file=server.crt"]
+                .into_iter()
+                .chain(["ssl_key_file=server.key"])
+                .flat_map(|setting| ["-c".to_string(), setting.to_string()])
+                .collect();
+        }
         hand_to_postgres(dir.path());
+        if tls_port.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            let key = data.join("server.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log file");
         let mut command = as_postgres(&bin.join("postgres"));
         command
@@ -77,15 +132,16 @@ impl Cluster {
             .arg(&data)
             .arg("-k")
             .arg(dir.path())
-            .args(["-p", &SOCKET_PORT.to_string()])
-            .args(["-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(["-p", &tls_port.unwrap_or(SOCKET_PORT).to_string()])
+            .args(&network)
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "synchronous_commit=off", "-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         let server = command.spawn().expect("start postgres");
         watch_over(&data);
-        let cluster = Self { dir, server };
+        let cluster = Self { dir, port: tls_port.unwrap_or(SOCKET_PORT), server };
         super::wait_until(
             "the test PostgreSQL to accept connections",
             Duration::from_secs(30),
@@ -100,7 +156,7 @@ impl Cluster {
 
     fn url(&self, database: &str) -> String {
         let socket_dir = self.dir.path().display().to_string().replace('/', "%2F");
-        format!("postgres://postgres@{socket_dir}:{SOCKET_PORT}/{database}?sslmode=disable")
+        format!("postgres://postgres@{socket_dir}:{}/{database}?sslmode=disable", self.port)
     }
 
     async fn try_connect(
