@@ -186,20 +186,22 @@ impl PgStore {
     }
 
     /// A connection of its own, outside the pool (held for the server's life by the
-    /// single-replica guard).
-    pub(crate) async fn dedicated_connection(&self) -> anyhow::Result<tokio_postgres::Client> {
+    /// single-replica guard), and a task that ends when the connection does.
+    pub(crate) async fn dedicated_connection(
+        &self,
+    ) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
         let (client, connection) = self
             .config
             .connect(self.tls.clone())
             .await
             .with_context(|| format!("while connecting to PostgreSQL at {}", self.target))?;
         let target = Arc::clone(&self.target);
-        tokio::spawn(async move {
+        let ended = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::error!("the dedicated PostgreSQL connection to {target} ended: {error}");
             }
         });
-        Ok(client)
+        Ok((client, ended))
     }
 
     /// How many migrations the database has applied.

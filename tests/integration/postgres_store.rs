@@ -46,6 +46,27 @@ async fn a_second_server_on_the_database_is_refused_naming_the_holder() {
     let refused = guard::acquire(&store).await.expect_err("the second is refused");
     let in_use = refused.downcast_ref::<DatabaseInUse>().expect("DatabaseInUse");
     assert!(in_use.holder.contains(&format!("pid {}", std::process::id())), "{}", in_use.holder);
+
+    // A database restart (here: the holding backend terminated) drops the lock; the guard
+    // takes it again, so a second server is still refused.
+    let admin = database.connect().await;
+    let lock_holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                       AND classid::bigint = 1634760816 AND objid::bigint = 2 AND objsubid = 2";
+    let first: i32 = admin.query_one(lock_holder, &[]).await.expect("held").get(0);
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .expect("terminate the holding backend");
+    crate::support::wait_until("the guard to take the lock again", Duration::from_secs(20), || {
+        let admin = &admin;
+        async move {
+            let row = admin.query_opt(lock_holder, &[]).await.expect("query")?;
+            (row.get::<_, i32>(0) != first).then_some(())
+        }
+    })
+    .await;
+    let refused = guard::acquire(&store).await.expect_err("still held");
+    assert!(refused.downcast_ref::<DatabaseInUse>().is_some(), "{refused:#}");
     drop(held);
     // The lock goes with the holder's connection; the server closes it asynchronously.
     crate::support::wait_until("the database to be free again", Duration::from_secs(10), || {

@@ -2,16 +2,28 @@
 //! second server on the same database would re-adopt (and stop) sessions it cannot reach.
 //! The first holds a session-level advisory lock on a connection of its own for its whole
 //! life, and writes who it is in `replica_holder`; PostgreSQL drops the lock when that
-//! connection ends (the process exits or is killed), so a crash never leaves it stale.
+//! connection ends (the process exits or is killed), so a crash never leaves it stale. If the
+//! connection drops while the server runs (a database restart), the lock is taken again.
+
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{LOCK_CLASS, PgStore, SINGLE_REPLICA_LOCK, Target};
 
+/// Longest pause between attempts to take the lock again after its connection dropped.
+const RETAKE_PAUSE: Duration = Duration::from_secs(5);
+
 /// Held while the server lives; dropping it closes the connection and frees the database.
 #[derive(Debug)]
 pub struct ReplicaGuard {
-    _connection: tokio_postgres::Client,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ReplicaGuard {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
 }
 
 /// Another live server uses this database with the local backend.
@@ -37,7 +49,45 @@ fn this_server() -> (String, i32) {
 
 /// Takes the database for this server, or names the server that has it.
 pub async fn acquire(store: &PgStore) -> anyhow::Result<ReplicaGuard> {
-    let connection = store.dedicated_connection().await?;
+    let held = take(store).await?;
+    let store = store.clone();
+    let keeper = tokio::spawn(async move { keep(store, held).await });
+    Ok(ReplicaGuard { keeper })
+}
+
+/// Holds the lock; when its connection ends, takes it again on a new one.
+async fn keep(store: PgStore, mut held: (tokio_postgres::Client, tokio::task::JoinHandle<()>)) {
+    loop {
+        let (client, ended) = held;
+        let _ = ended.await;
+        drop(client);
+        tracing::error!(
+            "lost the connection holding PostgreSQL at {} for this server; taking it again",
+            store.target()
+        );
+        let mut pause = Duration::from_millis(200);
+        held = loop {
+            match take(&store).await {
+                Ok(held) => break held,
+                Err(error) => {
+                    tracing::error!(
+                        "cannot take PostgreSQL at {} again: {error:#}",
+                        store.target()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETAKE_PAUSE);
+                }
+            }
+        };
+        tracing::info!("this server holds PostgreSQL at {} again", store.target());
+    }
+}
+
+/// One attempt: the lock on a new connection, and the holder row.
+async fn take(
+    store: &PgStore,
+) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let (connection, ended) = store.dedicated_connection().await?;
     let locked: bool = connection
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &SINGLE_REPLICA_LOCK])
         .await
@@ -61,5 +111,5 @@ pub async fn acquire(store: &PgStore) -> anyhow::Result<ReplicaGuard> {
         )
         .await
         .context("while recording this server as the database's holder")?;
-    Ok(ReplicaGuard { _connection: connection })
+    Ok((connection, ended))
 }
