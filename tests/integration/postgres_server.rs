@@ -64,6 +64,15 @@ async fn sessions_live_in_postgres_survive_a_restart_and_a_second_server_is_refu
         .expect("count")
         .get(0);
     assert_eq!(rows, 1, "the session row is in PostgreSQL");
+    let created = client
+        .post(format!("{base}/profiles"))
+        .json(&json!({"name": "Dev", "environment": {"NODE_ENV": "development"}}))
+        .send()
+        .await
+        .expect("POST /profiles");
+    assert_eq!(created.status().as_u16(), 201);
+    let created: serde_json::Value = created.json().await.expect("JSON");
+    let profile_id = created["profile"]["id"].as_str().expect("id").to_string();
 
     let first_pid = first.child.id().expect("running");
     let (code, stderr) = run_to_exit(|config| on_postgres(config, &url)).await;
@@ -87,6 +96,10 @@ async fn sessions_live_in_postgres_survive_a_restart_and_a_second_server_is_refu
     assert_eq!(detail["session_id"].as_str(), Some(id.as_str()));
     let (code, status) = get_json(&client, &format!("{base}/{id}/status")).await;
     assert_eq!((code, status["status"].as_str()), (200, Some("stable")), "through the proxy");
+    let (code, profile) = get_json(&client, &format!("{base}/profiles/{profile_id}")).await;
+    assert_eq!((code, profile["profile"]["name"].as_str()), (200, Some("Dev")), "{profile}");
+    let sqlite = next.dir_path().join("data").join("agentapi-proxy.db");
+    assert!(!sqlite.exists(), "nothing went to SQLite");
     let response = client.delete(format!("{base}/sessions/{id}")).send().await.expect("DELETE");
     assert!(response.status().is_success(), "{}", response.status());
     let _ = next.stop().await;
