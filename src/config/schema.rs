@@ -170,7 +170,7 @@ impl Default for OAuthConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PersistenceConfig {
     pub enabled: bool,
@@ -195,6 +195,22 @@ impl Default for PersistenceConfig {
             pool_size: 8,
             connect_timeout_seconds: 30,
         }
+    }
+}
+
+/// The URL may hold a password: debug output never shows it.
+impl std::fmt::Debug for PersistenceConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = if self.postgres_url.is_empty() { "" } else { super::REDACTED };
+        formatter
+            .debug_struct("PersistenceConfig")
+            .field("enabled", &self.enabled)
+            .field("backend", &self.backend)
+            .field("sqlite_path", &self.sqlite_path)
+            .field("postgres_url", &url)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .finish()
     }
 }
 
