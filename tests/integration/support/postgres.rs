@@ -224,8 +224,15 @@ fn template(bin: &Path) -> PathBuf {
         return template;
     }
     std::fs::create_dir_all(&root).expect("template root");
-    // initdb into a private place, then rename: concurrent test processes never see half
-    // a template, and the loser of the race simply uses the winner's.
+    // One process makes it while the others wait (nextest starts many at once).
+    let lock = std::fs::File::create(root.join("initdb.lock")).expect("lock file");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .expect("lock the template");
+    if template.join("PG_VERSION").exists() {
+        return template;
+    }
+    // initdb into a private place, then rename: no process ever sees half a template.
     let scratch = tempfile::Builder::new().prefix("initdb-").tempdir().expect("temp dir");
     hand_to_postgres(scratch.path());
     let data = scratch.path().join("data");
@@ -241,9 +248,7 @@ fn template(bin: &Path) -> PathBuf {
     );
     let staged = root.join(format!("{version}.{}", std::process::id()));
     run(Command::new("cp").arg("-a").arg(&data).arg(&staged), "stage the template");
-    if std::fs::rename(&staged, &template).is_err() {
-        let _ = std::fs::remove_dir_all(&staged);
-    }
+    std::fs::rename(&staged, &template).expect("publish the template");
     template
 }
 
