@@ -43,7 +43,10 @@ async fn run_to_exit(adjust: impl FnOnce(&mut Config)) -> (Option<i32>, String) 
 #[tokio::test]
 async fn sessions_live_in_postgres_survive_a_restart_and_a_second_server_is_refused() {
     let Some(database) = test_postgres::database().await else { return };
-    let url = database.url.clone();
+    // The test cluster trusts local connections; the password is there to be kept secret.
+    let url =
+        database.url.replacen("postgres://postgres@", "postgres://postgres:hunter2-secret@", 1);
+    assert_ne!(url, database.url);
     let first = BinaryServer::start(|config| {
         on_postgres(config, &url);
         config.session.on_shutdown = OnShutdown::Keep;
@@ -79,6 +82,7 @@ async fn sessions_live_in_postgres_survive_a_restart_and_a_second_server_is_refu
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains(&format!("pid {first_pid}")), "names the holder: {stderr}");
     assert!(stderr.contains("in use by another agentapi-proxy server"), "{stderr}");
+    assert!(!stderr.contains("hunter2") && !first.logged("hunter2"), "the password leaked");
 
     let (status, dir, config_path) = first.stop().await;
     assert!(status.success(), "{status:?}");
@@ -98,6 +102,7 @@ async fn sessions_live_in_postgres_survive_a_restart_and_a_second_server_is_refu
     assert_eq!((code, status["status"].as_str()), (200, Some("stable")), "through the proxy");
     let (code, profile) = get_json(&client, &format!("{base}/profiles/{profile_id}")).await;
     assert_eq!((code, profile["profile"]["name"].as_str()), (200, Some("Dev")), "{profile}");
+    assert!(!next.logged("hunter2"), "the password leaked");
     let sqlite = next.dir_path().join("data").join("agentapi-proxy.db");
     assert!(!sqlite.exists(), "nothing went to SQLite");
     let response = client.delete(format!("{base}/sessions/{id}")).send().await.expect("DELETE");
