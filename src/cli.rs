@@ -8,6 +8,7 @@ mod helpers;
 mod keys_file;
 mod log_lines;
 mod logging;
+mod migrate_store;
 mod repository;
 mod server;
 
@@ -69,6 +70,10 @@ pub enum Command {
     },
     /// Print the manual page (roff) for `man -l -` or a man1 directory.
     Man,
+    /// Copy the SQLite store (sessions, profiles, OAuth sessions) into an empty PostgreSQL
+    /// database, with the server stopped.
+    #[command(name = "migrate-store")]
+    MigrateStore(migrate_store::MigrateStoreArgs),
     /// Internal: writes one agent's output to its capped log (started by the server).
     #[command(name = "log-keeper", hide = true)]
     LogKeeper(crate::sessions::local::log_keeper::KeeperArgs),
@@ -112,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::EchoAgent(EchoAgentCommand::Server(args)) => crate::echo_agent::main(args),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
+        Command::MigrateStore(args) => migrate_store::main(args),
         Command::LogKeeper(args) => crate::sessions::local::log_keeper::main(args),
     }
 }

@@ -20,7 +20,8 @@ pub use load::{
 };
 pub use schema::*;
 pub use validate::{
-    PROXY_SET_ENV, is_env_name, origin_of, parse_cidr, parse_timestamp, read_keys_file,
+    PROXY_SET_ENV, is_env_name, origin_of, parse_cidr, parse_postgres_url, parse_timestamp,
+    read_keys_file,
 };
 
 /// Why the configuration could not be used. Every variant means exit code 2.
@@ -55,6 +56,11 @@ impl Config {
             }
         }
         redact(value.pointer_mut("/auth/github/oauth/client_secret"));
+        if let Some(url) = value.pointer_mut("/persistence/postgres_url")
+            && url.as_str().is_some_and(|url| !url.is_empty())
+        {
+            *url = Value::String(REDACTED.into());
+        }
         if let Some(Value::Object(environment)) = value.pointer_mut("/agent/environment") {
             for slot in environment.values_mut() {
                 *slot = Value::String(REDACTED.into());

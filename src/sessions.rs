@@ -12,6 +12,8 @@ mod initial_prompt;
 pub mod kubernetes;
 pub mod local;
 mod recovery;
+pub mod search;
+mod search_pages;
 mod session;
 mod supervisor;
 pub mod validate;
@@ -30,6 +32,7 @@ use crate::store::sessions::{SessionFilter, SessionRow, SessionStore};
 use crate::upstream::UpstreamClient;
 use backend::{AgentSpec, SessionBackend};
 use feed::{SessionChange, SessionFeed};
+use search::PagedStore;
 pub use session::{
     Control, LiveState, Session, StartFailure, StopReason, detail_of_row, summary_of_row,
 };
@@ -84,7 +87,9 @@ pub struct SessionManager(Arc<ManagerState>);
 pub(crate) struct ManagerState {
     policy: Policy,
     registry: RwLock<HashMap<String, Arc<Session>>>,
+    /// The store, through `search` (so each write drops the kept `/search` pages).
     store: Arc<dyn SessionStore>,
+    search: Arc<PagedStore>,
     backend: Arc<dyn SessionBackend>,
     /// Names a request's environment may not use (set by the proxy or the operator).
     reserved_env: Vec<String>,
@@ -108,10 +113,12 @@ impl SessionManager {
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         let reserved_env = backend.reserved_env_names();
+        let search = Arc::new(PagedStore::new(store));
         let inner = Arc::new(ManagerState {
             policy,
             registry: RwLock::new(HashMap::new()),
-            store,
+            store: search.clone(),
+            search,
             backend,
             reserved_env,
             client,
@@ -227,7 +234,7 @@ impl SessionManager {
     /// The `/search` answer (JSON) for `filter`: stored sessions, newest first, and how many
     /// match in all.
     pub async fn search_json(&self, filter: SessionFilter) -> Result<bytes::Bytes, ApiError> {
-        self.0.store.search_json(filter).await.map_err(ApiError::Internal)
+        self.0.search.search_json(filter).await.map_err(ApiError::Internal)
     }
 
     /// The last `lines` lines of the agent's output.

@@ -16,9 +16,12 @@ use crate::proxy::ProxySettings;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
-use crate::store::oauth::SqliteOAuth;
+use crate::store::database::Database;
+use crate::store::oauth::{OAuthStore, SqliteOAuth};
+use crate::store::postgres::guard::ReplicaGuard;
+use crate::store::postgres::{self, PgStore};
 use crate::store::profiles::{ProfileStore, SqliteProfiles};
-use crate::store::sessions::SqliteSessions;
+use crate::store::sessions::{SessionStore, SqliteSessions};
 use crate::store::{Location, Store};
 use crate::upstream;
 
@@ -30,7 +33,7 @@ pub struct AppState(Arc<Services>);
 #[derive(Debug)]
 pub struct Services {
     pub config: Config,
-    pub store: Store,
+    pub store: Database,
     pub sessions: SessionManager,
     pub profiles: Arc<dyn ProfileStore>,
     pub auth: Authenticator,
@@ -38,6 +41,9 @@ pub struct Services {
     pub shutdown: Shutdown,
     /// Held while the server lives: no second server may run on the same directory.
     pub data_dir_lock: DataDirLock,
+    /// PostgreSQL with the local backend: held while the server lives, so no second server
+    /// uses the same database.
+    pub database_lock: Option<ReplicaGuard>,
 }
 
 impl std::ops::Deref for AppState {
@@ -55,33 +61,27 @@ impl AppState {
         shutdown: Shutdown,
         host: &HostOptions,
     ) -> anyhow::Result<Self> {
-        let database = config.persistence.enabled.then(|| config.sqlite_path());
+        let on_postgres = config.persistence.enabled && config.persistence.is_postgres();
+        let database = (config.persistence.enabled && !on_postgres).then(|| config.sqlite_path());
         let data_dir_lock =
             data_dir::prepare_and_lock(Path::new(&config.data_dir), database.as_deref())?;
         // Installed before anything is counted: metrics recorded earlier would be lost.
         crate::telemetry::handle();
         crate::telemetry::spawn_upkeep(shutdown.clone());
-        let location = if config.persistence.enabled {
-            Location::File(config.sqlite_path())
-        } else {
-            tracing::warn!(
-                "persistence.enabled is false: sessions live in memory and are lost on restart"
-            );
-            Location::Memory
-        };
-        let store = Store::open(location)?;
-        let auth = Authenticator::new(&config, auth_services(&config, &store)?)
+        let (store, database_lock) = open_database(&config).await?;
+        let repositories = Repositories::of(&store);
+        let auth = Authenticator::new(&config, auth_services(&config, &repositories)?)
             .context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
         // Proxy sessions exist whenever authentication is on (`POST /auth/login`).
         if auth.proxy_sessions().is_some() {
-            OAuth::spawn_purger(Arc::new(SqliteOAuth::new(store.clone())), shutdown.clone());
+            OAuth::spawn_purger(repositories.oauth.clone(), shutdown.clone());
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = LocalBackend::new(&config, host, client.clone())?;
         let sessions = SessionManager::recover(
             Policy::from_config(&config),
-            Arc::new(SqliteSessions::new(store.clone())),
+            repositories.sessions,
             Arc::new(backend),
             client.clone(),
             shutdown.clone(),
@@ -89,7 +89,7 @@ impl AppState {
         .await
         .context("while loading stored sessions")?;
         let proxy = ProxySettings::from_config(&config);
-        let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfiles::new(store.clone()));
+        let profiles = repositories.profiles;
         Ok(Self(Arc::new(Services {
             config,
             store,
@@ -99,13 +99,14 @@ impl AppState {
             proxy,
             shutdown,
             data_dir_lock,
+            database_lock,
         })))
     }
 }
 
 /// The keys file, the GitHub API (when GitHub tokens or the OAuth flows are configured) and
 /// the OAuth store that authentication is built from.
-fn auth_services(config: &Config, store: &Store) -> anyhow::Result<AuthServices> {
+fn auth_services(config: &Config, repositories: &Repositories) -> anyhow::Result<AuthServices> {
     let github_config = &config.auth.github;
     let github = (github_config.enabled || github_config.oauth.is_some())
         .then(|| HttpGitHub::new(&github_config.base_url))
@@ -114,6 +115,55 @@ fn auth_services(config: &Config, store: &Store) -> anyhow::Result<AuthServices>
     Ok(AuthServices {
         keys: Arc::new(ApiKeys::load(config)?),
         github,
-        oauth_store: Arc::new(SqliteOAuth::new(store.clone())),
+        oauth_store: repositories.oauth.clone(),
     })
+}
+
+/// Opens the configured database: SQLite (a file, or memory with `persistence.enabled:
+/// false`) or PostgreSQL, which this server then holds (the local backend runs one server
+/// per database).
+async fn open_database(config: &Config) -> anyhow::Result<(Database, Option<ReplicaGuard>)> {
+    let persistence = &config.persistence;
+    if !persistence.enabled {
+        tracing::warn!(
+            "persistence.enabled is false: sessions live in memory and are lost on restart"
+        );
+        return Ok((Database::Sqlite(Store::open(Location::Memory)?), None));
+    }
+    if !persistence.is_postgres() {
+        return Ok((Database::Sqlite(Store::open(Location::File(config.sqlite_path()))?), None));
+    }
+    let options = postgres::Options {
+        url: persistence.postgres_url.clone(),
+        pool_size: persistence.pool_size as usize,
+        connect_timeout: Duration::from_secs(persistence.connect_timeout_seconds),
+    };
+    let store = PgStore::connect(&options).await?;
+    let guard = postgres::guard::acquire(&store).await?;
+    Ok((Database::Postgres(store), Some(guard)))
+}
+
+/// The repositories of one database.
+struct Repositories {
+    sessions: Arc<dyn SessionStore>,
+    profiles: Arc<dyn ProfileStore>,
+    oauth: Arc<dyn OAuthStore>,
+}
+
+impl Repositories {
+    fn of(database: &Database) -> Self {
+        use crate::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
+        match database {
+            Database::Sqlite(store) => Self {
+                sessions: Arc::new(SqliteSessions::new(store.clone())),
+                profiles: Arc::new(SqliteProfiles::new(store.clone())),
+                oauth: Arc::new(SqliteOAuth::new(store.clone())),
+            },
+            Database::Postgres(store) => Self {
+                sessions: Arc::new(PgSessions::new(store.clone())),
+                profiles: Arc::new(PgProfiles::new(store.clone())),
+                oauth: Arc::new(PgOAuth::new(store.clone())),
+            },
+        }
+    }
 }

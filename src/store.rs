@@ -3,7 +3,9 @@
 //! each write as durable as it asks ([`Durability`]). Repository traits per resource
 //! (sessions, profiles, keys, OAuth) are written in portable SQL; no axum types here.
 
+pub mod database;
 pub mod oauth;
+pub mod postgres;
 pub mod profiles;
 pub mod sessions;
 

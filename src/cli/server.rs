@@ -73,7 +73,9 @@ pub fn main(args: ServerArgs) -> ExitCode {
         Err(error) => {
             // Logged once: the log goes to stderr, where a second copy would repeat it.
             tracing::error!("{error:#}");
-            if error.downcast_ref::<crate::data_dir::InUse>().is_some() {
+            if error.downcast_ref::<crate::data_dir::InUse>().is_some()
+                || error.downcast_ref::<crate::store::postgres::guard::DatabaseInUse>().is_some()
+            {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::FAILURE

@@ -178,17 +178,54 @@ impl Default for OAuthConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PersistenceConfig {
     pub enabled: bool,
     pub backend: String,
     pub sqlite_path: String,
+    /// `backend: "postgres"`: a libpq URL (`postgres://user:password@host:port/db?sslmode=`);
+    /// a secret, redacted when printed.
+    pub postgres_url: String,
+    /// `backend: "postgres"`: connections kept open to the database.
+    pub pool_size: u32,
+    /// `backend: "postgres"`: how long startup retries an unreachable database.
+    pub connect_timeout_seconds: u64,
 }
 
 impl Default for PersistenceConfig {
     fn default() -> Self {
-        Self { enabled: true, backend: "sqlite".into(), sqlite_path: String::new() }
+        Self {
+            enabled: true,
+            backend: "sqlite".into(),
+            sqlite_path: String::new(),
+            postgres_url: String::new(),
+            pool_size: 8,
+            connect_timeout_seconds: 30,
+        }
+    }
+}
+
+/// The URL may hold a password: debug output never shows it.
+impl std::fmt::Debug for PersistenceConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = if self.postgres_url.is_empty() { "" } else { super::REDACTED };
+        formatter
+            .debug_struct("PersistenceConfig")
+            .field("enabled", &self.enabled)
+            .field("backend", &self.backend)
+            .field("sqlite_path", &self.sqlite_path)
+            .field("postgres_url", &url)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .finish()
+    }
+}
+
+impl PersistenceConfig {
+    /// Whether the store is PostgreSQL (`backend: "postgres"`).
+    pub fn is_postgres(&self) -> bool {
+        self.backend == "postgres"
     }
 }
 

@@ -382,3 +382,42 @@ fn server_workers_defaults_to_one_per_cpu_and_is_bounded() {
     let found = problems(load(&fixture.options(Some(file), &[])));
     assert!(found.iter().any(|p| p.contains("server.workers") && p.contains("1024")), "{found:?}");
 }
+
+#[test]
+fn the_postgres_url_is_redacted_and_never_in_debug_output() {
+    let mut config = Config::default();
+    config.persistence.backend = "postgres".into();
+    config.persistence.postgres_url = "postgres://agent:pg-secret@db.example:5432/agents".into();
+    let printed = config.redacted_json().to_string();
+    assert!(!printed.contains("pg-secret"), "{printed}");
+    assert_eq!(config.redacted_json()["persistence"]["postgres_url"], REDACTED);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("pg-secret") && debug.contains("pool_size"), "{debug}");
+}
+
+#[test]
+fn postgres_settings_are_checked_without_quoting_the_url() {
+    let problems = |url: &str, pool_size: u32, timeout: u64| {
+        let mut config = Config::default();
+        config.persistence.backend = "postgres".into();
+        config.persistence.postgres_url = url.into();
+        config.persistence.pool_size = pool_size;
+        config.persistence.connect_timeout_seconds = timeout;
+        validate::validate(&config).problems
+    };
+    assert!(problems("postgres://agent:pw@db.example:5432/agents", 8, 30).is_empty());
+    assert!(problems("postgres:///agents?host=/run/postgresql", 1, 1).is_empty(), "a socket");
+    for bad in [
+        "",
+        "postgres://agent:pw-secret@db.example:not-a-port/agents",
+        "postgres://agent:pw-secret@db.example:5432/agents?sslmode=sometimes",
+        "postgres://agent:pw-secret@db.example:5432",
+        "mysql-ish nonsense 'unterminated",
+    ] {
+        let found = problems(bad, 8, 30);
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert!(found[0].contains("persistence.postgres_url"), "{found:?}");
+        assert!(!found[0].contains("pw-secret"), "{found:?}");
+    }
+    assert_eq!(problems("postgres://db.example/agents", 0, 0).len(), 2, "pool and timeout");
+}

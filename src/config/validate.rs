@@ -33,16 +33,66 @@ pub fn validate(config: &Config) -> Findings {
                 .into(),
         );
     }
-    match config.persistence.backend.as_str() {
+    persistence(config, &mut out);
+    out
+}
+
+fn persistence(config: &Config, out: &mut Findings) {
+    let persistence = &config.persistence;
+    match persistence.backend.as_str() {
         "sqlite" => {}
         "file" => out.warnings.push(
             "`persistence.backend` \"file\" (Go proxy) is stored in SQLite by this server".into(),
         ),
-        other => out
-            .problems
-            .push(format!("`persistence.backend`: expected \"sqlite\" or \"file\", got {other:?}")),
+        "postgres" => {
+            if !persistence.enabled {
+                out.warnings.push(
+                    "`persistence.enabled` is false: the store is in memory and \
+                     `persistence.postgres_url` is not used"
+                        .into(),
+                );
+            }
+            // The parser's message may quote the URL, password included: never repeat it.
+            if persistence.postgres_url.trim().is_empty() {
+                out.problems.push(
+                    "`persistence.postgres_url` is required with `persistence.backend` \"postgres\""
+                        .into(),
+                );
+            } else if let Err(problem) = parse_postgres_url(&persistence.postgres_url) {
+                out.problems.push(format!("`persistence.postgres_url`: {problem}"));
+            }
+            if persistence.pool_size == 0 {
+                out.problems.push("`persistence.pool_size` must be at least 1".into());
+            }
+            if persistence.connect_timeout_seconds == 0 {
+                out.problems.push("`persistence.connect_timeout_seconds` must be above 0".into());
+            }
+        }
+        other => out.problems.push(format!(
+            "`persistence.backend`: expected \"sqlite\", \"postgres\" or \"file\", got {other:?}"
+        )),
     }
-    out
+}
+
+/// Parses a PostgreSQL connection string (URL or `key=value` form); the error never quotes
+/// it, since it may hold a password.
+pub fn parse_postgres_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let parsed: tokio_postgres::Config = url.parse().map_err(|error: tokio_postgres::Error| {
+        let reason = error.to_string();
+        // The parser names the option at fault; refuse to echo anything that could be a value.
+        if url.len() > 3 && reason.contains(url) {
+            "not a valid PostgreSQL connection URL".to_string()
+        } else {
+            format!("not a valid PostgreSQL connection URL ({reason})")
+        }
+    })?;
+    if parsed.get_hosts().is_empty() {
+        return Err("the PostgreSQL connection URL names no host".into());
+    }
+    if parsed.get_dbname().is_none_or(str::is_empty) {
+        return Err("the PostgreSQL connection URL names no database".into());
+    }
+    Ok(parsed)
 }
 
 fn ports(config: &Config, out: &mut Findings) {

@@ -73,10 +73,10 @@ impl SqliteOAuth {
     }
 }
 
-const SESSION_COLUMNS: &str = "token_hash, session_id, user_id, role, permissions, kind, \
+pub(crate) const SESSION_COLUMNS: &str = "token_hash, session_id, user_id, role, permissions, kind, \
     created_at, expires_at, max_expires_at, bound_to";
 
-fn session_from(row: &Row<'_>) -> rusqlite::Result<OAuthSessionRow> {
+pub(crate) fn session_from(row: &Row<'_>) -> rusqlite::Result<OAuthSessionRow> {
     let permissions: String = row.get(4)?;
     Ok(OAuthSessionRow {
         token_hash: row.get(0)?,

@@ -1,18 +1,15 @@
 //! Session rows: the `SessionStore` trait and its SQLite implementation. Everything the
-//! registry needs to rebuild itself after a restart, and the indexed search behind `/search`.
+//! registry needs to rebuild itself after a restart, and the indexed search behind `/search`
+//! (rows out: the sessions layer writes the JSON and keeps the latest pages).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
-use bytes::Bytes;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Durability, Store};
-use pages::PageCache;
 
-mod pages;
 mod search;
 
 /// One stored session. Environment values are never part of it.
@@ -53,6 +50,42 @@ impl SessionFilter {
     pub const MAX_TAG_FILTERS: usize = 32;
 }
 
+/// One `/search` item as stored: the columns a summary shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub id: String,
+    pub user_id: String,
+    pub status: SessionStatus,
+    pub started_at_ms: i64,
+    pub port: Option<u16>,
+    pub tags: BTreeMap<String, String>,
+    pub exit_code: Option<i32>,
+    pub exit_reason: Option<ExitReason>,
+}
+
+/// One page of a search, and how many sessions match in all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchPage {
+    pub rows: Vec<SummaryRow>,
+    pub total: u64,
+}
+
+/// The total a page tells without counting: a page that is not full ends the matches
+/// (unless it is empty past the end, where the count is unknown). `None`: count.
+pub fn total_from_page(filter: &SessionFilter, shown: usize) -> Option<u64> {
+    let shown = shown as u64;
+    (shown < u64::from(filter.limit) && (shown > 0 || filter.offset == 0))
+        .then_some(filter.offset + shown)
+}
+
+/// Stored tags (a JSON object of strings); anything else reads as no tags.
+pub(crate) fn decode_tags(stored: &str) -> BTreeMap<String, String> {
+    if stored == "{}" {
+        return BTreeMap::new();
+    }
+    serde_json::from_str(stored).unwrap_or_default()
+}
+
 /// Storage of sessions, written in portable SQL so another database can implement it.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
@@ -63,10 +96,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Removes a session and its tags; false when it did not exist.
     async fn delete(&self, id: String) -> anyhow::Result<bool>;
     async fn get(&self, id: String) -> anyhow::Result<Option<SessionRow>>;
-    /// The answer of `GET /search` as JSON (`{"sessions": [...], "total": n}`): one page of
-    /// the matching sessions, newest first, and how many match in all. Written straight from
-    /// the rows, because dashboards poll it.
-    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes>;
+    /// One page of the sessions matching `filter`, newest first (`started_at`, then `id`,
+    /// both descending, ids compared byte by byte), and how many match in all.
+    async fn search(&self, filter: SessionFilter) -> anyhow::Result<SearchPage>;
     /// Every stored session (the registry is rebuilt from it at boot).
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>>;
 }
@@ -77,7 +109,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 /// takes milliseconds off every start and lets starts run at the rate of memory writes.
 const SESSION_WRITES: Durability = Durability::ProcessCrash;
 
-const COLUMNS: &str = "id, user_id, status, port, backend_ref, tags, env_names, started_at, \
+pub(crate) const COLUMNS: &str = "id, user_id, status, port, backend_ref, tags, env_names, started_at, \
     ended_at, exit_code, exit_reason, agent_status, initial_message, restarts";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
@@ -93,7 +125,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
         status: SessionStatus::parse(&status).unwrap_or(SessionStatus::Failed),
         port: row.get::<_, Option<i64>>(3)?.and_then(|port| u16::try_from(port).ok()),
         backend_ref: row.get(4)?,
-        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        tags: decode_tags(&tags),
         env_names: serde_json::from_str(&env_names).unwrap_or_default(),
         started_at_ms: row.get(7)?,
         ended_at_ms: row.get(8)?,
@@ -105,7 +137,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+pub(crate) fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     serde_json::to_string(value).context("while encoding a column as JSON")
 }
 
@@ -113,24 +145,20 @@ fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
 #[derive(Debug, Clone)]
 pub struct SqliteSessions {
     store: Store,
-    pages: Arc<PageCache>,
 }
 
 impl SqliteSessions {
     pub fn new(store: Store) -> Self {
-        Self { store, pages: Arc::default() }
+        Self { store }
     }
 
-    /// Runs a write to the sessions tables; kept `/search` answers are dropped before it
-    /// returns (also when it failed: it may have committed before failing).
+    /// Runs a write to the sessions tables.
     async fn write<T, F>(&self, work: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
     {
-        let result = self.store.write(SESSION_WRITES, work).await;
-        self.pages.invalidate();
-        result
+        self.store.write(SESSION_WRITES, work).await
     }
 }
 
@@ -227,20 +255,11 @@ impl SessionStore for SqliteSessions {
             .context("while reading a session")
     }
 
-    async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes> {
-        if let Some(page) = self.pages.get(&filter) {
-            return Ok(page);
-        }
-        let generation = self.pages.generation();
-        let key = filter.clone();
-        let page: Bytes = self
-            .store
+    async fn search(&self, filter: SessionFilter) -> anyhow::Result<SearchPage> {
+        self.store
             .read(move |connection| search::search_page(connection, &filter))
             .await
-            .context("while searching sessions")?
-            .into();
-        self.pages.put(key, generation, page.clone());
-        Ok(page)
+            .context("while searching sessions")
     }
 
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>> {
@@ -257,12 +276,11 @@ impl SessionStore for SqliteSessions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Location;
-    use agentapi_proxy_client::SearchResponse;
 
-    fn row(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> SessionRow {
+    pub(crate) fn row(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> SessionRow {
         SessionRow {
             id: id.into(),
             user_id: user.into(),
@@ -299,9 +317,8 @@ mod tests {
         let search = |filter: SessionFilter| {
             let sessions = sessions.clone();
             async move {
-                let json = sessions.search_json(filter).await.expect("search");
-                let page: SearchResponse = serde_json::from_slice(&json).expect("a search answer");
-                (page.sessions.into_iter().map(|s| s.session_id).collect::<Vec<_>>(), page.total)
+                let page = sessions.search(filter).await.expect("search");
+                (page.rows.into_iter().map(|s| s.id).collect::<Vec<_>>(), page.total)
             }
         };
         let all = SessionFilter { limit: 100, ..SessionFilter::default() };
@@ -328,115 +345,6 @@ mod tests {
         assert!(!sessions.delete("b".into()).await.expect("delete again"));
         let tagged = SessionFilter { tags: vec![("repository".into(), "o/r".into())], ..all };
         assert_eq!(search(tagged).await, (vec!["a".into()], 1), "tags go with their session");
-    }
-
-    /// The page `/search` answered before it was written straight from the rows.
-    fn expected_page(all: &[SessionRow], filter: &SessionFilter) -> Vec<u8> {
-        let mut matching: Vec<&SessionRow> = all
-            .iter()
-            .filter(|row| filter.user_id.as_ref().is_none_or(|user| &row.user_id == user))
-            .filter(|row| filter.status.is_none_or(|status| row.status == status))
-            .filter(|row| filter.tags.iter().all(|(k, v)| row.tags.get(k) == Some(v)))
-            .collect();
-        matching.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
-        let total = matching.len() as u64;
-        let sessions = matching
-            .into_iter()
-            .skip(filter.offset as usize)
-            .take(filter.limit as usize)
-            .map(crate::sessions::summary_of_row)
-            .collect();
-        serde_json::to_vec(&SearchResponse { sessions, total }).expect("encodes")
-    }
-
-    #[tokio::test]
-    async fn search_pages_are_byte_for_byte_what_the_rows_serialise_to() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(Location::File(dir.path().join("store.db"))).expect("store");
-        let sessions = SqliteSessions::new(store);
-        let statuses = [
-            SessionStatus::Starting,
-            SessionStatus::Active,
-            SessionStatus::Stopping,
-            SessionStatus::Exited,
-            SessionStatus::Failed,
-        ];
-        let mut all = Vec::new();
-        for index in 0..23usize {
-            let tags: &[(&str, &str)] = match index % 3 {
-                0 => &[],
-                1 => &[("repository", "o/r"), ("note", "quote \" back\\slash \u{1} é")],
-                _ => &[("team", "web")],
-            };
-            let user = if index % 2 == 0 { "alice" } else { "bob \"the\" builder" };
-            let mut stored =
-                row(&format!("id-{index:02}"), user, 1_700_000_000_000 + index as i64 % 7, tags);
-            stored.status = statuses[index % statuses.len()];
-            stored.port = (index % 4 != 0).then_some(9000 + index as u16);
-            stored.exit_code = (index % 2 == 1).then_some(index as i32 - 10);
-            stored.exit_reason = (index % 3 != 2).then_some(ExitReason::LostWhileDown);
-            sessions.insert(stored.clone()).await.expect("insert");
-            all.push(stored);
-        }
-        let filters = [
-            SessionFilter { limit: 100, ..SessionFilter::default() },
-            SessionFilter { limit: 5, ..SessionFilter::default() },
-            SessionFilter { limit: 5, offset: 20, ..SessionFilter::default() },
-            SessionFilter { limit: 5, offset: 40, ..SessionFilter::default() },
-            SessionFilter { limit: 0, ..SessionFilter::default() },
-            SessionFilter {
-                user_id: Some("alice".into()),
-                limit: 4,
-                offset: 2,
-                ..SessionFilter::default()
-            },
-            SessionFilter {
-                status: Some(SessionStatus::Exited),
-                limit: 100,
-                ..SessionFilter::default()
-            },
-            SessionFilter {
-                user_id: Some("bob \"the\" builder".into()),
-                status: Some(SessionStatus::Active),
-                tags: vec![("team".into(), "web".into())],
-                limit: 100,
-                ..SessionFilter::default()
-            },
-            SessionFilter {
-                tags: vec![("repository".into(), "o/r".into())],
-                limit: 3,
-                ..SessionFilter::default()
-            },
-        ];
-        for filter in filters {
-            let page = sessions.search_json(filter.clone()).await.expect("search");
-            let expected = expected_page(&all, &filter);
-            assert_eq!(
-                String::from_utf8_lossy(&page),
-                String::from_utf8_lossy(&expected),
-                "{filter:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn a_kept_search_answer_never_outlives_a_write() {
-        let sessions = SqliteSessions::new(Store::open(Location::Memory).expect("store"));
-        let all = SessionFilter { limit: 10, ..SessionFilter::default() };
-        let total =
-            |json: Bytes| serde_json::from_slice::<SearchResponse>(&json).expect("page").total;
-        sessions.insert(row("a", "alice", 1, &[])).await.expect("a");
-        let first = sessions.search_json(all.clone()).await.expect("search");
-        assert_eq!(sessions.search_json(all.clone()).await.expect("again"), first);
-        sessions.insert(row("b", "alice", 2, &[])).await.expect("b");
-        assert_eq!(total(sessions.search_json(all.clone()).await.expect("after insert")), 2);
-        let mut ended = row("b", "alice", 2, &[]);
-        ended.status = SessionStatus::Exited;
-        sessions.save_state(ended).await.expect("save");
-        let page = sessions.search_json(all.clone()).await.expect("after save");
-        assert!(String::from_utf8_lossy(&page).contains("\"status\":\"exited\""));
-        sessions.delete("b".into()).await.expect("delete");
-        assert_eq!(total(sessions.search_json(all).await.expect("after delete")), 1);
     }
 
     #[tokio::test]

@@ -1,33 +1,25 @@
-//! `GET /search` straight from SQLite: the filters become an indexed `WHERE` clause, both
-//! queries run as cached statements in one read transaction, and each row is written as
-//! JSON while it is read (borrowed columns, no intermediate rows), byte for byte what
-//! serde writes for a `SearchResponse`.
-
-use std::collections::BTreeMap;
+//! `GET /search` from SQLite: the filters become an indexed `WHERE` clause, and both queries
+//! (the page, and the count when the page cannot tell it) run as cached statements in one
+//! read transaction. Rows out; the JSON is written by the sessions layer.
 
 use agentapi_proxy_client::{ExitReason, SessionStatus};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Row, params_from_iter};
 
-use super::SessionFilter;
-use crate::clock::Rfc3339Ms;
+use super::{SearchPage, SessionFilter, SummaryRow, total_from_page};
 
 /// The columns a `/search` item shows.
-const SUMMARY_COLUMNS: &str = "id, user_id, status, started_at, port, tags, exit_code, exit_reason";
+pub(crate) const SUMMARY_COLUMNS: &str =
+    "id, user_id, status, started_at, port, tags, exit_code, exit_reason";
 
-/// A few rows' worth of JSON, so a page is rarely reallocated.
-const BYTES_PER_ITEM: usize = 200;
-
-/// Writes the `/search` answer for `filter` as JSON.
+/// The `/search` page for `filter`.
 pub(super) fn search_page(
     connection: &mut Connection,
     filter: &SessionFilter,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<SearchPage> {
     let (where_clause, values) = where_clause(filter);
     let transaction = connection.transaction()?;
-    let mut json = Vec::with_capacity(64 + filter.limit as usize * BYTES_PER_ITEM);
-    json.extend_from_slice(b"{\"sessions\":[");
-    let mut shown: u64 = 0;
+    let mut rows = Vec::with_capacity(filter.limit.min(1000) as usize);
     {
         // LIMIT and OFFSET are literals: SQLite re-prepares a statement whose bound LIMIT
         // changes.
@@ -37,29 +29,22 @@ pub(super) fn search_page(
             filter.limit,
             i64::try_from(filter.offset).unwrap_or(i64::MAX),
         ))?;
-        let mut rows = page.query(params_from_iter(values.iter()))?;
-        while let Some(row) = rows.next()? {
-            if shown > 0 {
-                json.push(b',');
-            }
-            write_summary(&mut json, row)?;
-            shown += 1;
+        let mut found = page.query(params_from_iter(values.iter()))?;
+        while let Some(row) = found.next()? {
+            rows.push(summary_from(row)?);
         }
     }
-    // A page that is not full tells the total without counting (unless it is past the end).
-    let total = if shown < u64::from(filter.limit) && (shown > 0 || filter.offset == 0) {
-        filter.offset + shown
-    } else {
-        let mut count = transaction
-            .prepare_cached(&format!("SELECT COUNT(*) FROM sessions s {where_clause}"))?;
-        let total: i64 = count.query_row(params_from_iter(values.iter()), |row| row.get(0))?;
-        total.max(0) as u64
+    let total = match total_from_page(filter, rows.len()) {
+        Some(total) => total,
+        None => {
+            let mut count = transaction
+                .prepare_cached(&format!("SELECT COUNT(*) FROM sessions s {where_clause}"))?;
+            let total: i64 = count.query_row(params_from_iter(values.iter()), |row| row.get(0))?;
+            total.max(0) as u64
+        }
     };
     transaction.finish()?;
-    json.extend_from_slice(b"],\"total\":");
-    write_integer(&mut json, total);
-    json.push(b'}');
-    Ok(json)
+    Ok(SearchPage { rows, total })
 }
 
 /// The `WHERE` clause for `filter` (empty without filters) and its parameters in order.
@@ -91,39 +76,20 @@ fn where_clause(filter: &SessionFilter) -> (String, Vec<Value>) {
     }
 }
 
-/// Writes one `/search` item exactly as serde writes a `SessionSummary`, from the row's
-/// columns (borrowed, never copied into strings first).
-fn write_summary(json: &mut Vec<u8>, row: &Row<'_>) -> anyhow::Result<()> {
+/// One `/search` item from the row's columns.
+fn summary_from(row: &Row<'_>) -> anyhow::Result<SummaryRow> {
     let status = std::str::from_utf8(text(row, 2)?)?;
-    let status = SessionStatus::parse(status).unwrap_or(SessionStatus::Failed);
-    json.extend_from_slice(b"{\"session_id\":");
-    write_str(json, text(row, 0)?)?;
-    json.extend_from_slice(b",\"user_id\":");
-    write_str(json, text(row, 1)?)?;
-    json.extend_from_slice(b",\"status\":\"");
-    json.extend_from_slice(status.as_str().as_bytes());
-    json.extend_from_slice(b"\",\"started_at\":");
-    Rfc3339Ms(row.get(3)?).write_json(json);
-    json.extend_from_slice(b",\"port\":");
-    match row.get::<_, Option<i64>>(4)?.and_then(|port| u16::try_from(port).ok()) {
-        Some(port) => write_integer(json, port),
-        None => json.extend_from_slice(b"null"),
-    }
-    json.extend_from_slice(b",\"tags\":");
-    write_tags(json, std::str::from_utf8(text(row, 5)?)?)?;
-    if status.has_ended() {
-        if let Some(code) = row.get::<_, Option<i32>>(6)? {
-            json.extend_from_slice(b",\"exit_code\":");
-            write_integer(json, code);
-        }
-        if let Some(reason) = row.get_ref(7)?.as_str_or_null()?.and_then(ExitReason::parse) {
-            json.extend_from_slice(b",\"exit_reason\":\"");
-            json.extend_from_slice(reason.as_str().as_bytes());
-            json.push(b'"');
-        }
-    }
-    json.push(b'}');
-    Ok(())
+    let tags = std::str::from_utf8(text(row, 5)?)?;
+    Ok(SummaryRow {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        status: SessionStatus::parse(status).unwrap_or(SessionStatus::Failed),
+        started_at_ms: row.get(3)?,
+        port: row.get::<_, Option<i64>>(4)?.and_then(|port| u16::try_from(port).ok()),
+        tags: super::decode_tags(tags),
+        exit_code: row.get(6)?,
+        exit_reason: row.get_ref(7)?.as_str_or_null()?.and_then(ExitReason::parse),
+    })
 }
 
 /// A text column's bytes, borrowed from the row.
@@ -131,50 +97,5 @@ fn text<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<&'row [u8]> 
     match row.get_ref(index)? {
         ValueRef::Text(bytes) => Ok(bytes),
         other => Err(rusqlite::Error::InvalidColumnType(index, String::new(), other.data_type())),
-    }
-}
-
-/// A JSON string from UTF-8 `bytes`: printable ASCII without quotes or backslashes (ids,
-/// most user names) is copied as it is, anything else is checked and escaped by serde.
-fn write_str(json: &mut Vec<u8>, bytes: &[u8]) -> anyhow::Result<()> {
-    let plain = bytes.iter().fold(true, |plain, &byte| {
-        plain & (0x20..0x7f).contains(&byte) & (byte != b'"') & (byte != b'\\')
-    });
-    if plain {
-        json.push(b'"');
-        json.extend_from_slice(bytes);
-        json.push(b'"');
-    } else {
-        serde_json::to_writer(json, std::str::from_utf8(bytes)?)?;
-    }
-    Ok(())
-}
-
-/// A whole number in decimal, as serde writes it.
-fn write_integer(json: &mut Vec<u8>, value: impl itoa::Integer) {
-    json.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-}
-
-/// The stored tags (a JSON object), shown as the map they hold.
-fn write_tags(json: &mut Vec<u8>, stored: &str) -> serde_json::Result<()> {
-    if stored == "{}" {
-        json.extend_from_slice(b"{}");
-        return Ok(());
-    }
-    let tags: BTreeMap<String, String> = serde_json::from_str(stored).unwrap_or_default();
-    serde_json::to_writer(json, &tags)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strings_are_written_as_serde_writes_them() {
-        for text in ["", "plain-id", "quote\"", "back\\slash", "tab\t", "\u{7f}", "é", "\u{1}"] {
-            let mut json = Vec::new();
-            write_str(&mut json, text.as_bytes()).expect("writes");
-            assert_eq!(json, serde_json::to_vec(text).expect("encodes"), "{text:?}");
-        }
     }
 }

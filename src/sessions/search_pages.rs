@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::SessionFilter;
+use crate::store::sessions::SessionFilter;
 
 /// At most this many answers, and this many bytes of them, are kept.
 const MAX_PAGES: usize = 32;
 const MAX_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Default)]
-pub(super) struct PageCache {
+pub(crate) struct PageCache {
     /// Counts session writes; an answer is valid only in the generation it was read in.
     generation: AtomicU64,
     pages: Mutex<Pages>,
@@ -30,17 +30,17 @@ struct Pages {
 
 impl PageCache {
     /// The generation a page read from now on belongs to.
-    pub(super) fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
     /// Drops every kept answer; called after each committed write to the sessions tables
     /// (before the writer returns, so whoever learns of the change cannot get an older page).
-    pub(super) fn invalidate(&self) {
+    pub(crate) fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(super) fn get(&self, filter: &SessionFilter) -> Option<Bytes> {
+    pub(crate) fn get(&self, filter: &SessionFilter) -> Option<Bytes> {
         let generation = self.generation();
         let pages = self.pages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if pages.generation != generation {
@@ -50,7 +50,7 @@ impl PageCache {
     }
 
     /// Keeps `page`, read for `filter` in `generation`, unless a write came in since.
-    pub(super) fn put(&self, filter: SessionFilter, generation: u64, page: Bytes) {
+    pub(crate) fn put(&self, filter: SessionFilter, generation: u64, page: Bytes) {
         if page.len() > MAX_BYTES / 4 || generation != self.generation() {
             return;
         }

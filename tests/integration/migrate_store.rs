@@ -1,0 +1,114 @@
+//! `agentapi-proxy migrate-store --to <url>`: the configured SQLite store's sessions, profiles
+//! and OAuth sessions land in PostgreSQL unchanged; a non-empty target, or a store a server
+//! holds, is refused.
+
+use std::process::Output;
+
+use agentapi_proxy::store::oauth::{OAuthSessionRow, OAuthStore, SqliteOAuth};
+use agentapi_proxy::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
+use agentapi_proxy::store::profiles::{ProfileStore, SqliteProfiles};
+use agentapi_proxy::store::sessions::{SessionRow, SessionStore, SqliteSessions};
+use agentapi_proxy::store::{Location, Store};
+use agentapi_proxy_client::{ExitReason, Profile, SessionStatus};
+use tokio::process::Command;
+
+use crate::store_suite::pg_store;
+use crate::support::postgres as test_postgres;
+use crate::support::{binary, server::test_config};
+
+async fn migrate(config_path: &std::path::Path, url: &str) -> Output {
+    Command::new(binary())
+        .args(["migrate-store", "-c"])
+        .arg(config_path)
+        .env("AGENTAPI_PROXY_MIGRATE_TO", url)
+        .output()
+        .await
+        .expect("runs")
+}
+
+fn profile(id: &str) -> Profile {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "user_id": "alice", "name": "web", "description": "",
+        "environment": {"EDITOR": "vi"}, "tags": {"team": "web"}, "system_prompt": "",
+        "repository_history": [], "message_templates": [],
+        "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z"
+    }))
+    .expect("a profile")
+}
+
+#[tokio::test]
+async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
+    let Some(database) = test_postgres::database().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(dir.path());
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, serde_json::to_string(&config).expect("json")).expect("write");
+    std::fs::create_dir_all(&config.data_dir).expect("data dir");
+    let source = Store::open(Location::File(config.sqlite_path())).expect("open");
+    let mut ended = SessionRow {
+        id: "s-1".into(),
+        user_id: "alice".into(),
+        status: SessionStatus::Exited,
+        port: None,
+        backend_ref: None,
+        tags: [("team".to_string(), "web".to_string())].into(),
+        env_names: vec!["A".into()],
+        started_at_ms: 1_700_000_000_000,
+        ended_at_ms: Some(1_700_000_100_000),
+        exit_code: Some(0),
+        exit_reason: Some(ExitReason::AgentExited),
+        agent_status: Some("stable".into()),
+        initial_message: None,
+        restarts: 1,
+    };
+    let sessions = SqliteSessions::new(source.clone());
+    sessions.insert(ended.clone()).await.expect("insert");
+    ended.id = "s-2".into();
+    sessions.insert(ended.clone()).await.expect("insert");
+    let profiles = SqliteProfiles::new(source.clone());
+    profiles.insert(profile("p-1"), 5).await.expect("insert");
+    assert!(profiles.replace(profile("p-1"), 1).await.expect("replace"), "now at version 2");
+    let login = OAuthSessionRow {
+        token_hash: "t".repeat(64),
+        session_id: "o-1".into(),
+        user_id: "octocat".into(),
+        role: "user".into(),
+        permissions: vec!["session:list".into()],
+        kind: "browser".into(),
+        created_at_ms: 1,
+        expires_at_ms: i64::MAX,
+        max_expires_at_ms: i64::MAX,
+        bound_to: None,
+    };
+    SqliteOAuth::new(source.clone()).insert_session(login.clone()).await.expect("insert");
+    let expected_sessions = sessions.all().await.expect("all");
+    drop((sessions, profiles, source));
+
+    // While a server holds the store, nothing is copied.
+    let held = agentapi_proxy::data_dir::prepare_and_lock(
+        std::path::Path::new(&config.data_dir),
+        Some(&config.sqlite_path()),
+    )
+    .expect("lock");
+    let refused = migrate(&config_path, &database.url).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    drop(held);
+
+    let done = migrate(&config_path, &database.url).await;
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout} {}", String::from_utf8_lossy(&done.stderr));
+    assert!(stdout.contains("copied 2 sessions, 1 profiles and 1 OAuth sessions"), "{stdout}");
+
+    let target = pg_store(&database.url).await;
+    assert_eq!(PgSessions::new(target.clone()).all().await.expect("all"), expected_sessions);
+    let copied = PgProfiles::new(target.clone()).get("p-1".into()).await.expect("get");
+    let copied = copied.expect("the profile was copied");
+    assert_eq!((copied.profile, copied.version), (profile("p-1"), 2));
+    let oauth = PgOAuth::new(target.clone()).session_by_id("o-1".into()).await.expect("get");
+    assert_eq!(oauth, Some(login));
+
+    let again = migrate(&config_path, &database.url).await;
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("only fills an empty store"), "{stderr}");
+}
