@@ -1,6 +1,7 @@
 //! Configuration: `config.json` + `AGENTAPI_PROXY_*` environment + flags → a validated
 //! [`Config`]. Nothing here is async; the server reads it once at startup.
 
+mod chat;
 mod load;
 mod schema;
 mod shape;
@@ -13,6 +14,7 @@ use serde_json::Value;
 pub use load::{
     ConfigSource, DEFAULT_CONFIG_FILE, ENV_PREFIX, FlagOverrides, LoadOptions, Loaded, load,
 };
+pub use chat::{ChatConfig, MAX_HISTORY_MESSAGES, SlackConfig, UserEntry};
 pub use schema::*;
 pub use validate::{
     PROXY_SET_ENV, is_env_name, origin_of, parse_cidr, parse_timestamp, read_keys_file,
@@ -50,6 +52,11 @@ impl Config {
             }
         }
         redact(value.pointer_mut("/auth/github/oauth/client_secret"));
+        for pointer in chat::CHAT_SECRETS {
+            if value.pointer(pointer).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                redact(value.pointer_mut(pointer));
+            }
+        }
         if let Some(Value::Object(environment)) = value.pointer_mut("/agent/environment") {
             for slot in environment.values_mut() {
                 *slot = Value::String(REDACTED.into());

@@ -19,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub cors: CorsConfig,
     pub metrics: MetricsConfig,
+    /// New: chat bridges (chat.md).
+    pub chat: super::chat::ChatConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             cors: CorsConfig::default(),
             metrics: MetricsConfig::default(),
+            chat: super::chat::ChatConfig::default(),
         }
     }
 }
@@ -46,6 +49,8 @@ pub struct AuthConfig {
     #[serde(rename = "static")]
     pub static_keys: StaticAuthConfig,
     pub github: GithubConfig,
+    /// New: people who may act without presenting a key (chat users), by user id.
+    pub users: BTreeMap<String, super::chat::UserEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
