@@ -11,10 +11,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+pub use chat::{ChatConfig, MAX_HISTORY_MESSAGES, SlackConfig, UserEntry};
 pub use load::{
     ConfigSource, DEFAULT_CONFIG_FILE, ENV_PREFIX, FlagOverrides, LoadOptions, Loaded, load,
 };
-pub use chat::{ChatConfig, MAX_HISTORY_MESSAGES, SlackConfig, UserEntry};
 pub use schema::*;
 pub use validate::{
     PROXY_SET_ENV, is_env_name, origin_of, parse_cidr, parse_timestamp, read_keys_file,

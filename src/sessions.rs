@@ -3,6 +3,7 @@
 //! stop, delete, purge. No axum types; the agent processes themselves live behind the
 //! [`backend::SessionBackend`] trait.
 
+pub mod agent_token;
 pub mod backend;
 pub mod feed;
 pub mod first_prompt;
@@ -93,6 +94,8 @@ pub(crate) struct ManagerState {
     runtime: tokio::runtime::Handle,
     /// Sessions created, removed, or changing `status`/`agent_status`.
     feed: SessionFeed,
+    /// Issues every new agent its `APX_SESSION_TOKEN` (set once, after recovery).
+    agent_tokens: std::sync::OnceLock<Arc<agent_token::AgentTokens>>,
 }
 
 impl SessionManager {
@@ -116,6 +119,7 @@ impl SessionManager {
             shutdown,
             runtime: tokio::runtime::Handle::current(),
             feed: SessionFeed::default(),
+            agent_tokens: std::sync::OnceLock::new(),
         });
         recovery::recover_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
@@ -148,12 +152,29 @@ impl SessionManager {
             return Err(ApiError::StoreUnavailable);
         }
         self.0.feed.updated(|| session.detail());
+        let access = match self.0.agent_tokens.get() {
+            Some(tokens) => match tokens.issue(&session.id).await {
+                Ok(access) => Some(access),
+                Err(error) => {
+                    crate::telemetry::store_error();
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "could not record an agent token"
+                    );
+                    let _ = self.0.store.delete(session.id.clone()).await;
+                    self.0.unregister(&session);
+                    return Err(ApiError::StoreUnavailable);
+                }
+            },
+            None => None,
+        };
         let spec = AgentSpec {
             session_id: session.id.clone(),
             user_id: owner.to_string(),
             environment: input.environment,
             repository,
             system_prompt: input.system_prompt,
+            access,
         };
         let (control, commands) = mpsc::unbounded_channel();
         session.attach_supervisor(control);
@@ -212,6 +233,11 @@ impl SessionManager {
         Ok(session)
     }
 
+    /// From now on every new agent gets a token from `tokens` (sessions.md §5).
+    pub fn issue_agent_tokens(&self, tokens: Arc<agent_token::AgentTokens>) {
+        let _ = self.0.agent_tokens.set(tokens);
+    }
+
     /// Environment names a request (or profile) may not set.
     pub fn reserved_env(&self) -> Vec<&str> {
         self.0.reserved_env.iter().map(String::as_str).collect()
@@ -247,6 +273,9 @@ impl SessionManager {
             return Err(ApiError::StoreUnavailable);
         }
         self.0.backend.remove_files(&session.id).await;
+        if let Some(tokens) = self.0.agent_tokens.get() {
+            tokens.forget(&session.id).await;
+        }
         self.0.unregister(session);
         *deleted = true;
         Ok(())

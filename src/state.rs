@@ -13,9 +13,11 @@ use crate::auth::{AuthServices, Authenticator};
 use crate::config::Config;
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
+use crate::sessions::agent_token::AgentTokens;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
+use crate::store::agent_tokens::SqliteAgentTokens;
 use crate::store::oauth::SqliteOAuth;
 use crate::store::profiles::{ProfileStore, SqliteProfiles};
 use crate::store::sessions::SqliteSessions;
@@ -38,6 +40,8 @@ pub struct Services {
     pub shutdown: Shutdown,
     /// Held while the server lives: no second server may run on the same directory.
     pub data_dir_lock: DataDirLock,
+    /// Every agent's `APX_SESSION_TOKEN` (sessions.md §5).
+    pub agent_tokens: Arc<AgentTokens>,
 }
 
 impl std::ops::Deref for AppState {
@@ -70,8 +74,15 @@ impl AppState {
             Location::Memory
         };
         let store = Store::open(location)?;
-        let auth = Authenticator::new(&config, auth_services(&config, &store)?)
-            .context("while setting up authentication")?;
+        let agent_tokens = Arc::new(
+            AgentTokens::load(Arc::new(SqliteAgentTokens::new(store.clone())))
+                .await
+                .context("while loading agent tokens")?,
+        );
+        let mut services = auth_services(&config, &store)?;
+        services.agent_tokens = Some(agent_tokens.clone());
+        let auth =
+            Authenticator::new(&config, services).context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
         // Proxy sessions exist whenever authentication is on (`POST /auth/login`).
         if auth.proxy_sessions().is_some() {
@@ -90,6 +101,8 @@ impl AppState {
         )
         .await
         .context("while loading stored sessions")?;
+        agent_tokens.retain(|id| sessions.get(id).is_some()).await;
+        sessions.issue_agent_tokens(agent_tokens.clone());
         let proxy = ProxySettings::from_config(&config);
         let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfiles::new(store.clone()));
         Ok(Self(Arc::new(Services {
@@ -101,6 +114,7 @@ impl AppState {
             proxy,
             shutdown,
             data_dir_lock,
+            agent_tokens,
         })))
     }
 }
@@ -117,5 +131,6 @@ fn auth_services(config: &Config, store: &Store) -> anyhow::Result<AuthServices>
         keys: Arc::new(ApiKeys::load(config)?),
         github,
         oauth_store: Arc::new(SqliteOAuth::new(store.clone())),
+        agent_tokens: None,
     })
 }

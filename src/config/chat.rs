@@ -120,9 +120,8 @@ pub(super) fn validate_chat(config: &super::Config, out: &mut Findings) {
         ));
     }
     if slack.history_messages > MAX_HISTORY_MESSAGES {
-        out.problems.push(format!(
-            "`chat.slack.history_messages` must be at most {MAX_HISTORY_MESSAGES}"
-        ));
+        out.problems
+            .push(format!("`chat.slack.history_messages` must be at most {MAX_HISTORY_MESSAGES}"));
     }
     for (slack_user, user_id) in &slack.users {
         if user_id.trim().is_empty() {

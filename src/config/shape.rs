@@ -111,7 +111,8 @@ pub fn config_shape() -> Shape {
     *shape.at_mut(&["chat", "slack", "history_messages"]) =
         Shape::Int { max: super::chat::MAX_HISTORY_MESSAGES };
     for free in ["users", "channel_profiles"] {
-        *shape.at_mut(&["chat", "slack", free]) = Shape::Map(Box::new(Shape::Str { choices: None }));
+        *shape.at_mut(&["chat", "slack", free]) =
+            Shape::Map(Box::new(Shape::Str { choices: None }));
     }
     if let Shape::Record(github) = shape.at_mut(&["auth", "github"]) {
         github.insert("oauth".into(), record_of::<OAuthConfig>());
@@ -166,9 +167,8 @@ pub fn unknown_key<'k>(
     let suggestion = nearest(key, known)
         .map(|near| format!("; did you mean `{}`?", join(path, near)))
         .unwrap_or_default();
-    let guarded = ["auth", "chat"]
-        .iter()
-        .any(|top| full == *top || full.starts_with(&format!("{top}.")));
+    let guarded =
+        ["auth", "chat"].iter().any(|top| full == *top || full.starts_with(&format!("{top}.")));
     if !guarded {
         findings.warnings.push(format!("unknown configuration key `{full}` (ignored){suggestion}"));
         return;

@@ -420,8 +420,10 @@ fn chat_slack_refuses_unknown_keys_and_missing_tokens() {
     assert!(all.contains("did you mean `chat.slack.channels`"), "{all}");
     assert!(all.contains("chat.slack.reply"), "{all}");
     assert!(all.contains("chat.slack.history_messages"), "{all}");
-    let file = fixture
-        .write("d.json", &json!({"chat": {"slack": {"enabled": true, "mode": "events"}}}).to_string());
+    let file = fixture.write(
+        "d.json",
+        &json!({"chat": {"slack": {"enabled": true, "mode": "events"}}}).to_string(),
+    );
     let all = problems(load(&fixture.options(Some(file), &[]))).join("\n");
     assert!(all.contains("chat.slack.bot_token"), "{all}");
     assert!(all.contains("chat.slack.signing_secret"), "{all}");

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Every test drives real processes over
 //! real loopback sockets; nothing of our own is mocked.
 
+mod agent_token;
 mod auth;
 mod bench_smoke;
 mod browser;
