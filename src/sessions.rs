@@ -238,6 +238,14 @@ impl SessionManager {
         let _ = self.0.agent_tokens.set(tokens);
     }
 
+    /// The port of the session's agent, when the session is active and what listens there
+    /// is its agent (for code that talks to the agent itself, like the chat bridge).
+    pub fn agent_port(&self, session: &Session) -> Option<u16> {
+        let state = session.state();
+        let process = state.process.filter(|_| state.status == SessionStatus::Active)?;
+        self.0.backend.owns_endpoint(&process).then_some(process.endpoint.port)
+    }
+
     /// Environment names a request (or profile) may not set.
     pub fn reserved_env(&self) -> Vec<&str> {
         self.0.reserved_env.iter().map(String::as_str).collect()

@@ -1,0 +1,134 @@
+//! The bridge's calls to a session's agent (agentapi's API on the agent's own port, as the
+//! initial prompt reaches it): messages, a user message, an upload, the event
+//! stream. Answers are bounded; the event stream is cut into frames by `eventsource-stream`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+/// agentapi answers `POST /message` once the agent starts working: seconds, up to ~18 s.
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of a `/messages` answer read (bounded answers, security.md rule 17).
+const MAX_MESSAGES_BYTES: usize = 8 * 1024 * 1024;
+
+/// One message of the agent's conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AgentMessage {
+    pub id: u64,
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Deserialize)]
+struct Messages {
+    messages: Vec<AgentMessage>,
+}
+
+/// An event of the agent's stream the bridge acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    Status(String),
+    Other,
+}
+
+/// How a user message was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Accepted,
+    /// The agent was busy (500): try again when it is stable.
+    Busy,
+}
+
+/// One agent, by port.
+#[derive(Debug, Clone)]
+pub struct AgentCalls {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl AgentCalls {
+    pub fn new(http: reqwest::Client, port: u16) -> Self {
+        Self { http, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    async fn bounded(response: reqwest::Response, limit: usize) -> anyhow::Result<Bytes> {
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if body.len() + chunk.len() > limit {
+                anyhow::bail!("the agent's answer is over {limit} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
+    }
+
+    pub async fn messages(&self) -> anyhow::Result<Vec<AgentMessage>> {
+        let response =
+            self.http.get(format!("{}/messages", self.base)).timeout(POST_TIMEOUT).send().await?;
+        let body = Self::bounded(response.error_for_status()?, MAX_MESSAGES_BYTES).await?;
+        Ok(serde_json::from_slice::<Messages>(&body)?.messages)
+    }
+
+    pub async fn send(&self, content: &str) -> anyhow::Result<Sent> {
+        let response = self
+            .http
+            .post(format!("{}/message", self.base))
+            .json(&json!({"content": content, "type": "user"}))
+            .timeout(POST_TIMEOUT)
+            .send()
+            .await?;
+        match response.status() {
+            status if status.is_success() => Ok(Sent::Accepted),
+            status if status.is_server_error() => Ok(Sent::Busy),
+            status => anyhow::bail!("the agent refused the message ({status})"),
+        }
+    }
+
+    /// Uploads a file; returns where the agent put it.
+    pub async fn upload(&self, name: &str, bytes: Bytes) -> anyhow::Result<String> {
+        let part = reqwest::multipart::Part::stream(bytes).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let response = self
+            .http
+            .post(format!("{}/upload", self.base))
+            .multipart(form)
+            .timeout(POST_TIMEOUT)
+            .send()
+            .await?;
+        let body = Self::bounded(response.error_for_status()?, 64 * 1024).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        value["filePath"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("the agent's upload answer names no filePath"))
+    }
+
+    /// The agent's event stream (it replays the conversation, then the status).
+    pub async fn events(&self) -> anyhow::Result<impl Stream<Item = AgentEvent> + Send + use<>> {
+        let response = self
+            .http
+            .get(format!("{}/events", self.base))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await?
+            .error_for_status()?;
+        let frames = response.bytes_stream().eventsource();
+        Ok(frames.take_while(|frame| std::future::ready(frame.is_ok())).filter_map(|frame| {
+            std::future::ready(frame.ok().map(|frame| {
+                match frame.event.as_str() {
+                    "status_change" => serde_json::from_str::<serde_json::Value>(&frame.data)
+                        .ok()
+                        .and_then(|value| value["status"].as_str().map(str::to_string))
+                        .map_or(AgentEvent::Other, AgentEvent::Status),
+                    _ => AgentEvent::Other,
+                }
+            }))
+        }))
+    }
+}

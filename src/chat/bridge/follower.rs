@@ -1,0 +1,282 @@
+//! One follower per live session (chat.md "Flow" 2, 3, 5): it announces the start (link or
+//! failure), follows the agent's event stream, and each time the agent is `stable` posts the
+//! turn's reply (once: recorded by turn id, and looked up on the chat service after a
+//! restart) and then delivers the next queued message (files uploaded first). When the
+//! session ends, the thread is told why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentapi_proxy_client::SessionStatus;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use super::agent::{AgentCalls, AgentEvent, Sent};
+use super::text::{clean, split};
+use super::{Bridge, Queued, metrics};
+use crate::chat::platform::ThreadRef;
+use crate::shutdown::Stage;
+
+/// The largest file handed to an agent (agentapi's own upload limit).
+const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+
+impl Bridge {
+    /// Starts the follower of `session_id` unless one runs.
+    pub(super) fn follow(&self, session_id: String, thread: ThreadRef, announce: bool) {
+        let wake = Arc::new(Notify::new());
+        {
+            let mut followers =
+                self.0.followers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if followers.contains_key(&session_id) {
+                return;
+            }
+            followers.insert(session_id.clone(), wake.clone());
+        }
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            bridge.run_follower(&session_id, &thread, announce, &wake).await;
+            let mut followers =
+                bridge.0.followers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            followers.remove(&session_id);
+        });
+    }
+
+    async fn run_follower(
+        &self,
+        session_id: &str,
+        thread: &ThreadRef,
+        announce: bool,
+        wake: &Notify,
+    ) {
+        let inner = &self.0;
+        if let Some(session) = inner.sessions.get(session_id) {
+            let state = session.wait_while_starting().await;
+            if announce {
+                let text = match (&state.failure, state.status) {
+                    (None, SessionStatus::Active) => {
+                        format!("Session started: {}", self.session_link(session_id))
+                    }
+                    (Some(failure), _) => {
+                        format!("The session could not start: {}", failure.clone().into_api_error())
+                    }
+                    (None, status) => {
+                        format!("The session could not start: it is {}.", status.as_str())
+                    }
+                };
+                self.say(thread, &text).await;
+            }
+        }
+        let mut pause = Duration::from_millis(50);
+        let mut first_settle = true;
+        loop {
+            if inner.shutdown.stage() != Stage::Running {
+                return;
+            }
+            let Some(session) = inner.sessions.get(session_id) else { break };
+            if !session.status().is_live() {
+                break;
+            }
+            let Some(port) = inner.sessions.agent_port(&session) else {
+                self.pause(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            };
+            let agent = AgentCalls::new(inner.http.clone(), port);
+            let mut events = match agent.events().await {
+                Ok(events) => Box::pin(events),
+                Err(error) => {
+                    tracing::debug!(%session_id, %error, "agent event stream not open yet");
+                    self.pause(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            pause = Duration::from_millis(50);
+            let mut stable = false;
+            loop {
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(AgentEvent::Status(status)) => {
+                            stable = status == "stable";
+                            if stable {
+                                session.touch();
+                                stable = self.settle(session_id, thread, &agent, first_settle).await;
+                                first_settle = false;
+                            }
+                        }
+                        Some(AgentEvent::Other) => {}
+                        None => break,
+                    },
+                    _ = wake.notified() => {
+                        if stable {
+                            stable = self.settle(session_id, thread, &agent, first_settle).await;
+                            first_settle = false;
+                        }
+                    }
+                    _ = inner.shutdown.reached(Stage::Draining) => return,
+                }
+            }
+        }
+        self.tell_end(session_id, thread).await;
+    }
+
+    /// The agent is stable: post the turn's reply, then send the next queued message.
+    /// Returns whether the agent is still stable (nothing was sent).
+    async fn settle(
+        &self,
+        session_id: &str,
+        thread: &ThreadRef,
+        agent: &AgentCalls,
+        look_up: bool,
+    ) -> bool {
+        self.post_reply(session_id, thread, agent, look_up).await;
+        !self.deliver_next(session_id, thread, agent).await
+    }
+
+    /// Posts the agent's last message of the turn that just ended, once.
+    async fn post_reply(
+        &self,
+        session_id: &str,
+        thread: &ThreadRef,
+        agent: &AgentCalls,
+        look_up: bool,
+    ) {
+        let inner = &self.0;
+        let messages = match agent.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                return tracing::warn!(%session_id, %error, "cannot read the agent's messages");
+            }
+        };
+        let last_user = messages.iter().filter(|m| m.role == "user").map(|m| m.id).max();
+        let Some(last_user) = last_user else { return };
+        let Some(reply) = messages.iter().rev().find(|m| m.role == "agent" && m.id > last_user)
+        else {
+            return;
+        };
+        let turn = format!("{session_id}:{}", reply.id);
+        match inner.store.posted_turn(session_id.to_string(), turn.clone()).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(error) => {
+                return tracing::error!(error = format!("{error:#}"), "cannot read posted turns");
+            }
+        }
+        if look_up && let Ok(Some(found)) = inner.platform.find_turn(thread, &turn).await {
+            self.record_turn(session_id, &turn, &found).await;
+            return;
+        }
+        let text = clean(&reply.content);
+        let text =
+            if text.is_empty() { "(the agent answered without text)".to_string() } else { text };
+        let parts = split(&text, inner.platform.max_message_chars());
+        let count = parts.len();
+        let mut last_id = None;
+        for (index, part) in parts.iter().enumerate() {
+            let carries_turn = (index + 1 == count).then_some(turn.as_str());
+            let posted = inner.platform.post(thread, part, carries_turn).await;
+            metrics::post(inner.platform.name(), posted.is_ok());
+            match posted {
+                Ok(id) => last_id = Some(id),
+                Err(error) => return tracing::warn!(%session_id, %error, "could not post a reply"),
+            }
+        }
+        if let Some(id) = last_id {
+            self.record_turn(session_id, &turn, &id).await;
+        }
+    }
+
+    async fn record_turn(&self, session_id: &str, turn: &str, message_id: &str) {
+        let recorded = self
+            .0
+            .store
+            .record_turn(session_id.into(), turn.into(), message_id.into(), crate::clock::now_ms())
+            .await;
+        if let Err(error) = recorded {
+            tracing::error!(error = format!("{error:#}"), "cannot record a posted reply");
+        }
+    }
+
+    /// Sends the oldest queued message; true when the agent took it.
+    async fn deliver_next(&self, session_id: &str, thread: &ThreadRef, agent: &AgentCalls) -> bool {
+        let inner = &self.0;
+        let queued = match inner.store.queued(session_id.to_string()).await {
+            Ok(queued) => queued,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "cannot read queued follow-ups");
+                return false;
+            }
+        };
+        let Some(head) = queued.into_iter().next() else { return false };
+        let Ok(item) = serde_json::from_str::<Queued>(&head.message) else {
+            let _ = inner.store.dequeue(head.seq).await;
+            return false;
+        };
+        let mut content = item.text.clone();
+        let mut uploaded = Vec::new();
+        for file in &item.files {
+            let bytes = match inner.platform.download(file, MAX_FILE_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    tracing::warn!(%error, "could not download an attached file");
+                    self.say(thread, &format!("Could not fetch {} for the agent.", file.name))
+                        .await;
+                    continue;
+                }
+            };
+            match agent.upload(&file.name, bytes).await {
+                Ok(path) => uploaded.push(path),
+                Err(error) => tracing::warn!(%error, "the agent did not take an upload"),
+            }
+        }
+        if !uploaded.is_empty() {
+            content
+                .push_str(&format!("\n\n(attached files, uploaded to: {})", uploaded.join(", ")));
+        }
+        match agent.send(&content).await {
+            Ok(Sent::Accepted) => {
+                if let Err(error) = inner.store.dequeue(head.seq).await {
+                    tracing::error!(error = format!("{error:#}"), "cannot remove a sent follow-up");
+                }
+                metrics::message(inner.platform.name(), "delivered");
+                if item.marked {
+                    let _ = inner.platform.mark(thread, &item.message_id, "hourglass", false).await;
+                }
+                true
+            }
+            Ok(Sent::Busy) => false,
+            Err(error) => {
+                tracing::warn!(%session_id, %error, "the agent refused a chat message; dropped");
+                let _ = inner.store.dequeue(head.seq).await;
+                false
+            }
+        }
+    }
+
+    /// Tells the thread its session ended (once) and forgets the mapping.
+    async fn tell_end(&self, session_id: &str, thread: &ThreadRef) {
+        let inner = &self.0;
+        let row = inner.store.thread_of_session(session_id.to_string()).await.ok().flatten();
+        if row.is_none_or(|row| row.ended) {
+            return;
+        }
+        let reason = match inner.sessions.get(session_id) {
+            Some(session) => {
+                let state = session.state();
+                state
+                    .exit_reason
+                    .map_or(state.status.as_str(), |reason| reason.as_str())
+                    .to_string()
+            }
+            None => "deleted".to_string(),
+        };
+        if let Err(error) = inner.store.end_thread(session_id.to_string()).await {
+            tracing::error!(error = format!("{error:#}"), "cannot end a chat thread");
+        }
+        let text = format!(
+            "The session ended ({}). Mention me to start a new one.",
+            reason.replace('_', " ")
+        );
+        self.say(thread, &text).await;
+    }
+}
