@@ -2,3 +2,4 @@
 //! seam each service implements; the bridge, its store and the services live beside it.
 
 pub mod platform;
+pub mod slack;
