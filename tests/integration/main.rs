@@ -33,6 +33,7 @@ mod repository;
 mod secrets;
 mod server;
 mod sessions;
+mod slack_wire;
 mod smuggling;
 mod support;
 mod typed_bodies;
