@@ -3,4 +3,5 @@
 
 pub mod bridge;
 pub mod platform;
+pub mod setup;
 pub mod slack;

@@ -1,7 +1,7 @@
 //! `AppState`: the one place where the server's shared services are built and held.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use crate::auth::api_keys::ApiKeys;
 use crate::auth::github::{GitHubApi, HttpGitHub};
 use crate::auth::oauth::OAuth;
 use crate::auth::{AuthServices, Authenticator};
+use crate::chat::setup::{Chat, ChatDeps};
 use crate::config::Config;
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
@@ -42,6 +43,8 @@ pub struct Services {
     pub data_dir_lock: DataDirLock,
     /// Every agent's `APX_SESSION_TOKEN` (sessions.md §5).
     pub agent_tokens: Arc<AgentTokens>,
+    /// The chat bridges (chat.md), once connected; empty when none is enabled.
+    pub chat: Arc<OnceLock<Chat>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -105,6 +108,16 @@ impl AppState {
         sessions.issue_agent_tokens(agent_tokens.clone());
         let proxy = ProxySettings::from_config(&config);
         let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfiles::new(store.clone()));
+        let chat = Arc::new(OnceLock::new());
+        let deps = ChatDeps {
+            config: Arc::new(config.clone()),
+            store: store.clone(),
+            sessions: sessions.clone(),
+            profiles: profiles.clone(),
+            keys: auth.keys().clone(),
+            shutdown: shutdown.clone(),
+        };
+        crate::chat::setup::spawn(deps, chat.clone());
         Ok(Self(Arc::new(Services {
             config,
             store,
@@ -115,6 +128,7 @@ impl AppState {
             shutdown,
             data_dir_lock,
             agent_tokens,
+            chat,
         })))
     }
 }

@@ -62,6 +62,15 @@ struct Queued {
     marked: bool,
 }
 
+/// How the bridge reaches a session's follower.
+#[derive(Debug, Default)]
+struct FollowerLink {
+    /// Woken when the session's queue grows.
+    wake: Notify,
+    /// The agent is stable and nothing was sent to it since.
+    stable: std::sync::atomic::AtomicBool,
+}
+
 /// The `GET /chat/status` entry of one platform.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlatformStatus {
@@ -89,8 +98,8 @@ struct Inner {
     http: reqwest::Client,
     /// Wakes the inbox processor.
     wake: Notify,
-    /// Live followers by session id, each woken when its queue grows.
-    followers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Live followers by session id.
+    followers: Mutex<HashMap<String, Arc<FollowerLink>>>,
     recent: Mutex<(HashSet<String>, VecDeque<String>)>,
     last_event_at_ms: AtomicI64,
     shutdown: Shutdown,

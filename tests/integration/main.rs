@@ -33,6 +33,7 @@ mod repository;
 mod secrets;
 mod server;
 mod sessions;
+mod slack;
 mod slack_wire;
 mod smuggling;
 mod support;

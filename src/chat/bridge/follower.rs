@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use agentapi_proxy_client::SessionStatus;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use std::sync::atomic::Ordering;
 
 use super::agent::{AgentCalls, AgentEvent, Sent};
 use super::text::{clean, split};
-use super::{Bridge, Queued, metrics};
+use super::{Bridge, FollowerLink, Queued, metrics};
 use crate::chat::platform::ThreadRef;
 use crate::shutdown::Stage;
 
@@ -23,18 +23,18 @@ const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 impl Bridge {
     /// Starts the follower of `session_id` unless one runs.
     pub(super) fn follow(&self, session_id: String, thread: ThreadRef, announce: bool) {
-        let wake = Arc::new(Notify::new());
+        let link = Arc::new(FollowerLink::default());
         {
             let mut followers =
                 self.0.followers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if followers.contains_key(&session_id) {
                 return;
             }
-            followers.insert(session_id.clone(), wake.clone());
+            followers.insert(session_id.clone(), link.clone());
         }
         let bridge = self.clone();
         tokio::spawn(async move {
-            bridge.run_follower(&session_id, &thread, announce, &wake).await;
+            bridge.run_follower(&session_id, &thread, announce, &link).await;
             let mut followers =
                 bridge.0.followers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             followers.remove(&session_id);
@@ -46,7 +46,7 @@ impl Bridge {
         session_id: &str,
         thread: &ThreadRef,
         announce: bool,
-        wake: &Notify,
+        link: &FollowerLink,
     ) {
         let inner = &self.0;
         if let Some(session) = inner.sessions.get(session_id) {
@@ -107,7 +107,7 @@ impl Bridge {
                         Some(AgentEvent::Other) => {}
                         None => break,
                     },
-                    _ = wake.notified() => {
+                    _ = link.wake.notified() => {
                         if stable {
                             stable = self.settle(session_id, thread, &agent, first_settle).await;
                             first_settle = false;
@@ -115,7 +115,9 @@ impl Bridge {
                     }
                     _ = inner.shutdown.reached(Stage::Draining) => return,
                 }
+                link.stable.store(stable, Ordering::SeqCst);
             }
+            link.stable.store(false, Ordering::SeqCst);
         }
         self.tell_end(session_id, thread).await;
     }

@@ -127,8 +127,8 @@ impl Bridge {
                 .await;
         }
         let text = format!("{}: {}", person.name, message.text);
-        let waits = session.state().agent_status.as_deref() != Some("stable")
-            || self.has_queue(&session.id).await;
+        let idle = self.follower_stable(&session.id);
+        let waits = !idle || self.has_queue(&session.id).await;
         self.enqueue(&session.id, message, text, waits).await;
     }
 
@@ -173,8 +173,16 @@ impl Bridge {
 
     fn wake_follower(&self, session_id: &str) {
         let followers = self.0.followers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(wake) = followers.get(session_id) {
-            wake.notify_one();
+        if let Some(link) = followers.get(session_id) {
+            link.wake.notify_one();
         }
+    }
+
+    /// Whether the session's agent waits for input, as its follower last saw.
+    fn follower_stable(&self, session_id: &str) -> bool {
+        let followers = self.0.followers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        followers
+            .get(session_id)
+            .is_some_and(|link| link.stable.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
