@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{
     PATIENCE, count_posts, session_of_thread, sessions_of_thread, slack_config, wait_for_post,
 };
-use crate::support::fake_slack::{ALICE, CHANNEL, Failure, FakeSlack};
+use crate::support::fake_slack::{ALICE, CHANNEL, ConnectionEvent, Failure, FakeSlack};
 use crate::support::server::{BinaryServer, TestServer};
 use crate::support::sessions::get_json;
 use crate::support::wait_until;
@@ -87,7 +87,8 @@ async fn a_rate_limited_post_is_retried_after_retry_after() {
 
 #[tokio::test]
 async fn a_dropped_socket_reconnects_and_loses_nothing() {
-    let fake = FakeSlack::start(PATIENCE).await;
+    // An envelope sent into the dying connection is redelivered when nobody acked it.
+    let fake = FakeSlack::start(Duration::from_secs(2)).await;
     let _server = TestServer::start(|config| slack_config(config, &fake)).await;
     let mention = fake.inject_mention(ALICE, CHANNEL, "one", None);
     let root = mention.ts.clone();
@@ -97,4 +98,7 @@ async fn a_dropped_socket_reconnects_and_loses_nothing() {
     fake.send(&second);
     wait_for_post(&fake, CHANNEL, &root, "the second echo", |p| p.text == "echo: alice: two").await;
     assert_eq!(count_posts(&fake, CHANNEL, &root, "echo: "), 2);
+    let log = fake.connection_log();
+    let opened = log.iter().filter(|event| matches!(event, ConnectionEvent::Opened(_))).count();
+    assert!(opened >= 2, "reconnected: {log:?}");
 }

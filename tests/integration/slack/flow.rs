@@ -127,7 +127,8 @@ async fn stop_ends_the_session_and_says_so_and_a_later_mention_starts_another() 
     assert_eq!(count_posts(&fake, CHANNEL, &root, "The session ended"), 0, "told once");
     fake.inject_mention(ALICE, CHANNEL, "again", Some(&root));
     wait_for_post(&fake, CHANNEL, &root, "the new echo", |p| {
-        p.text.starts_with("echo: again\n\nEarlier in this thread") && p.text.contains("echo: hello")
+        p.text.starts_with("echo: again\n\nEarlier in this thread")
+            && p.text.contains("echo: hello")
     })
     .await;
     let second = session_of_thread(&server.base(), &root).await;
