@@ -1,8 +1,9 @@
 //! Slack as a [`ChatPlatform`]: the Web API client (`web_api`), thread reads (`threads`),
-//! incoming events turned into [`IncomingMessage`]s (`events`), Socket Mode (`socket_mode`)
-//! and the Events API request check (`http_events`). Built from [`SlackSettings`], which the
-//! bridge fills from `chat.slack`; tokens stay in [`SlackToken`] and never reach a log or an
-//! error message.
+//! incoming events turned into
+//! [`IncomingMessage`](crate::chat::platform::IncomingMessage)s (`events`), Socket Mode
+//! (`socket_mode`) and the Events API request check (`http_events`). Built from
+//! [`SlackSettings`], which the bridge fills from `chat.slack`; tokens stay in [`SlackToken`]
+//! and never reach a log or an error message.
 
 mod events;
 mod http_events;
