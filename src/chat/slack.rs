@@ -162,10 +162,10 @@ impl SlackPlatform {
     /// Checks the bot token with `auth.test` and learns who the bot is.
     pub async fn connect(settings: SlackSettings) -> Result<Self, PlatformError> {
         if settings.mode == SlackMode::Socket && settings.app_token.is_none() {
-            return Err(PlatformError::Refused("socket mode needs an app token".into()));
+            return Err(PlatformError::Refused("missing_app_token".into()));
         }
         if settings.mode == SlackMode::Events && settings.signing_secret.is_none() {
-            return Err(PlatformError::Refused("events mode needs a signing secret".into()));
+            return Err(PlatformError::Refused("missing_signing_secret".into()));
         }
         let api = web_api::WebApi::new(&settings)?;
         let answer = api.call_form("auth.test", &settings.bot_token, &[]).await?;
