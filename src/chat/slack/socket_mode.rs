@@ -225,8 +225,6 @@ async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[tokio::test]
     async fn a_wss_url_uses_the_tls_stack_we_already_have() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -8,7 +8,7 @@ use agentapi_proxy::chat::slack::SlackMode;
 use serde_json::json;
 
 use super::{CollectingInbox, platform};
-use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack, signed_headers, unix_now};
+use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack, signature, signed_headers, unix_now};
 
 #[tokio::test]
 async fn a_signed_event_is_stored_and_answered_200() {
@@ -71,6 +71,11 @@ async fn bad_stale_or_missing_signatures_are_401_and_store_nothing() {
     let mut garbled = signed_headers(&body, unix_now(), None);
     garbled.insert("x-slack-signature", http::HeaderValue::from_static("v0=not-hex"));
     assert_eq!(platform.receive_http(&garbled, &body, inbox.as_ref()).await.status, 401);
+    let now = unix_now();
+    let mut other_secret = signed_headers(&body, now, None);
+    let forged = signature("not-the-signing-secret", now, &body);
+    other_secret.insert("x-slack-signature", http::HeaderValue::from_str(&forged).expect("hex"));
+    assert_eq!(platform.receive_http(&other_secret, &body, inbox.as_ref()).await.status, 401);
 
     assert_eq!(inbox.calls(), 0, "nothing reached the inbox");
 }
