@@ -3,7 +3,9 @@
 //! [`IncomingMessage`](crate::chat::platform::IncomingMessage)s (`events`), Socket Mode
 //! (`socket_mode`) and the Events API request check (`http_events`). Built from
 //! [`SlackSettings`], which the bridge fills from `chat.slack`; tokens stay in [`SlackToken`]
-//! and never reach a log or an error message.
+//! and never reach a log or an error message. Text we post is escaped (`&`, `<`, `>`), so an
+//! agent's output can never ping `@channel` or a user or forge a link; text we read back is
+//! unescaped.
 
 mod events;
 mod http_events;

@@ -111,3 +111,22 @@ async fn url_verification_answers_the_challenge_and_inbox_errors_are_500() {
         .await;
     assert_eq!(answer.status, 400);
 }
+
+#[tokio::test]
+async fn the_signature_check_uses_the_injected_clock() {
+    let fake = FakeSlack::start(Duration::from_secs(5)).await;
+    let mut settings = super::settings(&fake, SlackMode::Events);
+    settings.clock = || 1_000_000_000_000;
+    let platform =
+        agentapi_proxy::chat::slack::SlackPlatform::connect(settings).await.expect("connects");
+    let inbox = CollectingInbox::new();
+    let mention = fake.mention(ALICE, CHANNEL, "long ago", None);
+    let body = serde_json::to_vec(&mention.payload).expect("json");
+    let now = platform
+        .receive_http(&signed_headers(&body, unix_now(), None), &body, inbox.as_ref())
+        .await;
+    assert_eq!(now.status, 401, "far from the platform's clock");
+    let then = signed_headers(&body, 1_000_000_000 - 299, None);
+    assert_eq!(platform.receive_http(&then, &body, inbox.as_ref()).await.status, 200);
+    assert_eq!(inbox.stored().len(), 1);
+}

@@ -66,6 +66,15 @@ impl FakeSlack {
         self.user_message("app_mention", user, channel, &text, thread_ts, Vec::new())
     }
 
+    /// The `message` event Slack also sends for a mention (to an app subscribed to
+    /// `message.channels`): same message, another `event_id`.
+    pub fn message_twin(&self, mention: &Injected) -> Injected {
+        let mut event = mention.payload["event"].clone();
+        event["type"] = json!("message");
+        event["channel_type"] = json!("channel");
+        self.event(event, mention.ts.clone())
+    }
+
     /// A plain reply in a thread.
     pub fn thread_message(
         &self,
