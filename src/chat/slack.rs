@@ -1,8 +1,11 @@
 //! Slack as a [`ChatPlatform`]: the Web API client (`web_api`), thread reads (`threads`),
-//! incoming events turned into [`IncomingMessage`]s (`events`), Socket Mode (`socket_mode`)
-//! and the Events API request check (`http_events`). Built from [`SlackSettings`], which the
-//! bridge fills from `chat.slack`; tokens stay in [`SlackToken`] and never reach a log or an
-//! error message.
+//! incoming events turned into
+//! [`IncomingMessage`](crate::chat::platform::IncomingMessage)s (`events`), Socket Mode
+//! (`socket_mode`) and the Events API request check (`http_events`). Built from
+//! [`SlackSettings`], which the bridge fills from `chat.slack`; tokens stay in [`SlackToken`]
+//! and never reach a log or an error message. Text we post is escaped (`&`, `<`, `>`), so an
+//! agent's output can never ping `@channel` or a user or forge a link; text we read back is
+//! unescaped.
 
 mod events;
 mod http_events;
@@ -161,10 +164,10 @@ impl SlackPlatform {
     /// Checks the bot token with `auth.test` and learns who the bot is.
     pub async fn connect(settings: SlackSettings) -> Result<Self, PlatformError> {
         if settings.mode == SlackMode::Socket && settings.app_token.is_none() {
-            return Err(PlatformError::Refused("socket mode needs an app token".into()));
+            return Err(PlatformError::Refused("missing_app_token".into()));
         }
         if settings.mode == SlackMode::Events && settings.signing_secret.is_none() {
-            return Err(PlatformError::Refused("events mode needs a signing secret".into()));
+            return Err(PlatformError::Refused("missing_signing_secret".into()));
         }
         let api = web_api::WebApi::new(&settings)?;
         let answer = api.call_form("auth.test", &settings.bot_token, &[]).await?;

@@ -319,3 +319,54 @@ async fn tokens_never_show_in_debug_output_or_errors() {
     let error = SlackPlatform::connect(no_app_token).await.expect_err("socket mode needs it");
     assert_clean(&format!("{error} {error:?}"));
 }
+
+/// The fake itself answers as Slack documents, so the tests above check something real.
+#[tokio::test]
+async fn the_fake_refuses_like_slack() {
+    let fake = FakeSlack::start(Duration::from_secs(5)).await;
+    let client = reqwest::Client::new();
+    let call = |method: &str, token: Option<&str>, json_body: Option<serde_json::Value>| {
+        let mut request = client.post(format!("{}/{method}", fake.api_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request = match json_body {
+            Some(body) => request.json(&body),
+            None => request.form(&[("channel", CHANNEL)]),
+        };
+        async move {
+            let response = request.send().await.expect("the fake answers");
+            assert_eq!(response.status(), 200, "refusals are HTTP 200");
+            response.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let error = |answer: serde_json::Value| {
+        assert_eq!(answer["ok"], false, "{answer}");
+        answer["error"].as_str().expect("an error code").to_string()
+    };
+    assert_eq!(error(call("auth.test", None, None).await), "not_authed");
+    assert_eq!(error(call("auth.test", Some("xoxb-nope"), None).await), "invalid_auth");
+    assert_eq!(
+        error(call("chat.postMessage", Some(APP_TOKEN), None).await),
+        "not_allowed_token_type"
+    );
+    assert_eq!(
+        error(call("apps.connections.open", Some(BOT_TOKEN), None).await),
+        "not_allowed_token_type"
+    );
+    let read_with_json = json!({"channel": CHANNEL, "ts": "1733140000.000100"});
+    let answer = call("conversations.replies", Some(BOT_TOKEN), Some(read_with_json)).await;
+    assert_eq!(error(answer), "channel_not_found", "read methods ignore JSON bodies");
+    let post = json!({"channel": "C0NOWHERE", "text": "x"});
+    assert_eq!(
+        error(call("chat.postMessage", Some(BOT_TOKEN), Some(post)).await),
+        "channel_not_found"
+    );
+    let too_long = json!({"channel": CHANNEL, "text": "x".repeat(40_001)});
+    assert_eq!(
+        error(call("chat.postMessage", Some(BOT_TOKEN), Some(too_long)).await),
+        "msg_too_long"
+    );
+    let open = call("apps.connections.open", Some(APP_TOKEN), None).await;
+    assert!(open["url"].as_str().is_some_and(|url| url.starts_with("ws://127.0.0.1:")), "{open}");
+}

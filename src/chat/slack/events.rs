@@ -13,8 +13,10 @@ const PERSON_SUBTYPES: &[&str] = &["file_share", "thread_broadcast"];
 
 /// The message an `event_callback` payload carries, if the bridge wants it.
 ///
-/// A plain `message` event in a channel that mentions the bot is dropped: Slack sends the
-/// same message as an `app_mention` too (the bot subscribes to both), and that one is kept.
+/// Slack can send one message twice, as `app_mention` and as `message` (the bot subscribes to
+/// both): in a channel the `app_mention` is kept and a `message` that mentions the bot is
+/// dropped; in a direct message (channel id `D...`) the `message` (`message.im`) is kept
+/// and an `app_mention` dropped.
 pub(super) fn incoming(payload: &Value, bot: &BotIdentity) -> Option<IncomingMessage> {
     if payload["type"] != "event_callback" {
         return None;
@@ -43,11 +45,15 @@ pub(super) fn incoming(payload: &Value, bot: &BotIdentity) -> Option<IncomingMes
     if event_type == "message" && !direct && mentions(raw_text, &bot.user_id) {
         return None;
     }
+    let channel = event["channel"].as_str()?;
+    if event_type == "app_mention" && channel.starts_with('D') {
+        return None;
+    }
     let ts = event["ts"].as_str()?;
     let team = payload["team_id"].as_str().or_else(|| event["team"].as_str())?;
     let thread = ThreadRef {
         team: team.to_string(),
-        channel: event["channel"].as_str()?.to_string(),
+        channel: channel.to_string(),
         root: event["thread_ts"].as_str().unwrap_or(ts).to_string(),
     };
     Some(IncomingMessage {
@@ -186,6 +192,7 @@ mod tests {
             json!({"type": "message", "user": "U1", "channel": "C1", "channel_type": "channel",
                    "text": "<@UBOT> hi", "ts": "1.0"}),
             json!({"type": "reaction_added", "user": "U1", "item": {}}),
+            json!({"type": "app_mention", "user": "U1", "channel": "D1", "text": "<@UBOT> hi", "ts": "1.0"}),
         ];
         for event in dropped {
             assert_eq!(incoming(&callback(event.clone()), &bot()), None, "{event}");

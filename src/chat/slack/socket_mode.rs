@@ -30,6 +30,9 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const STALE_AFTER: Duration = Duration::from_secs(90);
 /// How long a connection told to go away may still deliver after its successor is up.
 const RETIRE_WITHIN: Duration = Duration::from_secs(5);
+/// An inbox slower than this is treated as failing (Slack redelivers after 3 s anyway), so
+/// one stuck write cannot stall the connection.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack's envelopes are small; refuse giant frames.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
@@ -122,10 +125,14 @@ async fn handle(platform: &SlackPlatform, text: &str, inbox: &dyn Inbox) -> Acti
             let Some(message) = events::incoming(&envelope["payload"], &platform.identity) else {
                 return Action::Ack(envelope_id);
             };
-            match inbox.store(message).await {
-                Ok(_) => Action::Ack(envelope_id),
-                Err(error) => {
+            match tokio::time::timeout(STORE_TIMEOUT, inbox.store(message)).await {
+                Ok(Ok(_)) => Action::Ack(envelope_id),
+                Ok(Err(error)) => {
                     tracing::error!(error = %error, "could not store a slack event; slack will redeliver");
+                    Action::Nothing
+                }
+                Err(_) => {
+                    tracing::error!("storing a slack event timed out; slack will redeliver");
                     Action::Nothing
                 }
             }
@@ -196,19 +203,16 @@ async fn serve(
                     Action::Nothing => {}
                 }
             }
-            frame = next_frame(&mut retiring) => {
-                let Some(Ok(Message::Text(text))) = frame else {
-                    if !matches!(frame, Some(Ok(_))) {
-                        retiring = None;
+            frame = next_frame(&mut retiring) => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let action = handle(platform, text.as_str(), inbox).await;
+                    if let (Action::Ack(envelope_id), Some(old)) = (action, retiring.as_mut()) {
+                        ack(old, &envelope_id).await;
                     }
-                    continue;
-                };
-                if let (Action::Ack(envelope_id), Some(old)) =
-                    (handle(platform, text.as_str(), inbox).await, retiring.as_mut())
-                {
-                    ack(old, &envelope_id).await;
                 }
-            }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => retiring = None,
+                Some(Ok(_)) => {}
+            },
             _ = tokio::time::sleep_until(retire_by), if retiring.is_some() => retiring = None,
             _ = pings.tick() => {
                 if last_frame.elapsed() > STALE_AFTER || current.send(Message::Ping(Default::default())).await.is_err() {
@@ -216,5 +220,25 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_wss_url_uses_the_tls_stack_we_already_have() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            drop(stream);
+        });
+        let url = format!("wss://127.0.0.1:{}/link", address.port());
+        let result = tokio_tungstenite::connect_async(url).await;
+        assert!(
+            result.is_err(),
+            "a TLS handshake against a closed socket fails (and does not panic)"
+        );
+        server.await.expect("the server task ends");
     }
 }

@@ -8,7 +8,7 @@ use agentapi_proxy::chat::slack::SlackMode;
 use serde_json::json;
 
 use super::{CollectingInbox, platform};
-use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack, signed_headers, unix_now};
+use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack, signature, signed_headers, unix_now};
 
 #[tokio::test]
 async fn a_signed_event_is_stored_and_answered_200() {
@@ -71,6 +71,11 @@ async fn bad_stale_or_missing_signatures_are_401_and_store_nothing() {
     let mut garbled = signed_headers(&body, unix_now(), None);
     garbled.insert("x-slack-signature", http::HeaderValue::from_static("v0=not-hex"));
     assert_eq!(platform.receive_http(&garbled, &body, inbox.as_ref()).await.status, 401);
+    let now = unix_now();
+    let mut other_secret = signed_headers(&body, now, None);
+    let forged = signature("not-the-signing-secret", now, &body);
+    other_secret.insert("x-slack-signature", http::HeaderValue::from_str(&forged).expect("hex"));
+    assert_eq!(platform.receive_http(&other_secret, &body, inbox.as_ref()).await.status, 401);
 
     assert_eq!(inbox.calls(), 0, "nothing reached the inbox");
 }
@@ -105,4 +110,23 @@ async fn url_verification_answers_the_challenge_and_inbox_errors_are_500() {
         .receive_http(&signed_headers(not_json, unix_now(), None), not_json, inbox.as_ref())
         .await;
     assert_eq!(answer.status, 400);
+}
+
+#[tokio::test]
+async fn the_signature_check_uses_the_injected_clock() {
+    let fake = FakeSlack::start(Duration::from_secs(5)).await;
+    let mut settings = super::settings(&fake, SlackMode::Events);
+    settings.clock = || 1_000_000_000_000;
+    let platform =
+        agentapi_proxy::chat::slack::SlackPlatform::connect(settings).await.expect("connects");
+    let inbox = CollectingInbox::new();
+    let mention = fake.mention(ALICE, CHANNEL, "long ago", None);
+    let body = serde_json::to_vec(&mention.payload).expect("json");
+    let now = platform
+        .receive_http(&signed_headers(&body, unix_now(), None), &body, inbox.as_ref())
+        .await;
+    assert_eq!(now.status, 401, "far from the platform's clock");
+    let then = signed_headers(&body, 1_000_000_000 - 299, None);
+    assert_eq!(platform.receive_http(&then, &body, inbox.as_ref()).await.status, 200);
+    assert_eq!(inbox.stored().len(), 1);
 }

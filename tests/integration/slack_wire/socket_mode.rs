@@ -115,13 +115,14 @@ async fn an_inbox_error_leaves_the_event_to_be_redelivered_and_stored_later() {
 }
 
 #[tokio::test]
-async fn bots_ourselves_and_edits_are_acked_but_never_stored() {
+async fn bots_ourselves_edits_and_mention_twins_are_acked_but_never_stored() {
     let fake = FakeSlack::start(Duration::from_millis(300)).await;
     let inbox = CollectingInbox::new();
     let _running = run(&fake, inbox.clone()).await;
     let root = fake.inject_mention(ALICE, CHANNEL, "start", None);
     wait_stored(&inbox, &root).await;
     let ignored = [
+        fake.message_twin(&root),
         fake.bot_message(CHANNEL, "B0OTHERBOT", "beep", Some(&root.ts)),
         fake.bot_message(CHANNEL, BOT_ID, "our own reply", Some(&root.ts)),
         fake.edit(CHANNEL, &root.ts, "<@U0FAKEBOT> start, edited"),

@@ -4,6 +4,9 @@
 //! `retry_attempt` + 1 and a new `envelope_id`. It can send `disconnect` and close later, or
 //! drop connections without a close frame.
 
+// tungstenite's handshake callback returns its (large) error response by value.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
