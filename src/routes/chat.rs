@@ -21,7 +21,8 @@ use crate::chat::slack::MAX_EVENT_BODY_BYTES;
 use crate::error::ApiError;
 use crate::openapi::params::SessionIdPath;
 use crate::openapi::responses::{
-    BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
+    BadRequest, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthenticated,
+    UnsupportedMediaType,
 };
 use crate::state::AppState;
 
@@ -42,14 +43,17 @@ fn chat(state: &AppState) -> Result<&Chat, ApiError> {
     tag = "chat",
     operation_id = "slackEvents",
     summary = "Slack's Events API (events mode only; Slack's request signature, no proxy auth)",
+    description = "A bad, missing or stale (over 300 s from now) `X-Slack-Signature` is 401.",
     security(),
     request_body(content = Object, description = "An Events API payload (at most 1 MiB)."),
     responses(
         (status = 200, description = "Stored (or a duplicate, or nothing for the bridge); \
             `url_verification` is answered with its `challenge`.", body = Object),
-        (status = 401, description = "Bad or stale (over 300 s) signature."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
         (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
     )
 )]
 pub async fn slack_events(
