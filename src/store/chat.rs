@@ -28,6 +28,8 @@ pub struct ThreadRow {
     pub session_id: String,
     pub owner: String,
     pub started_at_ms: i64,
+    /// The chat message that started the session.
+    pub started_by: String,
     /// The session ended and the thread was told.
     pub ended: bool,
 }
@@ -68,10 +70,17 @@ pub trait ChatStore: Send + Sync + std::fmt::Debug {
     async fn end_thread(&self, session_id: String) -> anyhow::Result<()>;
     /// Threads whose session has not ended.
     async fn live_threads(&self) -> anyhow::Result<Vec<ThreadRow>>;
-    async fn enqueue(&self, session_id: String, message: String, at_ms: i64)
-    -> anyhow::Result<i64>;
-    /// The session's queued follow-ups, in order.
+    /// Queues a message for the agent; false when this chat message was queued before.
+    async fn enqueue(
+        &self,
+        session_id: String,
+        message_id: String,
+        message: String,
+        at_ms: i64,
+    ) -> anyhow::Result<bool>;
+    /// The session's messages not yet sent, in order.
     async fn queued(&self, session_id: String) -> anyhow::Result<Vec<QueuedRow>>;
+    /// Marks a queued message sent.
     async fn dequeue(&self, seq: i64) -> anyhow::Result<()>;
     async fn queue_depth(&self) -> anyhow::Result<u64>;
     /// The message id a turn's reply was posted as, if it was.
@@ -117,7 +126,8 @@ impl SqliteChat {
     }
 }
 
-const THREAD_COLUMNS: &str = "platform, team, channel, root, session_id, owner, started_at, ended";
+const THREAD_COLUMNS: &str =
+    "platform, team, channel, root, session_id, owner, started_at, started_by, ended";
 
 fn thread_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRow> {
     Ok(ThreadRow {
@@ -128,7 +138,8 @@ fn thread_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRow> {
         session_id: row.get(4)?,
         owner: row.get(5)?,
         started_at_ms: row.get(6)?,
-        ended: row.get::<_, i64>(7)? != 0,
+        started_by: row.get(7)?,
+        ended: row.get::<_, i64>(8)? != 0,
     })
 }
 
@@ -220,10 +231,11 @@ impl ChatStore for SqliteChat {
         self.write("while mapping a chat thread", move |connection| {
             connection.execute(
                 &format!(
-                    "INSERT INTO chat_threads ({THREAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                    "INSERT INTO chat_threads ({THREAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                      ON CONFLICT (platform, team, channel, root) DO UPDATE SET \
                      session_id = excluded.session_id, owner = excluded.owner, \
-                     started_at = excluded.started_at, ended = excluded.ended"
+                     started_at = excluded.started_at, started_by = excluded.started_by, \
+                     ended = excluded.ended"
                 ),
                 params![
                     row.platform,
@@ -233,6 +245,7 @@ impl ChatStore for SqliteChat {
                     row.session_id,
                     row.owner,
                     row.started_at_ms,
+                    row.started_by,
                     i64::from(row.ended)
                 ],
             )?;
@@ -267,15 +280,17 @@ impl ChatStore for SqliteChat {
     async fn enqueue(
         &self,
         session_id: String,
+        message_id: String,
         message: String,
         at_ms: i64,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<bool> {
         self.write("while queueing a follow-up", move |connection| {
-            connection.execute(
-                "INSERT INTO chat_queue (session_id, message, queued_at) VALUES (?1, ?2, ?3)",
-                params![session_id, message, at_ms],
+            let inserted = connection.execute(
+                "INSERT INTO chat_queue (session_id, message_id, message, queued_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (session_id, message_id) DO NOTHING",
+                params![session_id, message_id, message, at_ms],
             )?;
-            Ok(connection.last_insert_rowid())
+            Ok(inserted == 1)
         })
         .await
     }
@@ -283,7 +298,8 @@ impl ChatStore for SqliteChat {
     async fn queued(&self, session_id: String) -> anyhow::Result<Vec<QueuedRow>> {
         self.read("while reading queued follow-ups", move |connection| {
             let mut statement = connection.prepare(
-                "SELECT seq, session_id, message FROM chat_queue WHERE session_id = ?1 ORDER BY seq",
+                "SELECT seq, session_id, message FROM chat_queue \
+                 WHERE session_id = ?1 AND sent = 0 ORDER BY seq",
             )?;
             let rows = statement.query_map(params![session_id], |row| {
                 Ok(QueuedRow { seq: row.get(0)?, session_id: row.get(1)?, message: row.get(2)? })
@@ -295,7 +311,7 @@ impl ChatStore for SqliteChat {
 
     async fn dequeue(&self, seq: i64) -> anyhow::Result<()> {
         self.write("while removing a sent follow-up", move |connection| {
-            connection.execute("DELETE FROM chat_queue WHERE seq = ?1", params![seq])?;
+            connection.execute("UPDATE chat_queue SET sent = 1 WHERE seq = ?1", params![seq])?;
             Ok(())
         })
         .await
@@ -303,8 +319,11 @@ impl ChatStore for SqliteChat {
 
     async fn queue_depth(&self) -> anyhow::Result<u64> {
         self.read("while counting queued follow-ups", |connection| {
-            let count: i64 =
-                connection.query_row("SELECT COUNT(*) FROM chat_queue", [], |row| row.get(0))?;
+            let count: i64 = connection.query_row(
+                "SELECT COUNT(*) FROM chat_queue WHERE sent = 0",
+                [],
+                |row| row.get(0),
+            )?;
             Ok(u64::try_from(count).unwrap_or(0))
         })
         .await
@@ -381,16 +400,20 @@ mod tests {
             session_id: "s1".into(),
             owner: "alice".into(),
             started_at_ms: 5,
+            started_by: "1.0".into(),
             ended: false,
         };
         chat.set_thread(row.clone()).await.expect("map");
         let found = chat.thread("slack".into(), "T1".into(), "C1".into(), "1.0".into()).await;
         assert_eq!(found.expect("read"), Some(row.clone()));
         assert_eq!(chat.live_threads().await.expect("live").len(), 1);
-        let first = chat.enqueue("s1".into(), "a".into(), 1).await.expect("queue");
-        chat.enqueue("s1".into(), "b".into(), 2).await.expect("queue");
+        assert!(chat.enqueue("s1".into(), "1.1".into(), "a".into(), 1).await.expect("queue"));
+        assert!(chat.enqueue("s1".into(), "1.2".into(), "b".into(), 2).await.expect("queue"));
         assert_eq!(chat.queue_depth().await.expect("depth"), 2);
+        let first = chat.queued("s1".into()).await.expect("queued")[0].seq;
         chat.dequeue(first).await.expect("dequeue");
+        let again = chat.enqueue("s1".into(), "1.1".into(), "a".into(), 3).await.expect("queue");
+        assert!(!again, "a message sent before is not queued again");
         let left = chat.queued("s1".into()).await.expect("queued");
         assert_eq!(left.iter().map(|q| q.message.as_str()).collect::<Vec<_>>(), ["b"]);
         assert_eq!(chat.posted_turn("s1".into(), "t1".into()).await.expect("turn"), None);

@@ -47,6 +47,10 @@ impl Bridge {
             }
         };
         let addressed = message.mentions_bot || message.direct;
+        if mapping.as_ref().is_some_and(|row| row.started_by == message.message_id) {
+            // Processed before a crash: its session exists (or existed) already.
+            return;
+        }
         let live = mapping.as_ref().filter(|row| !row.ended).and_then(|row| {
             inner.sessions.get(&row.session_id).filter(|session| session.status().is_live())
         });
@@ -161,11 +165,22 @@ impl Bridge {
             Ok(document) => document,
             Err(error) => return tracing::error!(%error, "cannot encode a follow-up"),
         };
-        let stored =
-            inner.store.enqueue(session_id.to_string(), document, crate::clock::now_ms()).await;
-        if let Err(error) = stored {
-            tracing::error!(error = format!("{error:#}"), "cannot queue a follow-up");
-            return;
+        let stored = inner
+            .store
+            .enqueue(
+                session_id.to_string(),
+                message.message_id.clone(),
+                document,
+                crate::clock::now_ms(),
+            )
+            .await;
+        match stored {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "cannot queue a follow-up");
+                return;
+            }
         }
         metrics::message(inner.platform.name(), if mark { "queued" } else { "accepted" });
         self.wake_follower(session_id);

@@ -76,6 +76,7 @@ impl Bridge {
             session_id: session.id.clone(),
             owner: session.user_id.clone(),
             started_at_ms: session.started_at_ms,
+            started_by: message.message_id.clone(),
             ended: false,
         };
         if let Err(error) = inner.store.set_thread(row).await {

@@ -29,19 +29,25 @@ CREATE TABLE chat_threads (
     session_id TEXT NOT NULL,
     owner TEXT NOT NULL,
     started_at INTEGER NOT NULL,
+    -- The chat message that started the session (a re-processed one starts nothing).
+    started_by TEXT NOT NULL,
     ended INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (platform, team, channel, root)
 );
 CREATE INDEX chat_threads_by_session ON chat_threads (session_id);
 
--- Follow-ups waiting for the agent to be stable, in order, per session.
+-- Messages for the agent, in order, per session: waiting until it is stable, then kept as
+-- sent, so a chat message processed again (after a crash) is not sent twice.
 CREATE TABLE chat_queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
     message TEXT NOT NULL,
-    queued_at INTEGER NOT NULL
+    queued_at INTEGER NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (session_id, message_id)
 );
-CREATE INDEX chat_queue_by_session ON chat_queue (session_id, seq);
+CREATE INDEX chat_queue_by_session ON chat_queue (session_id, sent, seq);
 
 -- Replies posted, by turn: a turn's reply is posted once.
 CREATE TABLE chat_turns (
