@@ -135,3 +135,34 @@ async fn stop_ends_the_session_and_says_so_and_a_later_mention_starts_another() 
     assert_ne!(first["session_id"], second["session_id"]);
     assert_eq!(count_posts(&fake, CHANNEL, &root, "starting a new one"), 1);
 }
+
+#[tokio::test]
+async fn a_session_ended_elsewhere_is_told_in_its_thread_and_counted() {
+    let fake = FakeSlack::start(PATIENCE).await;
+    let server = TestServer::start(|config| slack_config(config, &fake)).await;
+    let mention = fake.inject_mention(ALICE, CHANNEL, "hello", None);
+    let root = mention.ts.clone();
+    wait_for_post(&fake, CHANNEL, &root, "the echo", |p| p.text == "echo: hello").await;
+    let client = reqwest::Client::new();
+    let (_, status) = get_json(&client, &server.url("/chat/status")).await;
+    let platform = &status["platforms"][0];
+    assert_eq!(platform["platform"], "slack");
+    assert_eq!(platform["mode"], "socket");
+    assert_eq!(platform["connected"], true);
+    assert_eq!(platform["live_threads"], 1);
+    assert_eq!(platform["queue_depth"], 0);
+    assert!(platform["last_event_at"].is_string(), "{status}");
+
+    let session = session_of_thread(&server.base(), &root).await;
+    let id = session["session_id"].as_str().expect("id");
+    let deleted = client.delete(server.url(&format!("/sessions/{id}"))).send().await;
+    assert_eq!(deleted.expect("delete").status(), 200);
+    wait_for_post(&fake, CHANNEL, &root, "the end notice", |p| {
+        p.text.starts_with("The session ended (deleted)")
+    })
+    .await;
+    let metrics = client.get(server.url("/metrics")).send().await.expect("metrics");
+    let metrics = metrics.text().await.expect("text");
+    assert!(metrics.contains("agentapi_proxy_chat_events_total"), "{metrics}");
+    assert!(metrics.contains("agentapi_proxy_chat_posts_total"));
+}
