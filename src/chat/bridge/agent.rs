@@ -32,7 +32,24 @@ struct Messages {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
     Status(String),
+    /// An agent message appeared or grew (its whole text so far).
+    AgentMessage(String),
     Other,
+}
+
+fn event_of(name: &str, data: &str) -> AgentEvent {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
+        return AgentEvent::Other;
+    };
+    match name {
+        "status_change" => {
+            value["status"].as_str().map_or(AgentEvent::Other, |s| AgentEvent::Status(s.into()))
+        }
+        "message_update" if value["role"] == "agent" => value["message"]
+            .as_str()
+            .map_or(AgentEvent::Other, |text| AgentEvent::AgentMessage(text.into())),
+        _ => AgentEvent::Other,
+    }
 }
 
 /// How a user message was taken.
@@ -120,15 +137,7 @@ impl AgentCalls {
             .error_for_status()?;
         let frames = response.bytes_stream().eventsource();
         Ok(frames.take_while(|frame| std::future::ready(frame.is_ok())).filter_map(|frame| {
-            std::future::ready(frame.ok().map(|frame| {
-                match frame.event.as_str() {
-                    "status_change" => serde_json::from_str::<serde_json::Value>(&frame.data)
-                        .ok()
-                        .and_then(|value| value["status"].as_str().map(str::to_string))
-                        .map_or(AgentEvent::Other, AgentEvent::Status),
-                    _ => AgentEvent::Other,
-                }
-            }))
+            std::future::ready(frame.ok().map(|frame| event_of(&frame.event, &frame.data)))
         }))
     }
 }

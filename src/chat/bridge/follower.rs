@@ -5,7 +5,7 @@
 //! session ends, the thread is told why.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentapi_proxy_client::SessionStatus;
 use futures_util::StreamExt;
@@ -16,6 +16,16 @@ use super::text::{clean, split};
 use super::{Bridge, FollowerLink, Queued, metrics};
 use crate::chat::platform::ThreadRef;
 use crate::shutdown::Stage;
+
+/// `reply: "stream"`: the least time between two edits of the placeholder.
+const STREAM_EDIT_EVERY: Duration = Duration::from_secs(2);
+
+/// The placeholder of the turn in progress (`reply: "stream"`).
+#[derive(Debug, Default)]
+struct Streamed {
+    placeholder: Option<String>,
+    last_edit: Option<Instant>,
+}
 
 /// The largest file handed to an agent (agentapi's own upload limit).
 const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -93,6 +103,7 @@ impl Bridge {
             };
             pause = Duration::from_millis(50);
             let mut stable = false;
+            let mut stream = Streamed::default();
             loop {
                 tokio::select! {
                     event = events.next() => match event {
@@ -100,16 +111,17 @@ impl Bridge {
                             stable = status == "stable";
                             if stable {
                                 session.touch();
-                                stable = self.settle(session_id, thread, &agent, first_settle).await;
+                                stable = self.settle(session_id, thread, &agent, first_settle, &mut stream).await;
                                 first_settle = false;
                             }
                         }
+                        Some(AgentEvent::AgentMessage(text)) => self.stream_edit(thread, &mut stream, &text).await,
                         Some(AgentEvent::Other) => {}
                         None => break,
                     },
                     _ = link.wake.notified() => {
                         if stable {
-                            stable = self.settle(session_id, thread, &agent, first_settle).await;
+                            stable = self.settle(session_id, thread, &agent, first_settle, &mut stream).await;
                             first_settle = false;
                         }
                     }
@@ -130,9 +142,15 @@ impl Bridge {
         thread: &ThreadRef,
         agent: &AgentCalls,
         look_up: bool,
+        stream: &mut Streamed,
     ) -> bool {
-        self.post_reply(session_id, thread, agent, look_up).await;
-        !self.deliver_next(session_id, thread, agent).await
+        let placeholder = stream.placeholder.take();
+        self.post_reply(session_id, thread, agent, look_up, placeholder).await;
+        let sent = self.deliver_next(session_id, thread, agent).await;
+        if sent {
+            self.stream_start(thread, stream).await;
+        }
+        !sent
     }
 
     /// Posts the agent's last message of the turn that just ended, once.
@@ -142,6 +160,7 @@ impl Bridge {
         thread: &ThreadRef,
         agent: &AgentCalls,
         look_up: bool,
+        placeholder: Option<String>,
     ) {
         let inner = &self.0;
         let messages = match agent.messages().await {
@@ -174,7 +193,18 @@ impl Bridge {
         let parts = split(&text, inner.platform.max_message_chars());
         let count = parts.len();
         let mut last_id = None;
-        for (index, part) in parts.iter().enumerate() {
+        let mut parts = parts.iter().enumerate().peekable();
+        if let Some(placeholder) = placeholder
+            && let Some((_, first)) = parts.next_if(|_| true)
+        {
+            let updated = inner.platform.update(thread, &placeholder, first).await;
+            metrics::post(inner.platform.name(), updated.is_ok());
+            if let Err(error) = updated {
+                return tracing::warn!(%session_id, %error, "could not finish a streamed reply");
+            }
+            last_id = Some(placeholder);
+        }
+        for (index, part) in parts {
             let carries_turn = (index + 1 == count).then_some(turn.as_str());
             let posted = inner.platform.post(thread, part, carries_turn).await;
             metrics::post(inner.platform.name(), posted.is_ok());
@@ -186,6 +216,34 @@ impl Bridge {
         if let Some(id) = last_id {
             self.record_turn(session_id, &turn, &id).await;
         }
+    }
+
+    /// `reply: "stream"`: a placeholder as the agent starts working on a message.
+    async fn stream_start(&self, thread: &ThreadRef, stream: &mut Streamed) {
+        if self.0.settings.reply != "stream" {
+            return;
+        }
+        let posted = self.0.platform.post(thread, "_working…_", None).await;
+        metrics::post(self.0.platform.name(), posted.is_ok());
+        stream.placeholder = posted.ok();
+        stream.last_edit = Some(Instant::now());
+    }
+
+    /// `reply: "stream"`: the placeholder shows the agent's text so far, edited at most
+    /// every [`STREAM_EDIT_EVERY`].
+    async fn stream_edit(&self, thread: &ThreadRef, stream: &mut Streamed, text: &str) {
+        let Some(placeholder) = &stream.placeholder else { return };
+        if stream.last_edit.is_some_and(|last| last.elapsed() < STREAM_EDIT_EVERY) {
+            return;
+        }
+        let limit = self.0.platform.max_message_chars().saturating_sub(2);
+        let shown: String = clean(text).chars().take(limit).collect();
+        if shown.is_empty() {
+            return;
+        }
+        let updated = self.0.platform.update(thread, placeholder, &format!("{shown} …")).await;
+        metrics::post(self.0.platform.name(), updated.is_ok());
+        stream.last_edit = Some(Instant::now());
     }
 
     async fn record_turn(&self, session_id: &str, turn: &str, message_id: &str) {

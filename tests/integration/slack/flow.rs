@@ -166,3 +166,25 @@ async fn a_session_ended_elsewhere_is_told_in_its_thread_and_counted() {
     assert!(metrics.contains("agentapi_proxy_chat_events_total"), "{metrics}");
     assert!(metrics.contains("agentapi_proxy_chat_posts_total"));
 }
+
+#[tokio::test]
+async fn stream_replies_edit_a_placeholder_that_ends_as_the_reply() {
+    let fake = FakeSlack::start(PATIENCE).await;
+    let _server = TestServer::start(|config| {
+        slack_config(config, &fake);
+        config.chat.slack.reply = "stream".into();
+        config.agent.environment.insert("ECHO_AGENT_REPLY_MS".into(), "4000".into());
+    })
+    .await;
+    let mention = fake.inject_mention(ALICE, CHANNEL, "stream me", None);
+    let root = mention.ts.clone();
+    let posts =
+        wait_for_post(&fake, CHANNEL, &root, "the finished reply", |p| p.text == "echo: stream me")
+            .await;
+    let reply = posts.iter().find(|p| p.text == "echo: stream me").expect("reply");
+    assert!(reply.edited, "the placeholder was edited into the reply");
+    let updates: Vec<_> = fake.updates().into_iter().filter(|u| u.ts == reply.ts).collect();
+    assert!(updates.len() >= 2, "edited while streaming, then finished: {updates:?}");
+    assert!(updates.iter().any(|u| u.text.ends_with(" …")), "{updates:?}");
+    assert_eq!(count_posts(&fake, CHANNEL, &root, "echo: stream me"), 1);
+}
