@@ -137,6 +137,7 @@ impl Bridge {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
             .build()?;
         let inner = Arc::new(Inner {
             platform: parts.platform,

@@ -5,6 +5,7 @@
 mod access;
 mod delivery;
 mod flow;
+mod t11;
 
 use std::time::Duration;
 

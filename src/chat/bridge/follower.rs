@@ -11,7 +11,7 @@ use agentapi_proxy_client::SessionStatus;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
 
-use super::agent::{AgentCalls, AgentEvent, Sent};
+use super::agent::{AgentCalls, AgentEvent, AgentMessage, Sent};
 use super::text::{clean, split};
 use super::{Bridge, FollowerLink, Queued, metrics};
 use crate::chat::platform::ThreadRef;
@@ -26,6 +26,9 @@ struct Streamed {
     placeholder: Option<String>,
     last_edit: Option<Instant>,
 }
+
+/// Most earlier turns whose replies are looked for after a restart.
+const MAX_CATCH_UP_TURNS: usize = 20;
 
 /// The largest file handed to an agent (agentapi's own upload limit).
 const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -134,8 +137,9 @@ impl Bridge {
         self.tell_end(session_id, thread).await;
     }
 
-    /// The agent is stable: post the turn's reply, then send the next queued message.
-    /// Returns whether the agent is still stable (nothing was sent).
+    /// The agent is stable: the turn's reply is taken, the next queued message sent (so the
+    /// agent works while the reply is posted), then the reply posted. Returns whether the
+    /// agent is still stable (nothing was sent).
     async fn settle(
         &self,
         session_id: &str,
@@ -144,50 +148,81 @@ impl Bridge {
         look_up: bool,
         stream: &mut Streamed,
     ) -> bool {
-        let placeholder = stream.placeholder.take();
-        self.post_reply(session_id, thread, agent, look_up, placeholder).await;
+        let replies = match agent.messages().await {
+            Ok(messages) => self.unposted_turns(session_id, &messages, look_up).await,
+            Err(error) => {
+                tracing::warn!(%session_id, %error, "cannot read the agent's messages");
+                Vec::new()
+            }
+        };
         let sent = self.deliver_next(session_id, thread, agent).await;
+        let mut placeholder = stream.placeholder.take();
+        let count = replies.len();
+        for (index, (turn, content)) in replies.into_iter().enumerate() {
+            let placeholder = if index + 1 == count { placeholder.take() } else { None };
+            self.post_turn(session_id, thread, &turn, &content, look_up, placeholder).await;
+        }
         if sent {
             self.stream_start(thread, stream).await;
         }
         !sent
     }
 
-    /// Posts the agent's last message of the turn that just ended, once.
-    async fn post_reply(
+    /// The replies not posted yet, oldest first: the last turn's only, or after a restart
+    /// (`all`) every turn's (the last agent message before each next user message).
+    async fn unposted_turns(
+        &self,
+        session_id: &str,
+        messages: &[AgentMessage],
+        all: bool,
+    ) -> Vec<(String, String)> {
+        // The last agent message after each user message, with that user message's id.
+        let mut replies: Vec<(u64, &AgentMessage)> = Vec::new();
+        let mut last_user = None;
+        for message in messages {
+            match (message.role.as_str(), last_user) {
+                ("user", _) => last_user = Some(message.id),
+                ("agent", Some(user)) => {
+                    if replies.last().is_some_and(|(turn, _)| *turn == user) {
+                        replies.pop();
+                    }
+                    replies.push((user, message));
+                }
+                _ => {}
+            }
+        }
+        let keep = if all { MAX_CATCH_UP_TURNS } else { 1 };
+        let skip = replies.len().saturating_sub(keep);
+        let mut unposted = Vec::new();
+        for (_, reply) in replies.into_iter().skip(skip) {
+            let turn = format!("{session_id}:{}", reply.id);
+            match self.0.store.posted_turn(session_id.to_string(), turn.clone()).await {
+                Ok(None) => unposted.push((turn, reply.content.clone())),
+                Ok(Some(_)) => {}
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "cannot read posted turns")
+                }
+            }
+        }
+        unposted
+    }
+
+    /// Posts one turn's reply (finishing the placeholder when streaming) and records it.
+    async fn post_turn(
         &self,
         session_id: &str,
         thread: &ThreadRef,
-        agent: &AgentCalls,
+        turn: &str,
+        content: &str,
         look_up: bool,
         placeholder: Option<String>,
     ) {
         let inner = &self.0;
-        let messages = match agent.messages().await {
-            Ok(messages) => messages,
-            Err(error) => {
-                return tracing::warn!(%session_id, %error, "cannot read the agent's messages");
-            }
-        };
-        let last_user = messages.iter().filter(|m| m.role == "user").map(|m| m.id).max();
-        let Some(last_user) = last_user else { return };
-        let Some(reply) = messages.iter().rev().find(|m| m.role == "agent" && m.id > last_user)
-        else {
-            return;
-        };
-        let turn = format!("{session_id}:{}", reply.id);
-        match inner.store.posted_turn(session_id.to_string(), turn.clone()).await {
-            Ok(Some(_)) => return,
-            Ok(None) => {}
-            Err(error) => {
-                return tracing::error!(error = format!("{error:#}"), "cannot read posted turns");
-            }
-        }
-        if look_up && let Ok(Some(found)) = inner.platform.find_turn(thread, &turn).await {
-            self.record_turn(session_id, &turn, &found).await;
+        if look_up && let Ok(Some(found)) = inner.platform.find_turn(thread, turn).await {
+            self.record_turn(session_id, turn, &found).await;
             return;
         }
-        let text = clean(&reply.content);
+        let text = clean(content);
         let text =
             if text.is_empty() { "(the agent answered without text)".to_string() } else { text };
         let parts = split(&text, inner.platform.max_message_chars());
@@ -205,7 +240,7 @@ impl Bridge {
             last_id = Some(placeholder);
         }
         for (index, part) in parts {
-            let carries_turn = (index + 1 == count).then_some(turn.as_str());
+            let carries_turn = (index + 1 == count).then_some(turn);
             let posted = inner.platform.post(thread, part, carries_turn).await;
             metrics::post(inner.platform.name(), posted.is_ok());
             match posted {
@@ -214,7 +249,7 @@ impl Bridge {
             }
         }
         if let Some(id) = last_id {
-            self.record_turn(session_id, &turn, &id).await;
+            self.record_turn(session_id, turn, &id).await;
         }
     }
 

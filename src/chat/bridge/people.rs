@@ -3,11 +3,13 @@
 //! that user's role and permissions from `auth.users`, else the union of the user's static
 //! keys. With `auth.enabled: false` a mapped user acts with admin rights.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::auth::api_keys::ApiKeys;
 use crate::auth::{AuthType, Caller, RANKED_ROLES};
-use crate::chat::platform::ChatPlatform;
+use crate::chat::platform::{ChatPlatform, ChatUser};
 use crate::config::Config;
 
 /// A chat user mapped to a proxy user.
@@ -27,16 +29,42 @@ pub enum Unknown {
     NoRights,
 }
 
+/// How long what the chat service said about a user is trusted.
+const PROFILE_TTL: Duration = Duration::from_secs(600);
+/// Most profiles kept; past this the cache starts over.
+const PROFILE_CACHE: usize = 10_000;
+
 /// Maps chat users to proxy users.
 #[derive(Debug)]
 pub struct People {
     config: Arc<Config>,
     keys: Arc<ApiKeys>,
+    /// Profiles from the chat service (`users.info`), by chat user id.
+    profiles: Mutex<HashMap<String, (Instant, ChatUser)>>,
 }
 
 impl People {
     pub fn new(config: Arc<Config>, keys: Arc<ApiKeys>) -> Self {
-        Self { config, keys }
+        Self { config, keys, profiles: Mutex::new(HashMap::new()) }
+    }
+
+    /// The chat service's profile of `chat_user` (cached), if it answers.
+    pub async fn profile(&self, platform: &dyn ChatPlatform, chat_user: &str) -> Option<ChatUser> {
+        {
+            let profiles = self.profiles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((at, user)) = profiles.get(chat_user)
+                && at.elapsed() < PROFILE_TTL
+            {
+                return Some(user.clone());
+            }
+        }
+        let user = platform.user(chat_user).await.ok()?;
+        let mut profiles = self.profiles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if profiles.len() >= PROFILE_CACHE {
+            profiles.clear();
+        }
+        profiles.insert(chat_user.to_string(), (Instant::now(), user.clone()));
+        Some(user)
     }
 
     /// The proxy user behind `chat_user`, with the rights they act with.
@@ -50,7 +78,7 @@ impl People {
         let user_id = match slack.users.get(chat_user) {
             Some(user_id) => user_id.clone(),
             None if slack.map_users_by_email => {
-                let found = platform.user(chat_user).await.ok();
+                let found = self.profile(platform, chat_user).await;
                 let email = found.as_ref().and_then(|user| user.email.clone());
                 service_user = found;
                 let email = email.ok_or(Unknown::NotMapped)?;
@@ -90,7 +118,7 @@ impl People {
             (role, permissions)
         };
         if service_user.is_none() && entry.is_none_or(|e| e.name.is_empty() || e.email.is_empty()) {
-            service_user = platform.user(chat_user).await.ok();
+            service_user = self.profile(platform, chat_user).await;
         }
         let name = entry
             .map(|e| e.name.clone())

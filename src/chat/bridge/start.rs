@@ -147,10 +147,11 @@ impl Bridge {
             if names.contains_key(&user) {
                 continue;
             }
-            let name = platform
-                .user(&user)
+            let name = self
+                .0
+                .people
+                .profile(&**platform, &user)
                 .await
-                .ok()
                 .and_then(|found| found.display_name)
                 .filter(|name| !name.is_empty())
                 .unwrap_or_else(|| user.clone());
