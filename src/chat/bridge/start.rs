@@ -107,14 +107,20 @@ impl Bridge {
             .or_else(|| settings.channel_profiles.get(&message.thread.channel).cloned())
             .or_else(|| Some(settings.default_profile.clone()).filter(|name| !name.is_empty()));
         let Some(wanted) = wanted else { return Ok(None) };
-        let owner = person.caller.user_id.to_string();
-        let profiles = self.0.profiles.list(Some(owner)).await.map_err(|error| {
-            tracing::error!(error = format!("{error:#}"), "cannot list profiles");
+        let unreadable = |error: anyhow::Error| {
+            tracing::error!(error = format!("{error:#}"), "cannot read profiles");
             "Sorry, profiles cannot be read right now.".to_string()
-        })?;
-        if let Some(profile) = profiles.iter().find(|profile| profile.id == wanted) {
-            return Ok(Some(profile.clone()));
+        };
+        // By id: any profile the person may see (admins: every profile).
+        if uuid::Uuid::parse_str(&wanted).is_ok()
+            && let Some(found) = self.0.profiles.get(wanted.clone()).await.map_err(unreadable)?
+            && person.caller.can_see(&found.profile.user_id)
+        {
+            return Ok(Some(found.profile));
         }
+        // By name: the person's own profiles.
+        let owner = person.caller.user_id.to_string();
+        let profiles = self.0.profiles.list(Some(owner)).await.map_err(unreadable)?;
         let mut named: Vec<&Profile> = profiles.iter().filter(|p| p.name == wanted).collect();
         match named.len() {
             0 => Err(format!("You have no profile named {wanted:?}.")),
