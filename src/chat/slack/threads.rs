@@ -37,7 +37,7 @@ async fn walk(
         let page = platform.api.call_form("conversations.replies", token, &args).await?;
         for message in page["messages"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let ts = message["ts"].as_str().unwrap_or_default();
-            // Slack repeats the thread's root at the top of later pages.
+            // A page may repeat the thread's root; keep only what is newer than the last seen.
             if !last_seen.is_empty() && ts_order(ts) <= ts_order(&last_seen) {
                 continue;
             }

@@ -11,7 +11,7 @@ use agentapi_proxy::shutdown::Shutdown;
 
 use super::{CollectingInbox, platform};
 use crate::support::fake_slack::{
-    ALICE, BOB, BOT_ID, CHANNEL, ConnectionEvent, DM_CHANNEL, FakeSlack, Injected, TEAM_ID,
+    ALICE, BOB, BOT_ID, CHANNEL, ConnectionEvent, DM_CHANNEL, Failure, FakeSlack, Injected, TEAM_ID,
 };
 use crate::support::wait_until;
 
@@ -193,4 +193,25 @@ async fn a_refresh_opens_the_next_connection_before_closing_the_old_and_loses_no
     wait_stored(&inbox, &second).await;
     assert_eq!(fake.open_connections(), 1);
     assert_eq!(inbox.stored().len(), 2);
+}
+
+#[tokio::test]
+async fn connected_follows_the_socket_and_a_rate_limited_reconnect_waits_for_retry_after() {
+    let fake = FakeSlack::start(Duration::from_millis(300)).await;
+    let inbox = CollectingInbox::new();
+    let running = run(&fake, inbox.clone()).await;
+    fake.fail_next("apps.connections.open", 1, Failure::RateLimited { retry_after_secs: 2 });
+    let dropped = Instant::now();
+    fake.drop_connections();
+    let platform = running.platform.clone();
+    wait_until("disconnected", WAIT, || async { (!platform.connected()).then_some(()) }).await;
+    let mention = fake.inject_mention(ALICE, CHANNEL, "while away", None);
+    wait_until("connected again", WAIT, || async { platform.connected().then_some(()) }).await;
+    assert!(
+        dropped.elapsed() >= Duration::from_secs(2),
+        "reconnected after {:?}",
+        dropped.elapsed()
+    );
+    assert_eq!(fake.calls("apps.connections.open"), 3, "first open, the 429, the retry");
+    wait_stored(&inbox, &mention).await;
 }
