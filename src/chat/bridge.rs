@@ -32,6 +32,8 @@ use crate::store::chat::{ChatStore, ThreadRow};
 use crate::store::profiles::ProfileStore;
 use people::People;
 
+/// How often the gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// Inbox rows processed per read.
 const INBOX_BATCH: usize = 64;
 /// Message ids remembered to drop the second event Slack sends for one message (a mention
@@ -160,6 +162,8 @@ impl Bridge {
             let inbox: Arc<dyn Inbox> = Arc::new(events.clone());
             events.0.platform.run(inbox, events.0.shutdown.clone()).await;
         });
+        let gauges = bridge.clone();
+        tokio::spawn(async move { gauges.keep_gauges().await });
         let processor = bridge.clone();
         tokio::spawn(async move {
             processor.resume_threads().await;
@@ -267,6 +271,18 @@ impl Bridge {
             seen.remove(&oldest);
         }
         true
+    }
+
+    /// Keeps the connection-state and queue-depth gauges current.
+    async fn keep_gauges(&self) {
+        let platform = self.0.platform.name();
+        while self.0.shutdown.stage() == Stage::Running {
+            metrics::connected(platform, self.0.platform.connected());
+            if let Ok(depth) = self.0.store.queue_depth().await {
+                metrics::queue_depth(platform, depth);
+            }
+            self.pause(GAUGE_EVERY).await;
+        }
     }
 
     /// Waits `pause` unless the server stops first.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::text::{Command, command};
 use super::{Bridge, Queued, metrics};
-use crate::auth::Permission;
 use crate::chat::platform::IncomingMessage;
 use crate::sessions::Session;
 
@@ -118,18 +117,13 @@ impl Bridge {
         }
     }
 
-    /// A later message of the thread: queued for the agent (marked when it must wait).
+    /// A later message of the thread, from anyone mapped: queued for the agent (marked when
+    /// it must wait).
     async fn follow_up(&self, message: &IncomingMessage, session: &Arc<Session>) {
         let person = match self.0.people.resolve(&*self.0.platform, &message.user).await {
             Ok(person) => person,
             Err(_) => return self.refuse(message, "not_mapped", NOT_MAPPED).await,
         };
-        if !person.caller.has(Permission::SessionAccess) && !person.caller.can_see(&session.user_id)
-        {
-            return self
-                .refuse(message, "not_allowed", "Sorry, you may not talk to this session.")
-                .await;
-        }
         let text = format!("{}: {}", person.name, message.text);
         let idle = self.follower_stable(&session.id);
         let waits = !idle || self.has_queue(&session.id).await;
