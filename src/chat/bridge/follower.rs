@@ -124,8 +124,11 @@ impl Bridge {
                     },
                     _ = link.wake.notified() => {
                         if stable {
-                            stable = self.settle(session_id, thread, &agent, first_settle, &mut stream).await;
-                            first_settle = false;
+                            // No turn ended: only the queue has news.
+                            stable = !self.deliver_next(session_id, thread, &agent).await;
+                            if !stable {
+                                self.stream_start(thread, &mut stream).await;
+                            }
                         }
                     }
                     _ = inner.shutdown.reached(Stage::Draining) => return,
