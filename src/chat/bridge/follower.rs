@@ -77,6 +77,13 @@ impl Bridge {
                     }
                 };
                 self.say(thread, &text).await;
+                if state.status != SessionStatus::Active {
+                    // Told already; a later mention starts a new session.
+                    if let Err(error) = inner.store.end_thread(session_id.to_string()).await {
+                        tracing::error!(error = format!("{error:#}"), "cannot end a chat thread");
+                    }
+                    return;
+                }
             }
         }
         let mut pause = Duration::from_millis(50);

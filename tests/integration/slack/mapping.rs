@@ -95,3 +95,28 @@ async fn a_named_profile_is_started_from() {
     let env = agent_debug_env(&client, detail["port"].as_u64().expect("port") as u16).await;
     assert_eq!(env["env"]["PROFILE_MARK"], "from-profile");
 }
+
+#[tokio::test]
+async fn a_start_that_fails_is_told_in_the_thread_with_the_reason() {
+    // `repo:` names a repository on a host where nothing listens: the clone fails at once.
+    let fake = FakeSlack::start(PATIENCE).await;
+    let server = TestServer::start(|config| {
+        slack_config(config, &fake);
+        config.agent.repository_hosts = vec!["127.0.0.1:1".into()];
+    })
+    .await;
+    let mention = fake.inject_mention(ALICE, CHANNEL, "build it repo:owner/repo", None);
+    let posts = wait_for_post(&fake, CHANNEL, &mention.ts, "the failure", |p| {
+        p.text.starts_with("The session could not start")
+    })
+    .await;
+    assert!(!posts.iter().any(|p| p.text.starts_with("echo:")), "{posts:?}");
+    let session = session_of_thread(&server.base(), &mention.ts).await;
+    assert_eq!(session["tags"]["repository"], "owner/repo");
+    assert_eq!(session["status"], "failed");
+    assert_eq!(
+        super::count_posts(&fake, CHANNEL, &mention.ts, "The session ended"),
+        0,
+        "told once"
+    );
+}
