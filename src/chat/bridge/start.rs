@@ -189,6 +189,9 @@ impl Bridge {
         if let Some(email) = &person.email {
             environment.insert("GIT_AUTHOR_EMAIL".into(), email.clone());
         }
+        // An operator who sets these for every agent keeps them.
+        let reserved = self.0.sessions.reserved_env();
+        environment.retain(|name, _| !reserved.contains(&name.as_str()));
         let mut input = match profile {
             Some(profile) => {
                 let request = StartWithProfile {
