@@ -201,3 +201,44 @@ async fn slack_tokens_reach_no_log_no_config_check_output_and_no_store() {
     }
     assert!(printed.contains("<redacted>"));
 }
+
+#[tokio::test]
+async fn anyone_mapped_may_follow_up_but_only_the_owner_or_an_admin_may_stop() {
+    let fake = FakeSlack::start(PATIENCE).await;
+    let server = TestServer::start(|config| {
+        slack_config(config, &fake);
+        config.chat.slack.users.insert(BOB.into(), "bob".into());
+        config.auth.enabled = true;
+        config.auth.static_keys.enabled = true;
+        config.auth.static_keys.api_keys = vec![key(ADMIN_KEY, "root", "admin", &["*"])];
+        let user = |permissions: &[&str]| UserEntry {
+            role: "user".into(),
+            permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            ..UserEntry::default()
+        };
+        config.auth.users = BTreeMap::from([
+            ("alice".to_string(), user(&["session:create", "session:access"])),
+            ("bob".to_string(), user(&["session:list"])),
+        ]);
+    })
+    .await;
+    let mention = fake.inject_mention(ALICE, CHANNEL, "mine", None);
+    let root = mention.ts.clone();
+    wait_for_post(&fake, CHANNEL, &root, "the echo", |p| p.text == "echo: mine").await;
+    fake.inject_mention(BOB, CHANNEL, "stop", Some(&root));
+    wait_until("bob's private refusal", PATIENCE, || {
+        let refused = fake.ephemerals().iter().any(|e| e.user == BOB && e.text.contains("owner"));
+        async move { refused.then_some(()) }
+    })
+    .await;
+    let follow_up = fake.thread_message(BOB, CHANNEL, &root, "and mine");
+    fake.send(&follow_up);
+    wait_for_post(&fake, CHANNEL, &root, "bob's echo", |p| p.text == "echo: bob: and mine").await;
+    assert!(!fake.bot_posts(CHANNEL, &root).iter().any(|p| p.text.starts_with("Stopped")));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("X-API-Key", ADMIN_KEY.parse().expect("header"));
+    let admin = Client::builder().default_headers(headers).build().expect("client");
+    let (_, found) =
+        get_json(&admin, &server.url(&format!("/search?tag.slack_thread={root}"))).await;
+    assert_eq!(found["sessions"][0]["status"], "active", "{found}");
+}
