@@ -140,3 +140,150 @@ impl People {
         Ok(Person { caller, name, email })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::chat::platform::{AttachedFile, HistoryMessage, Inbox, PlatformError, ThreadRef};
+    use crate::config::{ApiKeyEntry, UserEntry};
+
+    /// A chat service that knows one user's profile and nothing else.
+    #[derive(Debug)]
+    struct OneUser;
+
+    #[async_trait::async_trait]
+    impl ChatPlatform for OneUser {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn mode(&self) -> &'static str {
+            "events"
+        }
+        fn connected(&self) -> bool {
+            true
+        }
+        async fn run(&self, _: Arc<dyn Inbox>, _: crate::shutdown::Shutdown) {}
+        async fn post(
+            &self,
+            _: &ThreadRef,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<String, PlatformError> {
+            Err(PlatformError::Refused("unused".into()))
+        }
+        async fn update(&self, _: &ThreadRef, _: &str, _: &str) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn post_private(&self, _: &ThreadRef, _: &str, _: &str) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn mark(
+            &self,
+            _: &ThreadRef,
+            _: &str,
+            _: &str,
+            _: bool,
+        ) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn history(
+            &self,
+            _: &ThreadRef,
+            _: Option<&str>,
+            _: usize,
+        ) -> Result<Vec<HistoryMessage>, PlatformError> {
+            Ok(Vec::new())
+        }
+        async fn find_turn(&self, _: &ThreadRef, _: &str) -> Result<Option<String>, PlatformError> {
+            Ok(None)
+        }
+        async fn user(&self, user: &str) -> Result<ChatUser, PlatformError> {
+            match user {
+                "U1" => Ok(ChatUser {
+                    display_name: Some("Una".into()),
+                    email: Some("una@example.com".into()),
+                }),
+                _ => Err(PlatformError::Refused("user_not_found".into())),
+            }
+        }
+        async fn download(&self, _: &AttachedFile, _: u64) -> Result<Bytes, PlatformError> {
+            Err(PlatformError::Refused("unused".into()))
+        }
+        fn max_message_chars(&self) -> usize {
+            4000
+        }
+    }
+
+    fn people(adjust: impl FnOnce(&mut Config)) -> People {
+        let mut config = Config::default();
+        config.auth.enabled = true;
+        config.auth.static_keys.enabled = true;
+        adjust(&mut config);
+        let keys = ApiKeys::load(&config).expect("keys");
+        People::new(Arc::new(config), Arc::new(keys))
+    }
+
+    fn key(user: &str, role: &str, permissions: &[&str]) -> ApiKeyEntry {
+        ApiKeyEntry {
+            key: Some(format!("ap_{user}_{role}")),
+            user_id: user.into(),
+            role: role.into(),
+            permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            ..ApiKeyEntry::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_without_an_entry_acts_with_the_union_of_their_keys() {
+        let people = people(|config| {
+            config.chat.slack.users.insert("U1".into(), "una".into());
+            config.auth.static_keys.api_keys = vec![
+                key("una", "user", &["session:create"]),
+                key("una", "developer", &["session:access"]),
+                key("other", "admin", &["*"]),
+            ];
+        });
+        let person = people.resolve(&OneUser, "U1").await.expect("mapped");
+        assert_eq!(&*person.caller.user_id, "una");
+        assert_eq!(&*person.caller.role, "developer");
+        assert_eq!(&*person.caller.permissions, ["session:access", "session:create"]);
+        assert_eq!(person.name, "Una");
+        assert_eq!(person.email.as_deref(), Some("una@example.com"));
+    }
+
+    #[tokio::test]
+    async fn unmapped_or_rightless_users_are_refused_and_auth_off_makes_admins() {
+        let strict = people(|config| {
+            config.chat.slack.users.insert("U1".into(), "una".into());
+        });
+        assert_eq!(strict.resolve(&OneUser, "U2").await.err(), Some(Unknown::NotMapped));
+        assert_eq!(strict.resolve(&OneUser, "U1").await.err(), Some(Unknown::NoRights));
+        let open = people(|config| {
+            config.auth.enabled = false;
+            config.chat.slack.users.insert("U1".into(), "una".into());
+        });
+        let person = open.resolve(&OneUser, "U1").await.expect("mapped");
+        assert!(person.caller.is_admin());
+    }
+
+    #[tokio::test]
+    async fn by_email_the_auth_users_entry_gives_role_name_and_rights() {
+        let people = people(|config| {
+            config.chat.slack.map_users_by_email = true;
+            let entry = UserEntry {
+                role: "admin".into(),
+                permissions: vec!["*".into()],
+                email: "UNA@example.com".into(),
+                name: "Una Example".into(),
+            };
+            config.auth.users.insert("una".into(), entry);
+        });
+        let person = people.resolve(&OneUser, "U1").await.expect("mapped by email");
+        assert_eq!(&*person.caller.user_id, "una");
+        assert!(person.caller.is_admin());
+        assert_eq!(person.name, "Una Example");
+        assert_eq!(people.resolve(&OneUser, "U9").await.err(), Some(Unknown::NotMapped));
+    }
+}
