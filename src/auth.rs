@@ -21,6 +21,7 @@ use http::{HeaderMap, Method};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::sessions::agent_token::{AgentTokens, TOKEN_PREFIX};
 use crate::store::oauth::OAuthStore;
 use api_keys::{ApiKeys, KeyDigest, loggable_prefix};
 use credentials::{Presented, Sources};
@@ -86,6 +87,9 @@ pub enum AuthType {
     ApiKey,
     Github,
     Oauth,
+    /// A session's own agent, with its `APX_SESSION_TOKEN`: `user_id` is the session id and
+    /// the caller holds no permission (routes/caller.rs admits it to its own routes only).
+    SessionToken,
 }
 
 impl AuthType {
@@ -95,6 +99,7 @@ impl AuthType {
             Self::ApiKey => "api_key",
             Self::Github => "github",
             Self::Oauth => "oauth",
+            Self::SessionToken => "session_token",
         }
     }
 }
@@ -163,6 +168,7 @@ pub struct Authenticator {
     session_cookie: Option<String>,
     /// Failed `POST /auth/login` attempts per client address.
     login_throttle: LoginThrottle,
+    agent_tokens: Option<Arc<AgentTokens>>,
 }
 
 /// The services authentication is made of, built by `AppState::build` (tests may build
@@ -174,11 +180,13 @@ pub struct AuthServices {
     pub github: Option<Arc<dyn GitHubApi>>,
     /// Where proxy-issued sessions and pending logins are kept.
     pub oauth_store: Arc<dyn OAuthStore>,
+    /// Agent tokens (`apxs_`), when the server issues them.
+    pub agent_tokens: Option<Arc<AgentTokens>>,
 }
 
 impl Authenticator {
     pub fn new(config: &Config, services: AuthServices) -> anyhow::Result<Self> {
-        let AuthServices { keys, github, oauth_store } = services;
+        let AuthServices { keys, github, oauth_store, agent_tokens } = services;
         let statics = &config.auth.static_keys;
         let static_header = statics
             .enabled
@@ -212,6 +220,7 @@ impl Authenticator {
             proxy_sessions,
             session_cookie,
             login_throttle: LoginThrottle::default(),
+            agent_tokens,
         })
     }
 
@@ -285,6 +294,20 @@ impl Authenticator {
                 }),
                 None => Err(refused("no_proxy_sessions", token)),
             },
+            Presented::Bearer(token) if token.starts_with(TOKEN_PREFIX) => {
+                let Some(session_id) =
+                    self.agent_tokens.as_ref().and_then(|tokens| tokens.session_of(token))
+                else {
+                    return Err(refused("unknown_agent_token", token));
+                };
+                Ok(Caller {
+                    user_id: session_id.into(),
+                    role: "agent".into(),
+                    permissions: Arc::new([]),
+                    auth_type: AuthType::SessionToken,
+                    credential: Some(api_keys::digest(token)),
+                })
+            }
             Presented::SessionCookie(token) => {
                 let Some(sessions) = &self.proxy_sessions else {
                     return Err(ApiError::Unauthenticated);

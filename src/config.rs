@@ -1,6 +1,7 @@
 //! Configuration: `config.json` + `AGENTAPI_PROXY_*` environment + flags → a validated
 //! [`Config`]. Nothing here is async; the server reads it once at startup.
 
+mod chat;
 mod kubernetes;
 mod load;
 mod schema;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+pub use chat::{ChatConfig, MAX_HISTORY_MESSAGES, SlackConfig, UserEntry};
 pub use kubernetes::{
     is_dns_label, is_dns_subdomain, is_label_value, is_qualified_name, is_quantity,
     validate_kubernetes,
@@ -60,6 +62,11 @@ impl Config {
             && url.as_str().is_some_and(|url| !url.is_empty())
         {
             *url = Value::String(REDACTED.into());
+        }
+        for pointer in chat::CHAT_SECRETS {
+            if value.pointer(pointer).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                redact(value.pointer_mut(pointer));
+            }
         }
         if let Some(Value::Object(environment)) = value.pointer_mut("/agent/environment") {
             for slot in environment.values_mut() {

@@ -121,6 +121,11 @@ async fn serve(
 
     let mut exit = agent.exit_watch();
     let mut exit_for_shutdown = agent.exit_watch();
+    // Like agentapi (Go sets TCP_NODELAY on every connection): an answer written as head
+    // and body is not held back by Nagle's algorithm against the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let server = axum::serve(listener, http::router(app).into_make_service())
         .with_graceful_shutdown(async move {
             let _ = exit_for_shutdown.wait_for(Option::is_some).await;

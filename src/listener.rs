@@ -44,6 +44,7 @@ pub async fn run_with(
     let state = AppState::build(config, shutdown.clone(), &host).await?;
     let app = crate::router::build(state.clone());
     let address = listener.local_addr().context("while reading the listening address")?;
+    state.agent_tokens.set_proxy_url(proxy_url_for_agents(&state.config, address));
     tracing::info!(%address, "agentapi-proxy listening");
     tracing::info!(url = %dashboard_url(address), "dashboard");
     serve(listener, app, &state, &shutdown).await;
@@ -59,6 +60,21 @@ pub async fn run_with(
     state.store.checkpoint().await?;
     tracing::info!("agentapi-proxy stopped");
     Ok(())
+}
+
+/// `APX_PROXY_URL`: `server.public_url`, else this listener's loopback address.
+fn proxy_url_for_agents(config: &Config, address: SocketAddr) -> String {
+    let public_url = config.server.public_url.trim_end_matches('/');
+    if !public_url.is_empty() {
+        return public_url.to_string();
+    }
+    let host = match address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{}", address.port())
 }
 
 /// Serves `listener` from `server.workers` threads (one per CPU by default), each with its own single-threaded runtime

@@ -60,6 +60,10 @@ handlers in `src/routes/`); the integration test `openapi` checks it against eve
         routes::sessions::detail,
         routes::sessions::delete,
         routes::sessions::logs,
+        routes::chat::history,
+        routes::chat::post_message,
+        routes::chat::status,
+        routes::chat::slack_events,
         routes::profiles::create,
         routes::profiles::list,
         routes::profiles::read,
@@ -141,6 +145,8 @@ handlers in `src/routes/`); the integration test `openapi` checks it against eve
             admins see all."),
         (name = "oauth", description = "GitHub OAuth; these routes exist only when \
             `auth.github.oauth` is configured and never need authentication."),
+        (name = "chat", description = "Chat bridges (Slack): a thread is a session. The \
+            agent-facing routes take the session's own `APX_SESSION_TOKEN` as a bearer token."),
     ),
 )]
 struct ApiDoc;

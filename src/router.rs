@@ -19,7 +19,7 @@ use tower_http::sensitive_headers::{
 use crate::cors;
 use crate::error::ApiError;
 use crate::routes::{
-    auth, health, login, metrics, oauth, profiles, proxy, root, session_events, sessions,
+    auth, chat, health, login, metrics, oauth, profiles, proxy, root, session_events, sessions,
     start_with_profile,
 };
 use crate::state::AppState;
@@ -56,6 +56,10 @@ pub fn build(state: AppState) -> Router {
         .route("/sessions/events", get(session_events::events))
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/logs", get(sessions::logs))
+        .route("/sessions/{id}/chat/history", get(chat::history))
+        .route("/sessions/{id}/chat/messages", post(chat::post_message))
+        .route("/chat/status", get(chat::status))
+        .route("/chat/slack/events", post(chat::slack_events))
         .route("/profiles", post(profiles::create).get(profiles::list))
         .route("/profiles/{id}", get(profiles::read).put(profiles::update).delete(profiles::delete))
         .route("/profiles/{id}/repositories", post(profiles::add_repository))

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod caller;
+pub mod chat;
 pub mod health;
 pub mod json_body;
 pub mod login;

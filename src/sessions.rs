@@ -4,6 +4,7 @@
 //! [`backend::SessionBackend`] trait.
 
 pub mod agent_command;
+pub mod agent_token;
 pub mod backend;
 pub mod feed;
 pub mod first_prompt;
@@ -100,6 +101,8 @@ pub(crate) struct ManagerState {
     runtime: tokio::runtime::Handle,
     /// Sessions created, removed, or changing `status`/`agent_status`.
     feed: SessionFeed,
+    /// Issues every new agent its `APX_SESSION_TOKEN` (set once, after recovery).
+    agent_tokens: std::sync::OnceLock<Arc<agent_token::AgentTokens>>,
 }
 
 impl SessionManager {
@@ -125,6 +128,7 @@ impl SessionManager {
             shutdown,
             runtime: tokio::runtime::Handle::current(),
             feed: SessionFeed::default(),
+            agent_tokens: std::sync::OnceLock::new(),
         });
         recovery::recover_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
@@ -157,12 +161,29 @@ impl SessionManager {
             return Err(ApiError::StoreUnavailable);
         }
         self.0.feed.updated(|| session.detail());
+        let access = match self.0.agent_tokens.get() {
+            Some(tokens) => match tokens.issue(&session.id).await {
+                Ok(access) => Some(access),
+                Err(error) => {
+                    crate::telemetry::store_error();
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "could not record an agent token"
+                    );
+                    let _ = self.0.store.delete(session.id.clone()).await;
+                    self.0.unregister(&session);
+                    return Err(ApiError::StoreUnavailable);
+                }
+            },
+            None => None,
+        };
         let spec = AgentSpec {
             session_id: session.id.clone(),
             user_id: owner.to_string(),
             environment: input.environment,
             repository,
             system_prompt: input.system_prompt,
+            access,
         };
         let (control, commands) = mpsc::unbounded_channel();
         session.attach_supervisor(control);
@@ -221,6 +242,19 @@ impl SessionManager {
         Ok(session)
     }
 
+    /// From now on every new agent gets a token from `tokens` (sessions.md §5).
+    pub fn issue_agent_tokens(&self, tokens: Arc<agent_token::AgentTokens>) {
+        let _ = self.0.agent_tokens.set(tokens);
+    }
+
+    /// Where the session's agent answers, when the session is active and what listens there
+    /// is its agent (for code that talks to the agent itself, like the chat bridge).
+    pub fn agent_endpoint(&self, session: &Session) -> Option<crate::endpoint::Endpoint> {
+        let state = session.state();
+        let agent = state.process.filter(|_| state.status == SessionStatus::Active)?;
+        self.0.backend.owns_endpoint(&agent).then_some(agent.endpoint)
+    }
+
     /// Environment names a request (or profile) may not set.
     pub fn reserved_env(&self) -> Vec<&str> {
         self.0.reserved_env.iter().map(String::as_str).collect()
@@ -256,6 +290,9 @@ impl SessionManager {
             return Err(ApiError::StoreUnavailable);
         }
         self.0.backend.remove_files(&session.id).await;
+        if let Some(tokens) = self.0.agent_tokens.get() {
+            tokens.forget(&session.id).await;
+        }
         self.0.unregister(session);
         *deleted = true;
         Ok(())

@@ -1,7 +1,7 @@
 //! `AppState`: the one place where the server's shared services are built and held.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,12 +10,15 @@ use crate::auth::api_keys::ApiKeys;
 use crate::auth::github::{GitHubApi, HttpGitHub};
 use crate::auth::oauth::OAuth;
 use crate::auth::{AuthServices, Authenticator};
+use crate::chat::setup::{Chat, ChatDeps};
 use crate::config::Config;
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
+use crate::sessions::agent_token::AgentTokens;
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
+use crate::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
 use crate::store::database::Database;
 use crate::store::oauth::{OAuthStore, SqliteOAuth};
 use crate::store::postgres::guard::ReplicaGuard;
@@ -44,6 +47,10 @@ pub struct Services {
     /// PostgreSQL with the local backend: held while the server lives, so no second server
     /// uses the same database.
     pub database_lock: Option<ReplicaGuard>,
+    /// Every agent's `APX_SESSION_TOKEN` (sessions.md §5).
+    pub agent_tokens: Arc<AgentTokens>,
+    /// The chat bridges (chat.md), once connected; empty when none is enabled.
+    pub chat: Arc<OnceLock<Chat>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -70,8 +77,15 @@ impl AppState {
         crate::telemetry::spawn_upkeep(shutdown.clone());
         let (store, database_lock) = open_database(&config).await?;
         let repositories = Repositories::of(&store);
-        let auth = Authenticator::new(&config, auth_services(&config, &repositories)?)
-            .context("while setting up authentication")?;
+        let agent_tokens = Arc::new(
+            AgentTokens::load(repositories.agent_tokens.clone())
+                .await
+                .context("while loading agent tokens")?,
+        );
+        let mut services = auth_services(&config, &repositories)?;
+        services.agent_tokens = Some(agent_tokens.clone());
+        let auth =
+            Authenticator::new(&config, services).context("while setting up authentication")?;
         crate::auth::reload::spawn_watcher(auth.keys())?;
         // Proxy sessions exist whenever authentication is on (`POST /auth/login`).
         if auth.proxy_sessions().is_some() {
@@ -88,8 +102,26 @@ impl AppState {
         )
         .await
         .context("while loading stored sessions")?;
+        agent_tokens.retain(|id| sessions.get(id).is_some()).await;
+        sessions.issue_agent_tokens(agent_tokens.clone());
         let proxy = ProxySettings::from_config(&config);
         let profiles = repositories.profiles;
+        let chat = Arc::new(OnceLock::new());
+        match &store {
+            Database::Sqlite(sqlite) => {
+                let deps = ChatDeps {
+                    config: Arc::new(config.clone()),
+                    store: sqlite.clone(),
+                    sessions: sessions.clone(),
+                    profiles: profiles.clone(),
+                    keys: auth.keys().clone(),
+                    shutdown: shutdown.clone(),
+                };
+                crate::chat::setup::spawn(deps, chat.clone());
+            }
+            // Refused by the configuration check; nothing to start here.
+            Database::Postgres(_) => {}
+        }
         Ok(Self(Arc::new(Services {
             config,
             store,
@@ -100,6 +132,8 @@ impl AppState {
             shutdown,
             data_dir_lock,
             database_lock,
+            agent_tokens,
+            chat,
         })))
     }
 }
@@ -116,6 +150,7 @@ fn auth_services(config: &Config, repositories: &Repositories) -> anyhow::Result
         keys: Arc::new(ApiKeys::load(config)?),
         github,
         oauth_store: repositories.oauth.clone(),
+        agent_tokens: None,
     })
 }
 
@@ -148,21 +183,25 @@ struct Repositories {
     sessions: Arc<dyn SessionStore>,
     profiles: Arc<dyn ProfileStore>,
     oauth: Arc<dyn OAuthStore>,
+    agent_tokens: Arc<dyn AgentTokenStore>,
 }
 
 impl Repositories {
     fn of(database: &Database) -> Self {
+        use crate::store::postgres::agent_tokens::PgAgentTokens;
         use crate::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
         match database {
             Database::Sqlite(store) => Self {
                 sessions: Arc::new(SqliteSessions::new(store.clone())),
                 profiles: Arc::new(SqliteProfiles::new(store.clone())),
                 oauth: Arc::new(SqliteOAuth::new(store.clone())),
+                agent_tokens: Arc::new(SqliteAgentTokens::new(store.clone())),
             },
             Database::Postgres(store) => Self {
                 sessions: Arc::new(PgSessions::new(store.clone())),
                 profiles: Arc::new(PgProfiles::new(store.clone())),
                 oauth: Arc::new(PgOAuth::new(store.clone())),
+                agent_tokens: Arc::new(PgAgentTokens::new(store.clone())),
             },
         }
     }

@@ -3,6 +3,8 @@
 //! each write as durable as it asks ([`Durability`]). Repository traits per resource
 //! (sessions, profiles, keys, OAuth) are written in portable SQL; no axum types here.
 
+pub mod agent_tokens;
+pub mod chat;
 pub mod database;
 pub mod oauth;
 pub mod postgres;
@@ -23,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0004_oauth.sql"),
     include_str!("store/migrations/0005_sessions_by_user_status.sql"),
     include_str!("store/migrations/0006_oauth_sessions_bound_to.sql"),
+    include_str!("store/migrations/0007_chat.sql"),
     include_str!("store/migrations/0008_backend_ref.sql"),
 ];
 

@@ -220,6 +220,19 @@ impl ApiKeys {
         found
     }
 
+    /// The unexpired keys of `user_id`: what a person acting without a key (a chat user)
+    /// may do when `auth.users` does not name them.
+    pub fn identities_of(&self, user_id: &str) -> Vec<Arc<KeyIdentity>> {
+        let now = OffsetDateTime::now_utc();
+        let set = self.current();
+        let fast = set.by_digest.values().map(|(_, identity)| identity);
+        let slow = set.slow.iter().map(|key| &key.identity);
+        fast.chain(slow)
+            .filter(|identity| &*identity.user_id == user_id && !identity.is_expired(now))
+            .cloned()
+            .collect()
+    }
+
     /// Whether the key with this digest is still in the set and unexpired (no Argon2 runs).
     pub fn still_valid(&self, key: &KeyDigest) -> bool {
         let now = OffsetDateTime::now_utc();

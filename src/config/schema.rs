@@ -26,6 +26,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// New: where session Pods run when `agent.backend` is `"kubernetes"`.
     pub kubernetes: KubernetesConfig,
+    /// New: chat bridges (chat.md).
+    pub chat: super::chat::ChatConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             metrics: MetricsConfig::default(),
             kubernetes: KubernetesConfig::default(),
+            chat: super::chat::ChatConfig::default(),
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct AuthConfig {
     #[serde(rename = "static")]
     pub static_keys: StaticAuthConfig,
     pub github: GithubConfig,
+    /// New: people who may act without presenting a key (chat users), by user id.
+    pub users: BTreeMap<String, super::chat::UserEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::chat::UserEntry;
 use super::schema::{ApiKeyEntry, Config, KubernetesToleration, OAuthConfig, TeamRole};
 
 /// Most listener threads `server.workers` may ask for.
@@ -111,6 +112,15 @@ pub fn config_shape() -> Shape {
     *shape.at_mut(&["agent", "environment"]) = Shape::Map(Box::new(Shape::Str { choices: None }));
     *shape.at_mut(&["auth", "github", "user_mapping", "team_role_mapping"]) =
         Shape::Map(Box::new(record_of::<TeamRole>()));
+    *shape.at_mut(&["auth", "users"]) = Shape::Map(Box::new(record_of::<UserEntry>()));
+    *shape.at_mut(&["chat", "slack", "mode"]) = Shape::Str { choices: Some(&["socket", "events"]) };
+    *shape.at_mut(&["chat", "slack", "reply"]) = Shape::Str { choices: Some(&["final", "stream"]) };
+    *shape.at_mut(&["chat", "slack", "history_messages"]) =
+        Shape::Int { max: super::chat::MAX_HISTORY_MESSAGES };
+    for free in ["users", "channel_profiles"] {
+        *shape.at_mut(&["chat", "slack", free]) =
+            Shape::Map(Box::new(Shape::Str { choices: None }));
+    }
     if let Shape::Record(github) = shape.at_mut(&["auth", "github"]) {
         github.insert("oauth".into(), record_of::<OAuthConfig>());
     }
@@ -151,8 +161,9 @@ fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
-/// An unknown key is a warning, except inside `auth`, where a typo (`enabeld`) could leave
-/// the server open: there it is a problem, with the nearest known key suggested.
+/// An unknown key is a warning, except inside `auth` and `chat`, where a typo (`enabeld`,
+/// `chanels`) could leave the server open: there it is a problem, with the nearest known
+/// key suggested.
 pub fn unknown_key<'k>(
     path: &str,
     key: &str,
@@ -163,13 +174,15 @@ pub fn unknown_key<'k>(
     let suggestion = nearest(key, known)
         .map(|near| format!("; did you mean `{}`?", join(path, near)))
         .unwrap_or_default();
-    if !(full.starts_with("auth.") || full == "auth") {
+    let guarded =
+        ["auth", "chat"].iter().any(|top| full == *top || full.starts_with(&format!("{top}.")));
+    if !guarded {
         findings.warnings.push(format!("unknown configuration key `{full}` (ignored){suggestion}"));
         return;
     }
     findings.problems.push(format!(
-        "unknown configuration key `{full}`: inside `auth` a misspelt key could leave the \
-         server open{suggestion}"
+        "unknown configuration key `{full}`: inside `auth` and `chat` a misspelt key could \
+         leave the server open{suggestion}"
     ));
 }
 

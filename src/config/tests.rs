@@ -421,3 +421,49 @@ fn postgres_settings_are_checked_without_quoting_the_url() {
     }
     assert_eq!(problems("postgres://db.example/agents", 0, 0).len(), 2, "pool and timeout");
 }
+
+#[test]
+fn chat_slack_tokens_are_redacted_and_its_settings_checked() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        &json!({"chat": {"slack": {
+            "enabled": true, "mode": "socket", "bot_token": "${SLACK_BOT_TOKEN}",
+            "app_token": "xapp-app-secret", "signing_secret": "signing-secret-value",
+            "users": {"U1": "alice"}, "channel_profiles": {"C1": "backend"}
+        }}})
+        .to_string(),
+    );
+    let options = fixture.options(Some(file), &[("SLACK_BOT_TOKEN", "xoxb-bot-secret")]);
+    let loaded = load(&options).expect("valid");
+    assert_eq!(loaded.config.chat.slack.bot_token, "xoxb-bot-secret");
+    assert_eq!(loaded.config.chat.slack.users["U1"], "alice");
+    let printed = loaded.config.redacted_json().to_string();
+    for secret in ["xoxb-bot-secret", "xapp-app-secret", "signing-secret-value"] {
+        assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+    }
+    assert!(printed.contains("U1"));
+}
+
+#[test]
+fn chat_slack_refuses_unknown_keys_and_missing_tokens() {
+    let fixture = Fixture::new();
+    let file = fixture.write(
+        "c.json",
+        &json!({"chat": {"slack": {"enabled": true, "mode": "events", "chanels": ["C1"],
+            "reply": "loud", "history_messages": 5000}}})
+        .to_string(),
+    );
+    let all = problems(load(&fixture.options(Some(file), &[]))).join("\n");
+    assert!(all.contains("chat.slack.chanels"), "{all}");
+    assert!(all.contains("did you mean `chat.slack.channels`"), "{all}");
+    assert!(all.contains("chat.slack.reply"), "{all}");
+    assert!(all.contains("chat.slack.history_messages"), "{all}");
+    let file = fixture.write(
+        "d.json",
+        &json!({"chat": {"slack": {"enabled": true, "mode": "events"}}}).to_string(),
+    );
+    let all = problems(load(&fixture.options(Some(file), &[]))).join("\n");
+    assert!(all.contains("chat.slack.bot_token"), "{all}");
+    assert!(all.contains("chat.slack.signing_secret"), "{all}");
+}

@@ -22,6 +22,7 @@ pub fn validate(config: &Config) -> Findings {
     durations_and_limits(config, &mut out);
     agent(config, &mut out);
     network(config, &mut out);
+    super::chat::validate_chat(config, &mut out);
     if config.data_dir.trim().is_empty() {
         out.problems.push("`data_dir` must not be empty".into());
     }
@@ -39,6 +40,13 @@ pub fn validate(config: &Config) -> Findings {
 
 fn persistence(config: &Config, out: &mut Findings) {
     let persistence = &config.persistence;
+    if config.chat.slack.enabled && persistence.is_postgres() {
+        out.problems.push(
+            "`chat.slack` needs `persistence.backend` \"sqlite\" for now: the chat bridge's \
+             tables have no PostgreSQL implementation yet"
+                .into(),
+        );
+    }
     match persistence.backend.as_str() {
         "sqlite" => {}
         "file" => out.warnings.push(
@@ -276,7 +284,7 @@ fn check_role(role: &str, path: &str, out: &mut Findings) {
     }
 }
 
-fn check_permissions(permissions: &[String], path: &str, out: &mut Findings) {
+pub(super) fn check_permissions(permissions: &[String], path: &str, out: &mut Findings) {
     for permission in permissions {
         if !PERMISSIONS.contains(&permission.as_str()) {
             out.problems.push(format!(

@@ -79,6 +79,7 @@ pub enum AuthType {
     ApiKey,
     Github,
     Oauth,
+    SessionToken,
 }
 
 impl From<crate::auth::AuthType> for AuthType {
@@ -88,6 +89,7 @@ impl From<crate::auth::AuthType> for AuthType {
             crate::auth::AuthType::ApiKey => Self::ApiKey,
             crate::auth::AuthType::Github => Self::Github,
             crate::auth::AuthType::Oauth => Self::Oauth,
+            crate::auth::AuthType::SessionToken => Self::SessionToken,
         }
     }
 }

@@ -102,6 +102,12 @@ fn keys_and_roles_may_grant_exactly_the_permissions_routes_require() {
 #[test]
 fn the_auth_type_enumeration_is_the_servers() {
     let names = strings(&schema("AuthStatus")["properties"]["auth_type"]["enum"]);
-    let server = [AuthType::None, AuthType::ApiKey, AuthType::Github, AuthType::Oauth];
+    let server = [
+        AuthType::None,
+        AuthType::ApiKey,
+        AuthType::Github,
+        AuthType::Oauth,
+        AuthType::SessionToken,
+    ];
     assert_eq!(names, server.map(AuthType::as_str));
 }

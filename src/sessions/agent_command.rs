@@ -151,6 +151,10 @@ impl AgentCommand {
         if let Some(prompt) = &spec.system_prompt {
             env.push(("APX_SYSTEM_PROMPT".into(), prompt.clone()));
         }
+        if let Some(access) = &spec.access {
+            env.push(("APX_SESSION_TOKEN".into(), access.token.clone()));
+            env.push(("APX_PROXY_URL".into(), access.proxy_url.clone()));
+        }
         let operator = self.operator_env.iter().map(|(name, value)| (name, value));
         for (name, value) in operator.chain(spec.environment.iter()) {
             if !env.iter().any(|(existing, _)| existing == name) {
@@ -180,6 +184,7 @@ mod tests {
             ]),
             repository: None,
             system_prompt: None,
+            access: None,
         }
     }
 

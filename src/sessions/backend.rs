@@ -23,6 +23,8 @@ pub struct AgentSpec {
     pub environment: BTreeMap<String, String>,
     pub repository: Option<Repository>,
     pub system_prompt: Option<String>,
+    /// `APX_SESSION_TOKEN` and `APX_PROXY_URL`, when the proxy issues agent tokens.
+    pub access: Option<super::agent_token::AgentAccess>,
 }
 
 /// What a backend needs to find its agent again (local: pid, start time, port): one

@@ -4,6 +4,7 @@
 //! repositories live in `postgres/`; they implement the same traits as the SQLite ones.
 //! The connection URL holds a password: only [`Target`] (host, port, database) is ever shown.
 
+pub mod agent_tokens;
 pub mod guard;
 pub mod import;
 pub mod oauth;

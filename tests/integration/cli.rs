@@ -159,6 +159,9 @@ async fn the_shipped_example_and_demo_configurations_are_valid() {
             .env("GITHUB_CLIENT_ID", "id")
             .env("GITHUB_CLIENT_SECRET", "secret")
             .env("ANTHROPIC_API_KEY", "sk")
+            .env("SLACK_BOT_TOKEN", "xoxb-example")
+            .env("SLACK_APP_TOKEN", "xapp-example")
+            .env("SLACK_SIGNING_SECRET", "example-secret")
             .output()
             .await
             .expect("runs");

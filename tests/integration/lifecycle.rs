@@ -118,8 +118,10 @@ async fn the_agent_sees_exactly_the_proxy_operator_and_request_variables() {
     let mut expected = vec![
         "APX_PORT",
         "APX_PROXY_BIN",
+        "APX_PROXY_URL",
         "APX_SESSION_DIR",
         "APX_SESSION_ID",
+        "APX_SESSION_TOKEN",
         "APX_USER_ID",
         "CARGO_MANIFEST_DIR",
         "ECHO_AGENT_BOOT_MS",

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Every test drives real processes over
 //! real loopback sockets; nothing of our own is mocked.
 
+mod agent_token;
 mod auth;
 mod bench_smoke;
 mod browser;
@@ -37,6 +38,8 @@ mod repository;
 mod secrets;
 mod server;
 mod sessions;
+mod slack;
+mod slack_wire;
 mod smuggling;
 mod store_suite;
 mod support;

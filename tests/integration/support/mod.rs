@@ -5,6 +5,7 @@
 
 pub mod fake_github;
 pub mod fake_kube;
+pub mod fake_slack;
 pub mod postgres;
 pub mod server;
 pub mod sessions;
