@@ -81,10 +81,12 @@ async fn migrate(config: &Config, database: &Path, url: &str) -> anyhow::Result<
     let target = PgStore::connect(&options).await?;
     let copied = import::copy_from_sqlite(&source, &target).await?;
     Ok(format!(
-        "copied {} sessions, {} profiles and {} OAuth sessions from {} to PostgreSQL at {}",
+        "copied {} sessions, {} profiles, {} OAuth sessions and {} agent tokens from {} to \
+         PostgreSQL at {}",
         copied.sessions,
         copied.profiles,
         copied.oauth_sessions,
+        copied.agent_tokens,
         database.display(),
         target.target()
     ))

@@ -4,7 +4,9 @@
 
 use std::process::Output;
 
+use agentapi_proxy::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
 use agentapi_proxy::store::oauth::{OAuthSessionRow, OAuthStore, SqliteOAuth};
+use agentapi_proxy::store::postgres::agent_tokens::PgAgentTokens;
 use agentapi_proxy::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
 use agentapi_proxy::store::profiles::{ProfileStore, SqliteProfiles};
 use agentapi_proxy::store::sessions::{SessionRow, SessionStore, SqliteSessions};
@@ -81,6 +83,11 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
         bound_to: None,
     };
     SqliteOAuth::new(source.clone()).insert_session(login.clone()).await.expect("insert");
+    let token_hash = "a".repeat(64);
+    SqliteAgentTokens::new(source.clone())
+        .insert("s-1".into(), token_hash.clone(), 7)
+        .await
+        .expect("insert");
     let expected_sessions = sessions.all().await.expect("all");
     drop((sessions, profiles, source));
 
@@ -97,7 +104,10 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
     let done = migrate(&config_path, &database.url).await;
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(done.status.success(), "{stdout} {}", String::from_utf8_lossy(&done.stderr));
-    assert!(stdout.contains("copied 2 sessions, 1 profiles and 1 OAuth sessions"), "{stdout}");
+    assert!(
+        stdout.contains("copied 2 sessions, 1 profiles, 1 OAuth sessions and 1 agent tokens"),
+        "{stdout}"
+    );
 
     let target = pg_store(&database.url).await;
     assert_eq!(PgSessions::new(target.clone()).all().await.expect("all"), expected_sessions);
@@ -106,6 +116,8 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
     assert_eq!((copied.profile, copied.version), (profile("p-1"), 2));
     let oauth = PgOAuth::new(target.clone()).session_by_id("o-1".into()).await.expect("get");
     assert_eq!(oauth, Some(login));
+    let tokens = PgAgentTokens::new(target.clone()).all().await.expect("all");
+    assert_eq!(tokens, vec![("s-1".to_string(), token_hash)], "agents keep their tokens");
 
     let again = migrate(&config_path, &database.url).await;
     let stderr = String::from_utf8_lossy(&again.stderr);

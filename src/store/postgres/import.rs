@@ -1,5 +1,6 @@
 //! `migrate-store`: copies a SQLite store into an empty PostgreSQL one (sessions with their
-//! tags, profiles with their versions, proxy-issued OAuth sessions) in one transaction, so
+//! tags, profiles with their versions, proxy-issued OAuth sessions, agent token hashes) in
+//! one transaction, so
 //! the target ends up with all of it or nothing. OAuth logins in progress live ten minutes
 //! and are not copied.
 
@@ -19,6 +20,7 @@ pub struct Copied {
     pub sessions: usize,
     pub profiles: usize,
     pub oauth_sessions: usize,
+    pub agent_tokens: usize,
 }
 
 /// One stored profile, as its columns.
@@ -34,7 +36,7 @@ struct ProfileColumns {
 /// OAuth sessions yet.
 pub async fn copy_from_sqlite(source: &Store, target: &PgStore) -> anyhow::Result<Copied> {
     let sessions = SqliteSessions::new(source.clone()).all().await?;
-    let (profiles, oauth_sessions) = source
+    let (profiles, oauth_sessions, agent_tokens) = source
         .read(|connection| {
             let mut statement = connection.prepare(
                 "SELECT id, user_id, created_at, version, document FROM profiles ORDER BY id",
@@ -55,14 +57,21 @@ pub async fn copy_from_sqlite(source: &Store, target: &PgStore) -> anyhow::Resul
             let oauth = statement
                 .query_map(params![], session_from)?
                 .collect::<rusqlite::Result<Vec<OAuthSessionRow>>>()?;
-            Ok((profiles, oauth))
+            let mut statement = connection
+                .prepare("SELECT session_id, token_hash, created_at FROM agent_tokens")?;
+            let tokens = statement
+                .query_map(params![], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((profiles, oauth, tokens))
         })
         .await
         .context("while reading the SQLite store")?;
 
     let mut connection = target.connection().await?;
     let transaction = connection.transaction().await?;
-    for table in ["sessions", "profiles", "oauth_sessions"] {
+    for table in ["sessions", "profiles", "oauth_sessions", "agent_tokens"] {
         let count: i64 =
             transaction.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[]).await?.get(0);
         if count > 0 {
@@ -97,10 +106,20 @@ pub async fn copy_from_sqlite(source: &Store, target: &PgStore) -> anyhow::Resul
     for row in &oauth_sessions {
         insert_session_row(&transaction, row).await.context("while copying an OAuth session")?;
     }
+    for (session_id, token_hash, created_at) in &agent_tokens {
+        transaction
+            .execute(
+                "INSERT INTO agent_tokens (session_id, token_hash, created_at) VALUES ($1, $2, $3)",
+                &[session_id, token_hash, created_at],
+            )
+            .await
+            .context("while copying an agent token")?;
+    }
     transaction.commit().await.context("while committing the copy")?;
     Ok(Copied {
         sessions: sessions.len(),
         profiles: profiles.len(),
         oauth_sessions: oauth_sessions.len(),
+        agent_tokens: agent_tokens.len(),
     })
 }
