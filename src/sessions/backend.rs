@@ -135,6 +135,8 @@ pub enum LaunchError {
     PortTaken,
     /// The agent already listened on other ports of the agent range; it was stopped.
     PortSquatting { details: Value },
+    /// Where agents run cannot be reached (the Kubernetes API server); nothing was started.
+    Unavailable(String),
     /// Our own failure (spawning, files).
     Internal(anyhow::Error),
 }
@@ -208,6 +210,11 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     /// the agent's session (asked before a new proxy connection is used). Blocking, brief.
     fn owns_endpoint(&self, _agent: &AgentHandle) -> bool {
         true
+    }
+
+    /// Whether agents share this host's port range, so [`Self::squatters`] is worth asking.
+    fn has_port_range(&self) -> bool {
+        false
     }
 
     /// Of `running`, the agents that listen on ports of the agent range other than their

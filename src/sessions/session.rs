@@ -68,6 +68,8 @@ pub enum StartFailure {
     NoPort,
     PortTaken,
     PortSquatting { details: Value },
+    /// Where agents run could not be reached (the Kubernetes API server).
+    BackendUnavailable,
     Internal,
 }
 
@@ -97,6 +99,7 @@ impl StartFailure {
                     .into(),
                 details: Some(details),
             },
+            Self::BackendUnavailable => ApiError::BackendUnavailable,
             Self::Internal => ApiError::Internal(anyhow::anyhow!("the agent could not be started")),
         }
     }

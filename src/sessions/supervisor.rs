@@ -297,6 +297,10 @@ async fn record_start_failure(inner: &ManagerState, session: &Session, error: La
         LaunchError::PortSquatting { details } => {
             (StartFailure::PortSquatting { details }, None, ExitReason::PortSquatting)
         }
+        LaunchError::Unavailable(message) => {
+            tracing::warn!(session_id = %session.id, message, "the session backend is unavailable");
+            (StartFailure::BackendUnavailable, None, ExitReason::StartFailed)
+        }
         LaunchError::Internal(error) => {
             tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not start an agent");
             (StartFailure::Internal, None, ExitReason::StartFailed)

@@ -24,6 +24,7 @@ mod hostile_logs;
 mod hostile_ports;
 mod isolation;
 mod kubernetes;
+mod kubernetes_server;
 mod lifecycle;
 mod openapi;
 mod profiles;

@@ -1,0 +1,291 @@
+//! The Kubernetes engine behind `SessionBackend`: a session's spec becomes a
+//! [`LaunchRequest`] through the shared [`AgentCommand`] (what the image provides replaces
+//! this host's paths), readiness is the Pod's and then the agent's own `/status`, the Pod's
+//! end (exit, eviction, deletion) reaches the supervisor through the `exited` channel, and
+//! recovery re-adopts Pods by their stored [`PodRef`]. None of the local backend's host
+//! machinery (containment, port range, uid pool, reaper) exists here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{KubeError, KubernetesBackend, LaunchRequest, ListedSession, PodFailure, PodRef};
+use super::{PodPhase, WORKSPACE, names};
+use crate::config::{BUILTIN_ECHO_AGENT, Config};
+use crate::sessions::agent_command::{AgentCommand, DEFAULT_SCRIPT, Placement, Script};
+use crate::sessions::backend::{
+    AgentHandle, AgentSpec, BackendRef, Endpoint, Exit, Host, LaunchError, LaunchObserver,
+    Launched, SessionBackend,
+};
+
+/// Variables of the shared environment that name this host's paths; the image has its own.
+const HOST_ONLY_ENV: &[&str] = &["PATH", "HOME", "TMPDIR"];
+/// How long an adopted agent may take to answer `/status` at recovery.
+const ADOPT_WAIT: Duration = Duration::from_secs(2);
+
+/// Sessions as Pods, behind the backend-neutral trait.
+#[derive(Debug)]
+pub struct KubernetesSessions {
+    engine: KubernetesBackend,
+    command: AgentCommand,
+    agent_server: String,
+    /// The grace a Pod gets when it is deleted as an orphan or after a failed start.
+    stop_grace: Duration,
+}
+
+impl KubernetesSessions {
+    pub fn new(engine: KubernetesBackend, config: &Config) -> Self {
+        Self {
+            engine,
+            command: AgentCommand::from_config(&config.agent),
+            agent_server: config.agent.server.clone(),
+            stop_grace: Duration::from_secs(config.session.stop_grace_seconds),
+        }
+    }
+
+    /// The launch request for `spec`: argv and environment from the shared builder, with
+    /// the image's paths, and the startup script's text.
+    async fn request(&self, spec: &AgentSpec) -> Result<LaunchRequest, LaunchError> {
+        let config = self.engine.config();
+        let place = Placement {
+            port: config.agent_port,
+            session_dir: Path::new(WORKSPACE),
+            proxy_bin: Path::new(&config.proxy_bin),
+            path: "",
+            lang: "C.UTF-8",
+        };
+        let mut argv = self.command.argv(spec, &place);
+        if self.agent_server == BUILTIN_ECHO_AGENT {
+            // The echo agent binds loopback by default; in a Pod it must bind the Pod's IP.
+            argv.splice(3..3, ["--bind".to_string(), "$(POD_IP)".to_string()]);
+        }
+        let environment = self
+            .command
+            .environment(spec, &place)
+            .into_iter()
+            .filter(|(name, _)| !HOST_ONLY_ENV.contains(&name.as_str()))
+            .collect();
+        let script = match self.command.script() {
+            Script::Embedded => DEFAULT_SCRIPT.to_string(),
+            Script::Operator(path) => tokio::fs::read_to_string(path).await.map_err(|error| {
+                LaunchError::Internal(anyhow::anyhow!("while reading agent.script {path}: {error}"))
+            })?,
+        };
+        Ok(LaunchRequest {
+            session_id: spec.session_id.clone(),
+            user_id: spec.user_id.clone(),
+            environment,
+            session_token: String::new(),
+            argv,
+            script,
+            tags: Default::default(),
+        })
+    }
+
+    /// Deletes what a failed start left (best effort; orphan clean-up catches the rest).
+    async fn clean_up(&self, pod: &PodRef) {
+        if let Err(error) = self.engine.stop(pod, Duration::ZERO).await {
+            tracing::warn!(%error, pod = %pod.pod, "could not delete a failed session's objects");
+        }
+    }
+
+    /// Resolves with how the Pod ended; the cluster's reason is logged and kept in the
+    /// supervisor's record through the exit code when the container had one.
+    fn watch_exit(&self, pod: PodRef) -> oneshot::Receiver<Exit> {
+        let (sender, receiver) = oneshot::channel();
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let failure = engine.watch_exit(&pod).await;
+            tracing::warn!(pod = %pod.pod, reason = %failure.reason, message = %failure.message, exit_code = failure.exit_code, "the session's Pod ended");
+            let _ = sender.send(exit_of(&failure));
+        });
+        receiver
+    }
+}
+
+/// The exit the supervisor records for a Pod's end.
+fn exit_of(failure: &PodFailure) -> Exit {
+    match failure.exit_code {
+        Some(code) => Exit::Code(code),
+        None => Exit::Unknown,
+    }
+}
+
+/// What a failed start tells its owner (`details` of the `/start` error).
+fn failure_details(failure: &PodFailure) -> Value {
+    json!({"reason": failure.reason, "message": failure.message, "exit_code": failure.exit_code})
+}
+
+/// The handle of a launched or adopted Pod.
+fn handle_of(pod: &PodRef) -> AgentHandle {
+    let host = match pod.endpoint() {
+        Some((address, _)) => Host::Ip(address),
+        None => Host::Name(format!("{}.{}.svc", pod.service, pod.namespace).into()),
+    };
+    let reference = BackendRef::new(pod.to_backend_ref().to_string());
+    AgentHandle { endpoint: Endpoint::new(host, pod.port), reference }
+}
+
+/// The Pod a handle or stored reference names; `None` (logged) for anything else.
+fn pod_of(reference: &BackendRef) -> Option<PodRef> {
+    let value: Value = serde_json::from_str(reference.as_str()).ok()?;
+    let pod = PodRef::from_backend_ref(&value);
+    if pod.is_none() {
+        tracing::warn!("the Kubernetes backend was handed a reference it did not write");
+    }
+    pod
+}
+
+fn launch_error(error: KubeError) -> LaunchError {
+    match error {
+        KubeError::Unavailable(message) => LaunchError::Unavailable(message),
+        other => LaunchError::Internal(anyhow::Error::new(other)),
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionBackend for KubernetesSessions {
+    async fn launch(
+        &self,
+        spec: &AgentSpec,
+        _port_hint: Option<u16>,
+        observer: &dyn LaunchObserver,
+    ) -> Result<Launched, LaunchError> {
+        let request = self.request(spec).await?;
+        let deadline =
+            Instant::now() + Duration::from_secs(self.engine.config().ready_timeout_seconds);
+        let pod = self.engine.launch(&request).await.map_err(launch_error)?;
+        let agent = handle_of(&pod);
+        observer.spawned(&agent).await;
+        match self.engine.wait_ready(&pod, deadline).await {
+            Ok(()) => Ok(Launched { agent, exited: self.watch_exit(pod) }),
+            Err(KubeError::PodFailed(failure)) => {
+                tracing::warn!(session_id = %spec.session_id, %failure, "the session's Pod failed to start");
+                self.clean_up(&pod).await;
+                let details = failure_details(&failure);
+                Err(LaunchError::Exited { exit: exit_of(&failure), details })
+            }
+            Err(KubeError::Timeout { seconds }) => {
+                self.clean_up(&pod).await;
+                Err(LaunchError::Timeout { details: json!({"ready_timeout_seconds": seconds}) })
+            }
+            Err(other) => {
+                self.clean_up(&pod).await;
+                Err(launch_error(other))
+            }
+        }
+    }
+
+    async fn wait_ready(&self, agent: &AgentHandle, within: Duration) -> bool {
+        let Some(pod) = pod_of(&agent.reference) else { return false };
+        let give_up = Instant::now() + within;
+        loop {
+            if self.engine.answers_status(&pod).await {
+                return true;
+            }
+            if Instant::now() >= give_up {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn adopt(&self, reference: &BackendRef) -> Option<Launched> {
+        let pod = pod_of(reference)?;
+        match self.engine.adopt(&pod).await {
+            Ok(Some(PodPhase::Ready)) => {}
+            Ok(phase) => {
+                tracing::info!(pod = %pod.pod, ?phase, "a stored session's Pod is not ready or gone");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, pod = %pod.pod, "could not look up a stored session's Pod");
+                return None;
+            }
+        }
+        let agent = handle_of(&pod);
+        if !self.wait_ready(&agent, ADOPT_WAIT).await {
+            return None;
+        }
+        Some(Launched { agent, exited: self.watch_exit(pod) })
+    }
+
+    async fn discard(&self, reference: &BackendRef) {
+        if let Some(pod) = pod_of(reference) {
+            self.clean_up(&pod).await;
+        }
+    }
+
+    async fn stop(&self, agent: &AgentHandle, grace: Duration) {
+        let Some(pod) = pod_of(&agent.reference) else { return };
+        if let Err(error) = self.engine.stop(&pod, grace).await {
+            tracing::error!(%error, pod = %pod.pod, "could not stop the session's Pod");
+        }
+    }
+
+    fn release(&self, _agent: &AgentHandle) {
+        // Nothing on this host is held for a Pod.
+    }
+
+    async fn logs(&self, session_id: &str, lines: usize) -> String {
+        let name = names::object_name(session_id);
+        let pod = PodRef {
+            namespace: self.engine.config().namespace.clone(),
+            pod: name.clone(),
+            service: name.clone(),
+            secret: name,
+            service_uid: String::new(),
+            pod_uid: String::new(),
+            cluster_ip: String::new(),
+            port: self.engine.config().agent_port,
+        };
+        match self.engine.logs(&pod, lines).await {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::warn!(%error, session_id, "could not read the agent's log");
+                String::new()
+            }
+        }
+    }
+
+    async fn list(&self) -> Vec<String> {
+        match self.engine.list().await {
+            Ok(sessions) => sessions.into_iter().map(|listed| listed.session_id).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "could not list the sessions' objects in the cluster");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn end_orphan(&self, session_id: &str) {
+        let orphan = ListedSession {
+            session_id: session_id.to_string(),
+            service: None,
+            pod: None,
+            pod_uid: None,
+            phase: None,
+        };
+        tracing::info!(session_id, "deleting a session's objects that no stored session owns");
+        if let Err(error) = self.engine.delete_orphan(&orphan, self.stop_grace).await {
+            tracing::warn!(%error, session_id, "could not delete an orphaned session's objects");
+        }
+    }
+
+    fn reserved_env_names(&self) -> Vec<String> {
+        let mut names = self.engine.reserved_env_names();
+        names.extend(self.command.reserved_env_names());
+        names
+    }
+
+    async fn remove_files(&self, _session_id: &str) {
+        // The workspace went with the Pod (or its PVC, owned by the Service).
+    }
+
+    fn maintain(&self, _session_id: &str) {
+        // The kubelet keeps and rotates the container's log.
+    }
+}
