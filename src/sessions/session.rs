@@ -63,11 +63,17 @@ pub enum Control {
 /// Why a session never became ready, as its owner is told.
 #[derive(Debug, Clone)]
 pub enum StartFailure {
-    Exited { details: Value },
-    TimedOut { details: Value },
+    Exited {
+        details: Value,
+    },
+    TimedOut {
+        details: Value,
+    },
     NoPort,
     PortTaken,
-    PortSquatting { details: Value },
+    PortSquatting {
+        details: Value,
+    },
     /// Where agents run could not be reached (the Kubernetes API server).
     BackendUnavailable,
     Internal,

@@ -152,7 +152,11 @@ async fn pods_that_cannot_start_fail_the_session_with_the_clusters_reason() {
     let sessions = search["sessions"].as_array().expect("sessions");
     assert_eq!(sessions.len(), 2, "{search}");
     for listed in sessions {
-        assert_eq!((listed["status"].as_str(), listed["exit_reason"].as_str()), (Some("failed"), Some("start_failed")), "{listed}");
+        assert_eq!(
+            (listed["status"].as_str(), listed["exit_reason"].as_str()),
+            (Some("failed"), Some("start_failed")),
+            "{listed}"
+        );
     }
     assert!(server.logged("ImagePullBackOff") && server.logged("Unschedulable"));
 }
@@ -173,10 +177,8 @@ async fn an_evicted_pod_ends_its_session_with_the_reason() {
     })
     .await;
     assert_eq!(ended["exit_reason"], "agent_exited", "{ended}");
-    wait_until("the reason in the log", WAIT, || async {
-        server.logged("Evicted").then_some(())
-    })
-    .await;
+    wait_until("the reason in the log", WAIT, || async { server.logged("Evicted").then_some(()) })
+        .await;
     wait_until("the evicted session's objects to be deleted", WAIT, || async {
         nothing_left(&cluster.fake).then_some(())
     })
@@ -197,9 +199,9 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
     }
     let (survivor, lost) = (ids[0].clone(), ids[1].clone());
     assert_eq!(message(&client, &server, &survivor, "remember me").await, 200);
-    let survivor_uid = cluster.fake.get(Resource::Pods, NS, &pod_name(&survivor)).expect("pod")
-        ["metadata"]["uid"]
-        .clone();
+    let survivor_uid =
+        cluster.fake.get(Resource::Pods, NS, &pod_name(&survivor)).expect("pod")["metadata"]["uid"]
+            .clone();
     let (dir, config_path) = server.kill9().await;
 
     // While the proxy is down: one Pod is evicted, and a Pod no row knows appears.
@@ -222,7 +224,11 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
     let (_, messages) = get_json(&client, &server.url(&format!("/{survivor}/messages"))).await;
     assert!(messages.to_string().contains("remember me"), "{messages}");
     let gone = session(&client, &server, &lost).await;
-    assert_eq!((gone["status"].as_str(), gone["exit_reason"].as_str()), (Some("exited"), Some("lost_while_down")), "{gone}");
+    assert_eq!(
+        (gone["status"].as_str(), gone["exit_reason"].as_str()),
+        (Some("exited"), Some("lost_while_down")),
+        "{gone}"
+    );
     wait_until("the orphan's and the lost session's Pods to be deleted", WAIT, || async {
         (names_of(&cluster.fake, Resource::Pods) == [pod_name(&survivor)]).then_some(())
     })
