@@ -92,7 +92,7 @@ async fn a_session_is_a_pod_reached_through_the_proxy_and_delete_leaves_nothing(
     assert_eq!(session(&client, &server, &id).await["status"], "active");
     let name = pod_name(&id);
     for resource in [Resource::Secrets, Resource::Pods, Resource::Services] {
-        assert_eq!(names_of(&cluster.fake, resource), [name.clone()], "{resource:?}");
+        assert_eq!(names_of(&cluster.fake, resource), [name.as_str()], "{resource:?}");
     }
     let pod = cluster.fake.get(Resource::Pods, NS, &name).expect("the Pod");
     assert!(!pod.to_string().contains(SECRET_VALUE), "no environment value in the Pod spec");
@@ -113,6 +113,12 @@ async fn a_session_is_a_pod_reached_through_the_proxy_and_delete_leaves_nothing(
     let env = get_json(&client, &server.url(&format!("/{id}/debug/env"))).await.1;
     let seen = env.to_string();
     assert!(seen.contains(SECRET_VALUE), "the agent got the value from the Secret: {seen}");
+
+    let logs = client.get(server.url(&format!("/sessions/{id}/logs?tail=5"))).send().await;
+    let logs = logs.expect("logs");
+    assert_eq!(logs.status(), 200);
+    let text = logs.text().await.expect("text");
+    assert!(text.contains("echo-agent listening on"), "the Pod's container log: {text}");
 
     let response =
         client.delete(server.url(&format!("/sessions/{id}"))).send().await.expect("delete");

@@ -25,6 +25,10 @@ use crate::sessions::backend::{
 const HOST_ONLY_ENV: &[&str] = &["PATH", "HOME", "TMPDIR"];
 /// How long an adopted agent may take to answer `/status` at recovery.
 const ADOPT_WAIT: Duration = Duration::from_secs(2);
+/// How long recovery, all sessions together, waits for an unreachable API server before it
+/// counts the stored sessions' Pods as lost (they may still run: a blip of the API server
+/// during a restart must not end every session).
+const ADOPT_API_WAIT: Duration = Duration::from_secs(30);
 
 /// Sessions as Pods, behind the backend-neutral trait.
 #[derive(Debug)]
@@ -34,6 +38,9 @@ pub struct KubernetesSessions {
     agent_server: String,
     /// The grace a Pod gets when it is deleted as an orphan or after a failed start.
     stop_grace: Duration,
+    /// When adopting first found the API server unreachable (the start of the one
+    /// [`ADOPT_API_WAIT`] all adoptions share).
+    api_down_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl KubernetesSessions {
@@ -43,6 +50,7 @@ impl KubernetesSessions {
             command: AgentCommand::from_config(&config.agent),
             agent_server: config.agent.server.clone(),
             stop_grace: Duration::from_secs(config.session.stop_grace_seconds),
+            api_down_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -56,6 +64,28 @@ impl KubernetesSessions {
         };
         let config = self.engine.config();
         Ok(launch_request(&self.command, &self.agent_server, config, spec, script))
+    }
+
+    /// The phase of a stored session's Pod; an unreachable API server is retried within
+    /// what is left of [`ADOPT_API_WAIT`].
+    async fn stored_pod_phase(&self, pod: &PodRef) -> Result<Option<PodPhase>, KubeError> {
+        loop {
+            match self.engine.adopt(pod).await {
+                Err(error) if error.is_unavailable() => {
+                    let since = *self
+                        .api_down_since
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .get_or_insert_with(Instant::now);
+                    if since.elapsed() >= ADOPT_API_WAIT {
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, pod = %pod.pod, "waiting for the API server to re-adopt a session");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Deletes what a failed start left (best effort; orphan clean-up catches the rest).
@@ -205,7 +235,7 @@ impl SessionBackend for KubernetesSessions {
 
     async fn adopt(&self, reference: &BackendRef) -> Option<Launched> {
         let pod = pod_of(reference)?;
-        match self.engine.adopt(&pod).await {
+        match self.stored_pod_phase(&pod).await {
             Ok(Some(PodPhase::Ready)) => {}
             Ok(phase) => {
                 tracing::info!(pod = %pod.pod, ?phase, "a stored session's Pod is not ready or gone");
