@@ -198,6 +198,12 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     /// Removes what the session left on disk (after `DELETE`).
     async fn remove_files(&self, session_id: &str);
 
+    /// What the backend knows about how the session's agent last ended or failed to start,
+    /// beyond its exit (Kubernetes: the cluster's reason); taken, so asked once per end.
+    fn take_end_details(&self, _session_id: &str) -> Option<Value> {
+        None
+    }
+
     /// Housekeeping for a live agent (e.g. capping its log).
     fn maintain(&self, session_id: &str);
 

@@ -126,6 +126,8 @@ pub struct LiveState {
     pub initial_message: Option<InitialMessageState>,
     pub restarts: u32,
     pub failure: Option<StartFailure>,
+    /// What the backend said about the last end (`SessionDetail::exit_details`).
+    pub exit_details: Option<Value>,
 }
 
 /// Proxied traffic, for the idle timeout.
@@ -173,6 +175,7 @@ impl Session {
             initial_message: None,
             restarts: 0,
             failure: None,
+            exit_details: None,
         };
         let id = uuid::Uuid::new_v4().to_string();
         Self::from_parts(id, user_id, tags, env_names, now, state, feed)
@@ -295,7 +298,10 @@ impl Session {
     }
 
     pub fn detail(&self) -> SessionDetail {
-        detail_of_row(&self.to_row())
+        let state = self.state.borrow();
+        let mut detail = detail_of_row(&self.row_with(&state));
+        detail.exit_details = state.exit_details.clone().filter(|_| state.status.has_ended());
+        detail
     }
 }
 
@@ -325,5 +331,6 @@ pub fn detail_of_row(row: &SessionRow) -> SessionDetail {
         agent_status: row.agent_status.clone(),
         initial_message: row.initial_message,
         restarts: row.restarts,
+        exit_details: None,
     }
 }

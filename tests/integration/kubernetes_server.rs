@@ -89,7 +89,9 @@ async fn a_session_is_a_pod_reached_through_the_proxy_and_delete_leaves_nothing(
     let id = answer["session_id"].as_str().expect("session_id").to_string();
     assert_eq!(answer["port"], 3284, "the endpoint's port: the agent port");
     assert!(pod_ready(&cluster.fake, &id), "active only once the Pod is Ready");
-    assert_eq!(session(&client, &server, &id).await["status"], "active");
+    let detail = session(&client, &server, &id).await;
+    assert_eq!(detail["status"], "active");
+    assert!(detail["exit_details"].is_null(), "{detail}");
     let name = pod_name(&id);
     for resource in [Resource::Secrets, Resource::Pods, Resource::Services] {
         assert_eq!(names_of(&cluster.fake, resource), [name.as_str()], "{resource:?}");
@@ -157,14 +159,19 @@ async fn pods_that_cannot_start_fail_the_session_with_the_clusters_reason() {
     let (_, search) = get_json(&client, &server.url("/search")).await;
     let sessions = search["sessions"].as_array().expect("sessions");
     assert_eq!(sessions.len(), 2, "{search}");
+    let mut reasons = Vec::new();
     for listed in sessions {
+        let id = listed["session_id"].as_str().expect("id");
+        let detail = session(&client, &server, id).await;
+        reasons.push(detail["exit_details"]["reason"].as_str().unwrap_or_default().to_string());
         assert_eq!(
             (listed["status"].as_str(), listed["exit_reason"].as_str()),
             (Some("failed"), Some("start_failed")),
             "{listed}"
         );
     }
-    assert!(server.logged("ImagePullBackOff") && server.logged("Unschedulable"));
+    reasons.sort();
+    assert_eq!(reasons, ["ImagePullBackOff", "Unschedulable"], "shown in /sessions/{{id}}");
 }
 
 #[tokio::test]
@@ -183,8 +190,11 @@ async fn an_evicted_pod_ends_its_session_with_the_reason() {
     })
     .await;
     assert_eq!(ended["exit_reason"], "agent_exited", "{ended}");
-    wait_until("the reason in the log", WAIT, || async { server.logged("Evicted").then_some(()) })
-        .await;
+    assert_eq!(ended["exit_details"]["reason"], "Evicted", "{ended}");
+    wait_until("the reason in the log too", WAIT, || async {
+        server.logged("Evicted").then_some(())
+    })
+    .await;
     wait_until("the evicted session's objects to be deleted", WAIT, || async {
         nothing_left(&cluster.fake).then_some(())
     })

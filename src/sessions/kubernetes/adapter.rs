@@ -5,7 +5,9 @@
 //! recovery re-adopts Pods by their stored [`PodRef`]. None of the local backend's host
 //! machinery (containment, port range, uid pool, reaper) exists here.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -40,7 +42,17 @@ pub struct KubernetesSessions {
     stop_grace: Duration,
     /// When adopting first found the API server unreachable (the start of the one
     /// [`ADOPT_API_WAIT`] all adoptions share).
-    api_down_since: std::sync::Mutex<Option<Instant>>,
+    api_down_since: Mutex<Option<Instant>>,
+    /// The cluster's reason for each session's last end, until the supervisor takes it.
+    ends: EndDetails,
+}
+
+/// Per session, the cluster's account of how its Pod last ended or failed to start.
+type EndDetails = Arc<Mutex<HashMap<String, Value>>>;
+
+fn record_end(ends: &EndDetails, session_id: &str, failure: &PodFailure) {
+    let mut ends = ends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    ends.insert(session_id.to_string(), failure_details(failure));
 }
 
 impl KubernetesSessions {
@@ -50,7 +62,8 @@ impl KubernetesSessions {
             command: AgentCommand::from_config(&config.agent),
             agent_server: config.agent.server.clone(),
             stop_grace: Duration::from_secs(config.session.stop_grace_seconds),
-            api_down_since: std::sync::Mutex::new(None),
+            api_down_since: Mutex::new(None),
+            ends: EndDetails::default(),
         }
     }
 
@@ -95,14 +108,19 @@ impl KubernetesSessions {
         }
     }
 
-    /// Resolves with how the Pod ended; the cluster's reason is logged and kept in the
-    /// supervisor's record through the exit code when the container had one.
-    fn watch_exit(&self, pod: PodRef) -> oneshot::Receiver<Exit> {
+    /// Resolves with how the Pod ended; the cluster's reason is logged and kept for
+    /// [`SessionBackend::take_end_details`].
+    fn watch_exit(&self, session_id: &str, pod: PodRef) -> oneshot::Receiver<Exit> {
         let (sender, receiver) = oneshot::channel();
         let engine = self.engine.clone();
+        let ends = self.ends.clone();
+        let session_id = session_id.to_string();
         tokio::spawn(async move {
             let failure = engine.watch_exit(&pod).await;
-            tracing::warn!(pod = %pod.pod, reason = %failure.reason, message = %failure.message, exit_code = failure.exit_code, "the session's Pod ended");
+            tracing::warn!(session_id, reason = %failure.reason, message = %failure.message, exit_code = failure.exit_code, "the session's Pod ended");
+            if !sender.is_closed() {
+                record_end(&ends, &session_id, &failure);
+            }
             let _ = sender.send(exit_of(&failure));
         });
         receiver
@@ -201,10 +219,11 @@ impl SessionBackend for KubernetesSessions {
         let agent = handle_of(&pod);
         observer.spawned(&agent).await;
         match self.engine.wait_ready(&pod, deadline).await {
-            Ok(()) => Ok(Launched { agent, exited: self.watch_exit(pod) }),
+            Ok(()) => Ok(Launched { agent, exited: self.watch_exit(&spec.session_id, pod) }),
             Err(KubeError::PodFailed(failure)) => {
                 tracing::warn!(session_id = %spec.session_id, %failure, "the session's Pod failed to start");
                 self.clean_up(&pod).await;
+                record_end(&self.ends, &spec.session_id, &failure);
                 let details = failure_details(&failure);
                 Err(LaunchError::Exited { exit: exit_of(&failure), details })
             }
@@ -250,7 +269,8 @@ impl SessionBackend for KubernetesSessions {
         if !self.wait_ready(&agent, ADOPT_WAIT).await {
             return None;
         }
-        Some(Launched { agent, exited: self.watch_exit(pod) })
+        let session_id = names::session_of(&pod.pod)?.to_string();
+        Some(Launched { agent, exited: self.watch_exit(&session_id, pod) })
     }
 
     async fn discard(&self, reference: &BackendRef) {
@@ -321,8 +341,13 @@ impl SessionBackend for KubernetesSessions {
         names
     }
 
-    async fn remove_files(&self, _session_id: &str) {
+    async fn remove_files(&self, session_id: &str) {
         // The workspace went with the Pod (or its PVC, owned by the Service).
+        self.ends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(session_id);
+    }
+
+    fn take_end_details(&self, session_id: &str) -> Option<Value> {
+        self.ends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(session_id)
     }
 
     fn maintain(&self, _session_id: &str) {
