@@ -260,7 +260,7 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
 }
 
 #[tokio::test]
-async fn an_unreachable_api_server_refuses_starts_while_sessions_keep_proxying() {
+async fn an_unreachable_api_server_refuses_starts_while_sessions_keep_proxying_and_stopping() {
     let cluster = cluster().await;
     let server = proxy_on(&cluster).await;
     let client = reqwest::Client::new();
@@ -279,7 +279,21 @@ async fn an_unreachable_api_server_refuses_starts_while_sessions_keep_proxying()
     assert_eq!(message(&client, &server, &id, "still here").await, 200);
     assert_eq!(session(&client, &server, &id).await["status"], "active");
 
+    // A DELETE meanwhile waits for the API server (within grace + 30 s) instead of leaving
+    // the Pod behind.
+    let url = server.url(&format!("/sessions/{id}"));
+    let deleting = tokio::spawn({
+        let client = client.clone();
+        async move { client.delete(url).send().await.map(|answer| answer.status().as_u16()) }
+    });
+    wait_until("the stop to wait for the API server", WAIT, || async {
+        server.logged("retrying the stop of a session's Pod").then_some(())
+    })
+    .await;
     cluster.fake.come_back().await;
+    assert_eq!(deleting.await.expect("joined").expect("an answer"), 200);
+    assert!(names_of(&cluster.fake, Resource::Pods).is_empty(), "the Pod is gone");
+
     let (code, answer) = start(&client, &base, start_body()).await;
     assert_eq!(code, 200, "starts work again once the API server is back: {answer}");
 }

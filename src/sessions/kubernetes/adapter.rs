@@ -31,6 +31,9 @@ const ADOPT_WAIT: Duration = Duration::from_secs(2);
 /// counts the stored sessions' Pods as lost (they may still run: a blip of the API server
 /// during a restart must not end every session).
 const ADOPT_API_WAIT: Duration = Duration::from_secs(30);
+/// How long past its grace a stop may take (scale-out.md §4), the API server's absence
+/// included.
+const STOP_SLACK: Duration = Duration::from_secs(30);
 
 /// Sessions as Pods, behind the backend-neutral trait.
 #[derive(Debug)]
@@ -103,8 +106,23 @@ impl KubernetesSessions {
 
     /// Deletes what a failed start left (best effort; orphan clean-up catches the rest).
     async fn clean_up(&self, pod: &PodRef) {
-        if let Err(error) = self.engine.stop(pod, Duration::ZERO).await {
+        if let Err(error) = self.stop_pod(pod, Duration::ZERO).await {
             tracing::warn!(%error, pod = %pod.pod, "could not delete a failed session's objects");
+        }
+    }
+
+    /// Stops the session's objects, retrying while the API server is unreachable for as long
+    /// as a stop may take (`grace` + [`STOP_SLACK`]).
+    async fn stop_pod(&self, pod: &PodRef, grace: Duration) -> Result<(), KubeError> {
+        let give_up = Instant::now() + grace + STOP_SLACK;
+        loop {
+            match self.engine.stop(pod, grace).await {
+                Err(error) if error.is_unavailable() && Instant::now() < give_up => {
+                    tracing::warn!(%error, pod = %pod.pod, "retrying the stop of a session's Pod");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -244,8 +262,8 @@ impl SessionBackend for KubernetesSessions {
 
     async fn stop(&self, agent: &AgentHandle, grace: Duration) {
         let Some(pod) = pod_of(&agent.reference) else { return };
-        if let Err(error) = self.engine.stop(&pod, grace).await {
-            tracing::error!(%error, pod = %pod.pod, "could not stop the session's Pod");
+        if let Err(error) = self.stop_pod(&pod, grace).await {
+            tracing::error!(%error, pod = %pod.pod, "could not stop the session's Pod; it is deleted as an orphan at the next start");
         }
     }
 
