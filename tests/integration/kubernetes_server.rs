@@ -325,3 +325,36 @@ async fn start_p50_against_the_fake_beside_the_local_backend() {
     eprintln!("/start p50: kubernetes (fake API) {:?}, local {:?}", p50[0], p50[1]);
     assert!(nothing_left(&cluster.fake));
 }
+
+#[tokio::test]
+async fn a_proxy_restarting_while_the_api_server_cannot_serve_waits_and_re_adopts() {
+    let cluster = cluster().await;
+    let server = proxy_on(&cluster).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", server.address);
+    let (code, answer) = start(&client, &base, start_body()).await;
+    assert_eq!(code, 200, "{answer}");
+    let id = answer["session_id"].as_str().expect("session_id").to_string();
+    let (dir, config_path) = server.kill9().await;
+
+    cluster.fake.set_unavailable(true);
+    let asked_before = cluster.fake.requests().len();
+    let kubeconfig = cluster.kubeconfig.clone();
+    let relaunch = tokio::spawn(async move {
+        BinaryServer::launch(dir, config_path, &[("KUBECONFIG", &kubeconfig)]).await
+    });
+    let pod_path = format!("GET /api/v1/namespaces/{NS}/pods/{}", pod_name(&id));
+    wait_until("the new proxy to be refused its stored Pod twice", WAIT, || async {
+        let asked = cluster.fake.requests()[asked_before..]
+            .iter()
+            .filter(|request| request.starts_with(&pod_path))
+            .count();
+        (asked >= 2).then_some(())
+    })
+    .await;
+    cluster.fake.set_unavailable(false);
+    let server = relaunch.await.expect("joined");
+    let kept = session(&client, &server, &id).await;
+    assert_eq!(kept["status"], "active", "not counted lost for an API server's blip: {kept}");
+    assert_eq!(message(&client, &server, &id, "still mine").await, 200);
+}
