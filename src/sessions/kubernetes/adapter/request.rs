@@ -1,6 +1,7 @@
 //! A session's [`AgentSpec`] as a [`LaunchRequest`]: the shared command builder's argv and
 //! environment with the image's paths in place of this host's.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::{BUILTIN_ECHO_AGENT, KubernetesConfig};
@@ -10,6 +11,8 @@ use crate::sessions::kubernetes::{LaunchRequest, WORKSPACE};
 
 /// Variables of the shared environment that name this host's paths; the image has its own.
 const HOST_ONLY_ENV: &[&str] = &["PATH", "HOME", "TMPDIR"];
+/// The agent's token (sessions.md), when the shared environment carries one.
+const SESSION_TOKEN: &str = "APX_SESSION_TOKEN";
 
 /// Argv and environment from the shared builder, with the image's paths instead of this
 /// host's: the workspace, the server binary in the image, no `PATH`/`HOME`/`TMPDIR`.
@@ -32,16 +35,18 @@ pub(super) fn launch_request(
         // The echo agent binds loopback by default; in a Pod it must bind the Pod's IP.
         argv.splice(3..3, ["--bind".to_string(), "$(POD_IP)".to_string()]);
     }
-    let environment = command
+    let mut environment: BTreeMap<String, String> = command
         .environment(spec, &place)
         .into_iter()
         .filter(|(name, _)| !HOST_ONLY_ENV.contains(&name.as_str()))
         .collect();
+    // The engine writes the agent's token into the Secret itself (a backend variable).
+    let session_token = environment.remove(SESSION_TOKEN).unwrap_or_default();
     LaunchRequest {
         session_id: spec.session_id.clone(),
         user_id: spec.user_id.clone(),
         environment,
-        session_token: String::new(),
+        session_token,
         argv,
         script,
         tags: Default::default(),
@@ -95,6 +100,19 @@ mod tests {
         );
         assert_eq!(env.get("APX_PORT").map(String::as_str), Some("3284"));
         assert_eq!(env.get("GREETING").map(String::as_str), Some("hi"));
+    }
+
+    #[test]
+    fn a_session_token_in_the_environment_becomes_the_requests_token() {
+        let agent = AgentConfig {
+            environment: BTreeMap::from([(SESSION_TOKEN.into(), "apxs_t".into())]),
+            ..AgentConfig::default()
+        };
+        let command = AgentCommand::with_environment(&agent, |_| None);
+        let config = KubernetesConfig::default();
+        let request = launch_request(&command, &agent.server, &config, &spec(), String::new());
+        assert_eq!(request.session_token, "apxs_t");
+        assert!(!request.environment.contains_key(SESSION_TOKEN), "the engine sets it");
     }
 
     #[test]
