@@ -49,6 +49,9 @@ pub enum ApiError {
     /// GitHub could not be asked (down, timeout) and the token is not in the cache.
     #[error("GitHub cannot be reached to check this credential; try again shortly")]
     GithubUnavailable,
+    /// Where agents run (the Kubernetes API server) cannot be reached; nothing was started.
+    #[error("the session backend cannot be reached; no agent was started, try again shortly")]
+    BackendUnavailable,
     /// The agent behind a session refused, died or sent garbage; details go to its owner.
     #[error("{message}")]
     AgentUnavailable { code: &'static str, message: String, details: Option<Value> },
@@ -95,6 +98,9 @@ impl ApiError {
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
             Self::GithubUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "github_unavailable", Some(5))
+            }
+            Self::BackendUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable", Some(5))
             }
             Self::AgentUnavailable { code, .. } => (StatusCode::BAD_GATEWAY, code, None),
             Self::AgentStarting => (StatusCode::SERVICE_UNAVAILABLE, "agent_starting", Some(1)),

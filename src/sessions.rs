@@ -132,7 +132,9 @@ impl SessionManager {
         });
         recovery::recover_stored_sessions(&inner).await?;
         housekeeping::spawn_purger(Arc::downgrade(&inner));
-        housekeeping::spawn_port_watch(Arc::downgrade(&inner));
+        if inner.backend.has_port_range() {
+            housekeeping::spawn_port_watch(Arc::downgrade(&inner));
+        }
         Ok(Self(inner))
     }
 

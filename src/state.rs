@@ -11,10 +11,12 @@ use crate::auth::github::{GitHubApi, HttpGitHub};
 use crate::auth::oauth::OAuth;
 use crate::auth::{AuthServices, Authenticator};
 use crate::chat::setup::{Chat, ChatDeps};
-use crate::config::Config;
+use crate::config::{Config, KUBERNETES_BACKEND};
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
 use crate::sessions::agent_token::AgentTokens;
+use crate::sessions::backend::SessionBackend;
+use crate::sessions::kubernetes::{KubernetesBackend, KubernetesSessions};
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
@@ -92,11 +94,11 @@ impl AppState {
             OAuth::spawn_purger(repositories.oauth.clone(), shutdown.clone());
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
-        let backend = LocalBackend::new(&config, host, client.clone())?;
+        let backend = session_backend(&config, host, &client).await?;
         let sessions = SessionManager::recover(
             Policy::from_config(&config),
             repositories.sessions,
-            Arc::new(backend),
+            backend,
             client.clone(),
             shutdown.clone(),
         )
@@ -136,6 +138,22 @@ impl AppState {
             chat,
         })))
     }
+}
+
+/// Where agents run (`agent.backend`): process groups on this host, or Pods on Kubernetes
+/// (none of the local host machinery is set up then).
+async fn session_backend(
+    config: &Config,
+    host: &HostOptions,
+    client: &upstream::UpstreamClient,
+) -> anyhow::Result<Arc<dyn SessionBackend>> {
+    if config.agent.backend == KUBERNETES_BACKEND {
+        let engine = KubernetesBackend::connect(&config.kubernetes)
+            .await
+            .context("while setting up the Kubernetes client")?;
+        return Ok(Arc::new(KubernetesSessions::new(engine, config)));
+    }
+    Ok(Arc::new(LocalBackend::new(config, host, client.clone())?))
 }
 
 /// The keys file, the GitHub API (when GitHub tokens or the OAuth flows are configured) and

@@ -243,6 +243,12 @@ pub struct SessionDetail {
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub initial_message: Option<InitialMessageState>,
     pub restarts: u32,
+    /// What the backend reported about the end beyond `exit_reason` (Kubernetes: the
+    /// cluster's `{"reason", "message", "exit_code"}`, e.g. `ImagePullBackOff`, `Evicted`);
+    /// null otherwise. Kept while this server runs, not across restarts.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = Option<Object>))]
+    pub exit_details: Option<serde_json::Value>,
 }
 
 /// Answer of `DELETE /sessions/{id}`.

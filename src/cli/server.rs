@@ -112,7 +112,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             anyhow::Error::new(error).context(format!("while binding {address}"))
         }
     })?;
-    if let Err(error) = reaper::become_child_subreaper() {
+    // Only local agents are this process's descendants; Pods are the kubelet's.
+    if config.agent.backend != crate::config::KUBERNETES_BACKEND
+        && let Err(error) = reaper::become_child_subreaper()
+    {
         tracing::warn!("{error:#}; orphaned agent processes will be reaped by init instead");
     }
     let shutdown = Shutdown::new();

@@ -37,6 +37,9 @@ pub struct KubernetesConfig {
     /// The proxy's namespace when it differs from `namespace` (the NetworkPolicy then
     /// admits the proxy's Pods from there); empty = the same namespace.
     pub proxy_namespace: String,
+    /// This server's binary inside the image (runs `builtin:echo` and the startup script's
+    /// helpers); the `Dockerfile` installs it here.
+    pub proxy_bin: String,
 }
 
 impl Default for KubernetesConfig {
@@ -60,6 +63,7 @@ impl Default for KubernetesConfig {
                 "agentapi-proxy".to_string(),
             )]),
             proxy_namespace: String::new(),
+            proxy_bin: "/usr/local/bin/agentapi-proxy".into(),
         }
     }
 }
@@ -274,12 +278,14 @@ mod tests {
     }
 
     #[test]
-    fn selecting_the_backend_validates_the_block_and_says_it_is_not_wired_yet() {
+    fn selecting_the_backend_validates_the_block() {
         let mut config = super::super::Config::default();
         config.agent.backend = KUBERNETES_BACKEND.into();
         let problems = super::super::validate::validate(&config).problems;
         assert!(problems.iter().any(|p| p.contains("`kubernetes.image`")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("not wired")), "{problems:?}");
+        config.kubernetes.image = "example/agent:1".into();
+        let problems = super::super::validate::validate(&config).problems;
+        assert!(!problems.iter().any(|p| p.contains("kubernetes")), "{problems:?}");
         config.agent.backend = "local".into();
         let problems = super::super::validate::validate(&config).problems;
         assert!(!problems.iter().any(|p| p.contains("kubernetes")), "{problems:?}");

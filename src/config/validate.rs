@@ -28,11 +28,6 @@ pub fn validate(config: &Config) -> Findings {
     }
     if config.agent.backend == super::kubernetes::KUBERNETES_BACKEND {
         super::kubernetes::validate_kubernetes(&config.kubernetes, &mut out);
-        out.problems.push(
-            "`agent.backend` \"kubernetes\": the Kubernetes backend is built but not wired into \
-             the server yet; use \"local\""
-                .into(),
-        );
     }
     persistence(config, &mut out);
     out

@@ -119,8 +119,9 @@ pub struct AgentTimeout(pub ErrorBody);
 
 /// `session.max_sessions` reached or the port range exhausted (`at_capacity`, with
 /// `Retry-After`), shutting down (`draining`), the store cannot be written
-/// (`store_unavailable`), or GitHub cannot be reached to check an uncached token
-/// (`github_unavailable`).
+/// (`store_unavailable`), GitHub cannot be reached to check an uncached token
+/// (`github_unavailable`), or the Kubernetes API server cannot be reached
+/// (`backend_unavailable`, with `Retry-After`).
 #[derive(ToResponse)]
 #[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
 pub struct StartUnavailable(pub ErrorBody);

@@ -137,6 +137,8 @@ pub enum LaunchError {
     PortTaken,
     /// The agent already listened on other ports of the agent range; it was stopped.
     PortSquatting { details: Value },
+    /// Where agents run cannot be reached (the Kubernetes API server); nothing was started.
+    Unavailable(String),
     /// Our own failure (spawning, files).
     Internal(anyhow::Error),
 }
@@ -198,6 +200,12 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     /// Removes what the session left on disk (after `DELETE`).
     async fn remove_files(&self, session_id: &str);
 
+    /// What the backend knows about how the session's agent last ended or failed to start,
+    /// beyond its exit (Kubernetes: the cluster's reason); taken, so asked once per end.
+    fn take_end_details(&self, _session_id: &str) -> Option<Value> {
+        None
+    }
+
     /// Housekeeping for a live agent (e.g. capping its log).
     fn maintain(&self, session_id: &str);
 
@@ -210,6 +218,11 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     /// the agent's session (asked before a new proxy connection is used). Blocking, brief.
     fn owns_endpoint(&self, _agent: &AgentHandle) -> bool {
         true
+    }
+
+    /// Whether agents share this host's port range, so [`Self::squatters`] is worth asking.
+    fn has_port_range(&self) -> bool {
+        false
     }
 
     /// Of `running`, the agents that listen on ports of the agent range other than their

@@ -3,9 +3,10 @@
 //! contract, and optionally a PVC and a NetworkPolicy. Deleting the Service with foreground
 //! propagation removes everything. The proxy reaches the agent at the Service's cluster IP.
 //!
-//! This is the engine with its own async API; an adapter puts it behind `SessionBackend`.
+//! This is the engine with its own async API; `adapter` puts it behind `SessionBackend`.
 //! Watches use kube-rs's `runtime::watcher` (resume from the resourceVersion, relist on 410).
 
+mod adapter;
 mod bootstrap;
 mod error;
 mod lifecycle;
@@ -25,6 +26,7 @@ use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 
 use crate::config::KubernetesConfig;
+pub use adapter::KubernetesSessions;
 pub use bootstrap::{BACKEND_ENV, is_backend_env};
 pub use error::{KubeError, PodFailure};
 pub use names::{MANAGED_BY, SESSION_LABEL, USER_LABEL, object_name};

@@ -371,6 +371,10 @@ impl SessionBackend for LocalBackend {
         })
     }
 
+    fn has_port_range(&self) -> bool {
+        true
+    }
+
     fn squatters(&self, running: &[AgentHandle]) -> Vec<(AgentHandle, Vec<u16>)> {
         let known: Vec<(&AgentHandle, LocalRef)> =
             running.iter().filter_map(|agent| Some((agent, local(agent)?))).collect();

@@ -66,6 +66,7 @@ pub(super) async fn recover_stored_sessions(inner: &Arc<ManagerState>) -> anyhow
             initial_message: row.initial_message,
             restarts: row.restarts,
             failure: None,
+            exit_details: None,
         };
         let session = Arc::new(Session::from_parts(
             row.id.clone(),

@@ -63,11 +63,19 @@ pub enum Control {
 /// Why a session never became ready, as its owner is told.
 #[derive(Debug, Clone)]
 pub enum StartFailure {
-    Exited { details: Value },
-    TimedOut { details: Value },
+    Exited {
+        details: Value,
+    },
+    TimedOut {
+        details: Value,
+    },
     NoPort,
     PortTaken,
-    PortSquatting { details: Value },
+    PortSquatting {
+        details: Value,
+    },
+    /// Where agents run could not be reached (the Kubernetes API server).
+    BackendUnavailable,
     Internal,
 }
 
@@ -97,6 +105,7 @@ impl StartFailure {
                     .into(),
                 details: Some(details),
             },
+            Self::BackendUnavailable => ApiError::BackendUnavailable,
             Self::Internal => ApiError::Internal(anyhow::anyhow!("the agent could not be started")),
         }
     }
@@ -117,6 +126,8 @@ pub struct LiveState {
     pub initial_message: Option<InitialMessageState>,
     pub restarts: u32,
     pub failure: Option<StartFailure>,
+    /// What the backend said about the last end (`SessionDetail::exit_details`).
+    pub exit_details: Option<Value>,
 }
 
 /// Proxied traffic, for the idle timeout.
@@ -164,6 +175,7 @@ impl Session {
             initial_message: None,
             restarts: 0,
             failure: None,
+            exit_details: None,
         };
         let id = uuid::Uuid::new_v4().to_string();
         Self::from_parts(id, user_id, tags, env_names, now, state, feed)
@@ -286,7 +298,10 @@ impl Session {
     }
 
     pub fn detail(&self) -> SessionDetail {
-        detail_of_row(&self.to_row())
+        let state = self.state.borrow();
+        let mut detail = detail_of_row(&self.row_with(&state));
+        detail.exit_details = state.exit_details.clone().filter(|_| state.status.has_ended());
+        detail
     }
 }
 
@@ -316,5 +331,6 @@ pub fn detail_of_row(row: &SessionRow) -> SessionDetail {
         agent_status: row.agent_status.clone(),
         initial_message: row.initial_message,
         restarts: row.restarts,
+        exit_details: None,
     }
 }

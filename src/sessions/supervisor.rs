@@ -79,7 +79,7 @@ pub(super) async fn supervise(
                             inner.backend.stop(&agent, Duration::ZERO).await;
                             inner.backend.release(&agent);
                         }
-                        finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed)).await;
+                        finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed), None).await;
                         acknowledge(command);
                         return;
                     }
@@ -132,7 +132,8 @@ pub(super) async fn supervise(
         inner.backend.stop(&agent, inner.policy.stop_grace).await;
         inner.backend.release(&agent);
         let (code, reason) = reason_for_exit(exit);
-        finish(&inner, &session, SessionStatus::Exited, code, Some(reason)).await;
+        let details = inner.backend.take_end_details(&session.id);
+        finish(&inner, &session, SessionStatus::Exited, code, Some(reason), details).await;
         tracing::info!(session_id = %session.id, exit_code = code, reason = reason.as_str(), "agent exited");
 
         let failed = !matches!(exit, Exit::Code(0));
@@ -258,7 +259,8 @@ async fn stop_agent(
         Ok(Exit::Code(code)) => Some(code),
         _ => None,
     };
-    finish(inner, session, SessionStatus::Exited, code, Some(reason.exit_reason())).await;
+    let _ = inner.backend.take_end_details(&session.id);
+    finish(inner, session, SessionStatus::Exited, code, Some(reason.exit_reason()), None).await;
     tracing::info!(session_id = %session.id, reason = reason.as_str(), "session stopped");
 }
 
@@ -268,6 +270,7 @@ async fn finish(
     status: SessionStatus,
     exit_code: Option<i32>,
     exit_reason: Option<ExitReason>,
+    exit_details: Option<serde_json::Value>,
 ) {
     if let Some(reason) = exit_reason {
         crate::telemetry::agent_exit(reason.as_str());
@@ -280,6 +283,7 @@ async fn finish(
             state.ended_at_ms = Some(ended_at);
             state.exit_code = exit_code;
             state.exit_reason = exit_reason;
+            state.exit_details = exit_details.clone();
         })
         .await;
 }
@@ -297,6 +301,10 @@ async fn record_start_failure(inner: &ManagerState, session: &Session, error: La
         LaunchError::PortSquatting { details } => {
             (StartFailure::PortSquatting { details }, None, ExitReason::PortSquatting)
         }
+        LaunchError::Unavailable(message) => {
+            tracing::warn!(session_id = %session.id, message, "the session backend is unavailable");
+            (StartFailure::BackendUnavailable, None, ExitReason::StartFailed)
+        }
         LaunchError::Internal(error) => {
             tracing::error!(session_id = %session.id, error = format!("{error:#}"), "could not start an agent");
             (StartFailure::Internal, None, ExitReason::StartFailed)
@@ -304,7 +312,8 @@ async fn record_start_failure(inner: &ManagerState, session: &Session, error: La
     };
     tracing::warn!(session_id = %session.id, ?failure, "agent failed to start");
     session.update(|state| state.failure = Some(failure));
-    finish(inner, session, SessionStatus::Failed, code, Some(reason)).await;
+    let details = inner.backend.take_end_details(&session.id);
+    finish(inner, session, SessionStatus::Failed, code, Some(reason), details).await;
 }
 
 fn acknowledge(command: Option<Control>) {

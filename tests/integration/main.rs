@@ -25,6 +25,7 @@ mod hostile_logs;
 mod hostile_ports;
 mod isolation;
 mod kubernetes;
+mod kubernetes_server;
 mod lifecycle;
 mod migrate_store;
 mod openapi;

@@ -45,6 +45,13 @@ async fn handle(cluster: Arc<Cluster>, request: Request<hyper::body::Incoming>) 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(format!("{} {target}", parts.method));
+    if cluster.knobs().unavailable {
+        return refuse(&Refusal {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "the server is currently unable to handle the request".into(),
+        });
+    }
     let query: BTreeMap<String, String> =
         serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
     let body = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();

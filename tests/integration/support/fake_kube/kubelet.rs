@@ -4,7 +4,8 @@
 //! loopback address, probes `readinessProbe.httpGet` with its headers, and reports what a
 //! kubelet reports: phase, conditions, container states, exit codes, and the failure modes
 //! the tests ask for (image pull back-off, unschedulable, eviction). Time runs fast: probes
-//! every 20 ms whatever `periodSeconds` says.
+//! every 20 ms whatever `periodSeconds` says. Volume mounts are directories under the Pod's
+//! scratch directory (`mount_volumes`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -122,7 +123,9 @@ fn start_container(
     ip: Ipv4Addr,
 ) -> Result<tokio::process::Child, String> {
     let container = &pod["spec"]["containers"][0];
-    let environment = environment(cluster, key, container, ip)?;
+    let workdir = cluster.scratch_path(&format!("{}-{}", key.namespace, key.name));
+    let mut environment = environment(cluster, key, container, ip)?;
+    mount_volumes(container, &workdir, &mut environment)?;
     let words = |field: &str| -> Vec<String> {
         container[field]
             .as_array()
@@ -138,7 +141,6 @@ fn start_container(
             "the fake kubelet needs an explicit command (images have no entrypoint here)".into()
         );
     };
-    let workdir = cluster.scratch_path(&format!("{}-{}", key.namespace, key.name));
     std::fs::create_dir_all(&workdir).map_err(|error| error.to_string())?;
     let log_path = cluster.scratch_path(&format!("{}-{}.log", key.namespace, key.name));
     let log = std::fs::File::create(&log_path).map_err(|error| error.to_string())?;
@@ -158,6 +160,30 @@ fn start_container(
         .process_group(0)
         .kill_on_drop(true);
     command.spawn().map_err(|error| format!("failed to start {program}: {error}"))
+}
+
+/// Stands in for the container's volume mounts, which a local process cannot have: each
+/// `volumeMounts[].mountPath` becomes a directory under the Pod's scratch directory, and
+/// environment values naming a path inside a mount are pointed there (the agent then finds
+/// its workspace where the Pod spec put it).
+fn mount_volumes(
+    container: &Value,
+    workdir: &std::path::Path,
+    environment: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+        let Some(path) = mount["mountPath"].as_str() else { continue };
+        let local = workdir.join("mounts").join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&local).map_err(|error| error.to_string())?;
+        for value in environment.values_mut() {
+            if let Some(rest) = value.strip_prefix(path)
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                *value = format!("{}{rest}", local.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The container's environment: `env` (values, Secret keys, downward API), then `envFrom`

@@ -9,8 +9,8 @@
 //! cluster IPs to Ready Pods, so the proxy path in the tests is real.
 //!
 //! Knobs for failure modes: image pull back-off, unschedulable Pods, eviction, compaction
-//! (410 Gone), dropped watches, and the API server going down (connections refused) and
-//! coming back on the same address.
+//! (410 Gone), dropped watches, the API server answering 503, and the API server going down
+//! (connections refused) and coming back on the same address.
 
 mod api;
 pub mod kube_proxy;
@@ -33,6 +33,9 @@ use store::{Key, Objects, Resource};
 #[derive(Debug, Default)]
 pub struct Knobs {
     pub unschedulable: bool,
+    /// Every request is answered `503 ServiceUnavailable` (an API server that is up but
+    /// cannot serve, e.g. while its storage is away).
+    pub unavailable: bool,
     pub failing_images: HashSet<String>,
 }
 
@@ -176,6 +179,11 @@ impl FakeKube {
     /// Pods of this image stay Pending in `ImagePullBackOff`.
     pub fn fail_image_pull(&self, image: &str) {
         self.cluster.knobs().failing_images.insert(image.to_string());
+    }
+
+    /// Every request gets `503 ServiceUnavailable` while `unavailable` is true.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.cluster.knobs().unavailable = unavailable;
     }
 
     /// New Pods stay Pending, `Unschedulable`.
