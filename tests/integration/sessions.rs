@@ -48,11 +48,21 @@ async fn start_answers_once_the_agent_answers_and_the_session_is_listed() {
     assert_eq!((&detail["exit_code"], &detail["ended_at"]), (&Value::Null, &Value::Null));
     assert!(item.get("exit_code").is_none(), "a live search item shows no exit fields");
 
-    let logs =
-        client.get(server.url(&format!("/sessions/{id}/logs?tail=5"))).send().await.expect("logs");
-    assert_eq!(logs.status(), 200);
-    assert!(logs.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
-    assert!(logs.text().await.expect("text").contains("echo-agent listening"));
+    // The log keeper writes the agent's output as it comes: on a loaded machine the line
+    // may reach the file a moment after the agent answered.
+    let logs_url = server.url(&format!("/sessions/{id}/logs?tail=5"));
+    wait_until("the agent's first line in its log", Duration::from_secs(10), || {
+        let (client, url) = (client.clone(), logs_url.clone());
+        async move {
+            let logs = client.get(url).send().await.expect("logs");
+            assert_eq!(logs.status(), 200);
+            let text_plain =
+                logs.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain");
+            assert!(text_plain, "logs are plain text");
+            logs.text().await.expect("text").contains("echo-agent listening").then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
