@@ -6,9 +6,9 @@ use std::process::Output;
 
 use agentapi_proxy::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
 use agentapi_proxy::store::chat::{ChatStore, SqliteChat, ThreadRow};
-use agentapi_proxy::store::postgres::chat::PgChat;
 use agentapi_proxy::store::oauth::{OAuthSessionRow, OAuthStore, SqliteOAuth};
 use agentapi_proxy::store::postgres::agent_tokens::PgAgentTokens;
+use agentapi_proxy::store::postgres::chat::PgChat;
 use agentapi_proxy::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
 use agentapi_proxy::store::profiles::{ProfileStore, SqliteProfiles};
 use agentapi_proxy::store::sessions::{SessionRow, SessionStore, SqliteSessions};

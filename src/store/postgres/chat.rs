@@ -149,9 +149,7 @@ impl ChatStore for PgChat {
         // A session belongs to one thread; LIMIT keeps a damaged table from failing the read.
         let row = connection
             .query_opt(
-                &format!(
-                    "SELECT {THREAD_COLUMNS} FROM chat_threads WHERE session_id = $1 LIMIT 1"
-                ),
+                &format!("SELECT {THREAD_COLUMNS} FROM chat_threads WHERE session_id = $1 LIMIT 1"),
                 &[&session_id],
             )
             .await

@@ -3,8 +3,8 @@
 //! (inbox, thread mapping, posted turn) are in PostgreSQL; after a `kill -9` the thread keeps
 //! its session and the next message is answered once.
 
-use super::{PATIENCE, count_posts, session_of_thread, sessions_of_thread, slack_config};
 use super::wait_for_post;
+use super::{PATIENCE, count_posts, session_of_thread, sessions_of_thread, slack_config};
 use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack};
 use crate::support::postgres as test_postgres;
 use crate::support::server::BinaryServer;
