@@ -91,6 +91,20 @@ async fn the_same_event_stored_at_once_is_new_exactly_once(chat: Arc<dyn ChatSto
         let new = results.into_iter().filter(|result| *result.as_ref().expect("task")).count();
         assert_eq!(new, 1, "exactly one of the concurrent stores of {event} is new");
     }
+    let attempts = (0..8).map(|index| {
+        let chat = chat.clone();
+        tokio::spawn(async move {
+            chat.enqueue("race".into(), "9.9".into(), format!("copy {index}"), 2)
+                .await
+                .expect("queue")
+        })
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let new = results.into_iter().filter(|result| *result.as_ref().expect("task")).count();
+    assert_eq!(new, 1, "a chat message queued at once from several tasks is queued once");
+    let queued = chat.queued("race".into()).await.expect("queued");
+    assert_eq!(queued.len(), 1);
+    chat.dequeue(queued[0].seq).await.expect("dequeue");
     let rows = chat.unprocessed(100).await.expect("read");
     assert_eq!(rows.len(), 5, "one row per raced event: {rows:?}");
     for row in rows {
