@@ -21,6 +21,7 @@ use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager};
 use crate::shutdown::Shutdown;
 use crate::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
+use crate::store::chat::{ChatStore, SqliteChat};
 use crate::store::database::Database;
 use crate::store::oauth::{OAuthStore, SqliteOAuth};
 use crate::store::postgres::guard::ReplicaGuard;
@@ -79,6 +80,7 @@ impl AppState {
         crate::telemetry::spawn_upkeep(shutdown.clone());
         let (store, database_lock) = open_database(&config).await?;
         let repositories = Repositories::of(&store);
+        let chat_store = repositories.chat.clone();
         let agent_tokens = Arc::new(
             AgentTokens::load(repositories.agent_tokens.clone())
                 .await
@@ -109,21 +111,15 @@ impl AppState {
         let proxy = ProxySettings::from_config(&config);
         let profiles = repositories.profiles;
         let chat = Arc::new(OnceLock::new());
-        match &store {
-            Database::Sqlite(sqlite) => {
-                let deps = ChatDeps {
-                    config: Arc::new(config.clone()),
-                    store: sqlite.clone(),
-                    sessions: sessions.clone(),
-                    profiles: profiles.clone(),
-                    keys: auth.keys().clone(),
-                    shutdown: shutdown.clone(),
-                };
-                crate::chat::setup::spawn(deps, chat.clone());
-            }
-            // Refused by the configuration check; nothing to start here.
-            Database::Postgres(_) => {}
-        }
+        let deps = ChatDeps {
+            config: Arc::new(config.clone()),
+            store: chat_store,
+            sessions: sessions.clone(),
+            profiles: profiles.clone(),
+            keys: auth.keys().clone(),
+            shutdown: shutdown.clone(),
+        };
+        crate::chat::setup::spawn(deps, chat.clone());
         Ok(Self(Arc::new(Services {
             config,
             store,
@@ -202,11 +198,13 @@ struct Repositories {
     profiles: Arc<dyn ProfileStore>,
     oauth: Arc<dyn OAuthStore>,
     agent_tokens: Arc<dyn AgentTokenStore>,
+    chat: Arc<dyn ChatStore>,
 }
 
 impl Repositories {
     fn of(database: &Database) -> Self {
         use crate::store::postgres::agent_tokens::PgAgentTokens;
+        use crate::store::postgres::chat::PgChat;
         use crate::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
         match database {
             Database::Sqlite(store) => Self {
@@ -214,12 +212,14 @@ impl Repositories {
                 profiles: Arc::new(SqliteProfiles::new(store.clone())),
                 oauth: Arc::new(SqliteOAuth::new(store.clone())),
                 agent_tokens: Arc::new(SqliteAgentTokens::new(store.clone())),
+                chat: Arc::new(SqliteChat::new(store.clone())),
             },
             Database::Postgres(store) => Self {
                 sessions: Arc::new(PgSessions::new(store.clone())),
                 profiles: Arc::new(PgProfiles::new(store.clone())),
                 oauth: Arc::new(PgOAuth::new(store.clone())),
                 agent_tokens: Arc::new(PgAgentTokens::new(store.clone())),
+                chat: Arc::new(PgChat::new(store.clone())),
             },
         }
     }

@@ -11,8 +11,7 @@ use crate::auth::api_keys::ApiKeys;
 use crate::config::Config;
 use crate::sessions::SessionManager;
 use crate::shutdown::{Shutdown, Stage};
-use crate::store::Store;
-use crate::store::chat::SqliteChat;
+use crate::store::chat::ChatStore;
 use crate::store::profiles::ProfileStore;
 
 /// The running chat services, once connected.
@@ -27,7 +26,8 @@ pub struct Chat {
 #[derive(Debug)]
 pub struct ChatDeps {
     pub config: Arc<Config>,
-    pub store: Store,
+    /// The chat bridge's tables, in whichever database the server runs on.
+    pub store: Arc<dyn ChatStore>,
     pub sessions: SessionManager,
     pub profiles: Arc<dyn ProfileStore>,
     pub keys: Arc<ApiKeys>,
@@ -73,7 +73,7 @@ pub fn spawn(deps: ChatDeps, slot: Arc<OnceLock<Chat>>) {
         };
         let parts = BridgeParts {
             platform: slack.clone(),
-            store: Arc::new(SqliteChat::new(deps.store.clone())),
+            store: deps.store.clone(),
             sessions: deps.sessions.clone(),
             profiles: deps.profiles.clone(),
             config: deps.config.clone(),

@@ -81,12 +81,17 @@ async fn migrate(config: &Config, database: &Path, url: &str) -> anyhow::Result<
     let target = PgStore::connect(&options).await?;
     let copied = import::copy_from_sqlite(&source, &target).await?;
     Ok(format!(
-        "copied {} sessions, {} profiles, {} OAuth sessions and {} agent tokens from {} to \
-         PostgreSQL at {}",
+        "copied {} sessions, {} profiles, {} OAuth sessions, {} agent tokens and chat state \
+         ({} threads, {} queued follow-ups, {} posted replies, {} unprocessed events) from {} \
+         to PostgreSQL at {}",
         copied.sessions,
         copied.profiles,
         copied.oauth_sessions,
         copied.agent_tokens,
+        copied.chat.threads,
+        copied.chat.queued,
+        copied.chat.turns,
+        copied.chat.unprocessed_events,
         database.display(),
         target.target()
     ))

@@ -35,13 +35,6 @@ pub fn validate(config: &Config) -> Findings {
 
 fn persistence(config: &Config, out: &mut Findings) {
     let persistence = &config.persistence;
-    if config.chat.slack.enabled && persistence.is_postgres() {
-        out.problems.push(
-            "`chat.slack` needs `persistence.backend` \"sqlite\" for now: the chat bridge's \
-             tables have no PostgreSQL implementation yet"
-                .into(),
-        );
-    }
     match persistence.backend.as_str() {
         "sqlite" => {}
         "file" => out.warnings.push(

@@ -1,7 +1,8 @@
 //! The chat bridge's own tables (chat.md "Never lose or double an event"): the inbox of
 //! incoming messages (unique by platform and event id), the thread ↔ session mapping, the
 //! per-session queue of follow-ups, and the replies posted by turn. `ChatStore` is the trait
-//! (portable SQL), `SqliteChat` its implementation; messages are opaque JSON text here.
+//! (portable SQL), `SqliteChat` its SQLite implementation (PostgreSQL's is
+//! `postgres::chat::PgChat`); messages are opaque JSON text here.
 
 use anyhow::Context;
 use rusqlite::{OptionalExtension, params};

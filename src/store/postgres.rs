@@ -5,8 +5,10 @@
 //! The connection URL holds a password: only [`Target`] (host, port, database) is ever shown.
 
 pub mod agent_tokens;
+pub mod chat;
 pub mod guard;
 pub mod import;
+pub mod import_chat;
 pub mod oauth;
 pub mod profiles;
 pub mod sessions;
@@ -29,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0006_oauth_sessions_bound_to.sql"),
     include_str!("postgres/migrations/0007_chat.sql"),
     include_str!("postgres/migrations/0008_backend_ref.sql"),
+    include_str!("postgres/migrations/0009_chat_postgres_columns.sql"),
 ];
 
 /// Tables of the store itself, outside the numbered schema steps: which steps were applied,

@@ -5,6 +5,7 @@ mod agent_token;
 mod auth;
 mod bench_smoke;
 mod browser;
+mod chat_store_suite;
 mod cli;
 mod cli_client;
 mod client;

@@ -1,12 +1,14 @@
-//! `agentapi-proxy migrate-store --to <url>`: the configured SQLite store's sessions, profiles
-//! and OAuth sessions land in PostgreSQL unchanged; a non-empty target, or a store a server
-//! holds, is refused.
+//! `agentapi-proxy migrate-store --to <url>`: the configured SQLite store's sessions, profiles,
+//! OAuth sessions, agent tokens and chat tables (threads, queue, turns, unprocessed events)
+//! land in PostgreSQL unchanged; a non-empty target, or a store a server holds, is refused.
 
 use std::process::Output;
 
 use agentapi_proxy::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
+use agentapi_proxy::store::chat::{ChatStore, SqliteChat, ThreadRow};
 use agentapi_proxy::store::oauth::{OAuthSessionRow, OAuthStore, SqliteOAuth};
 use agentapi_proxy::store::postgres::agent_tokens::PgAgentTokens;
+use agentapi_proxy::store::postgres::chat::PgChat;
 use agentapi_proxy::store::postgres::{oauth::PgOAuth, profiles::PgProfiles, sessions::PgSessions};
 use agentapi_proxy::store::profiles::{ProfileStore, SqliteProfiles};
 use agentapi_proxy::store::sessions::{SessionRow, SessionStore, SqliteSessions};
@@ -88,6 +90,31 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
         .insert("s-1".into(), token_hash.clone(), 7)
         .await
         .expect("insert");
+    let chat = SqliteChat::new(source.clone());
+    let thread = ThreadRow {
+        platform: "slack".into(),
+        team: "T1".into(),
+        channel: "C1".into(),
+        root: "1.0".into(),
+        session_id: "s-1".into(),
+        owner: "alice".into(),
+        started_at_ms: 3,
+        started_by: "1.0".into(),
+        ended: false,
+    };
+    chat.set_thread(thread.clone()).await.expect("map");
+    for (id, text) in [("1.1", "sent"), ("1.2", "first"), ("1.3", "second")] {
+        assert!(chat.enqueue("s-1".into(), id.into(), text.into(), 4).await.expect("queue"));
+    }
+    let sent = chat.queued("s-1".into()).await.expect("queued")[0].seq;
+    chat.dequeue(sent).await.expect("dequeue");
+    chat.record_turn("s-1".into(), "t-1".into(), "9.9".into(), 5).await.expect("record");
+    for event in ["Ev-done", "Ev-left-1", "Ev-left-2"] {
+        chat.store_incoming("slack".into(), event.into(), event.into(), 6).await.expect("store");
+    }
+    let done = chat.unprocessed(1).await.expect("inbox")[0].seq;
+    chat.mark_processed(done).await.expect("mark");
+    drop(chat);
     let expected_sessions = sessions.all().await.expect("all");
     drop((sessions, profiles, source));
 
@@ -105,7 +132,10 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(done.status.success(), "{stdout} {}", String::from_utf8_lossy(&done.stderr));
     assert!(
-        stdout.contains("copied 2 sessions, 1 profiles, 1 OAuth sessions and 1 agent tokens"),
+        stdout.contains(
+            "copied 2 sessions, 1 profiles, 1 OAuth sessions, 1 agent tokens and chat state \
+             (1 threads, 3 queued follow-ups, 1 posted replies, 2 unprocessed events)"
+        ),
         "{stdout}"
     );
 
@@ -118,6 +148,20 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
     assert_eq!(oauth, Some(login));
     let tokens = PgAgentTokens::new(target.clone()).all().await.expect("all");
     assert_eq!(tokens, vec![("s-1".to_string(), token_hash)], "agents keep their tokens");
+    let chat = PgChat::new(target.clone());
+    assert_eq!(chat.live_threads().await.expect("threads"), vec![thread]);
+    let queued = chat.queued("s-1".into()).await.expect("queued");
+    let texts: Vec<_> = queued.iter().map(|row| row.message.as_str()).collect();
+    assert_eq!(texts, ["first", "second"], "the queue in order, the sent one kept as sent");
+    let resent = chat.enqueue("s-1".into(), "1.1".into(), "sent".into(), 7).await.expect("queue");
+    assert!(!resent, "a follow-up sent before the move is not sent again");
+    let posted = chat.posted_turn("s-1".into(), "t-1".into()).await.expect("turn");
+    assert_eq!(posted.as_deref(), Some("9.9"), "a posted reply stays posted");
+    let inbox = chat.unprocessed(10).await.expect("inbox");
+    let events: Vec<_> = inbox.iter().map(|row| row.event_id.as_str()).collect();
+    assert_eq!(events, ["Ev-left-1", "Ev-left-2"], "unprocessed events, in order");
+    let again = chat.store_incoming("slack".into(), "Ev-left-1".into(), "{}".into(), 8).await;
+    assert!(!again.expect("store"), "a redelivery after the move is a duplicate");
 
     let again = migrate(&config_path, &database.url).await;
     let stderr = String::from_utf8_lossy(&again.stderr);

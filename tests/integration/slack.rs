@@ -1,12 +1,14 @@
 //! The Slack bridge end to end (chat.md "Tests"): the fake Slack, the real proxy and the
 //! echo agent. Helpers here; the cases in `slack/`: the flow of a thread (`flow.rs`),
 //! nothing lost or doubled (`delivery.rs`), who may do what (`access.rs`), who a Slack user
-//! is and where the bot answers (`mapping.rs`), and the T11 measurement (`t11.rs`).
+//! is and where the bot answers (`mapping.rs`), the bridge on PostgreSQL (`postgres.rs`), and
+//! the T11 measurement (`t11.rs`).
 
 mod access;
 mod delivery;
 mod flow;
 mod mapping;
+mod postgres;
 mod t11;
 
 use std::time::Duration;

@@ -1,13 +1,14 @@
 //! `migrate-store`: copies a SQLite store into an empty PostgreSQL one (sessions with their
-//! tags, profiles with their versions, proxy-issued OAuth sessions, agent token hashes) in
-//! one transaction, so
-//! the target ends up with all of it or nothing. OAuth logins in progress live ten minutes
+//! tags, profiles with their versions, proxy-issued OAuth sessions, agent token hashes, the
+//! chat bridge's tables as `import_chat` says) in one transaction, so the target ends up with
+//! all of it or nothing. OAuth logins in progress live ten minutes
 //! and are not copied.
 
 use anyhow::{Context, bail};
 use rusqlite::params;
 
 use super::PgStore;
+use super::import_chat::{self, ChatCopied, ChatRows};
 use super::oauth::insert_session_row;
 use super::sessions::insert_row;
 use crate::store::Store;
@@ -21,6 +22,7 @@ pub struct Copied {
     pub profiles: usize,
     pub oauth_sessions: usize,
     pub agent_tokens: usize,
+    pub chat: ChatCopied,
 }
 
 /// One stored profile, as its columns.
@@ -36,7 +38,7 @@ struct ProfileColumns {
 /// OAuth sessions yet.
 pub async fn copy_from_sqlite(source: &Store, target: &PgStore) -> anyhow::Result<Copied> {
     let sessions = SqliteSessions::new(source.clone()).all().await?;
-    let (profiles, oauth_sessions, agent_tokens) = source
+    let (profiles, oauth_sessions, agent_tokens, chat) = source
         .read(|connection| {
             let mut statement = connection.prepare(
                 "SELECT id, user_id, created_at, version, document FROM profiles ORDER BY id",
@@ -64,14 +66,15 @@ pub async fn copy_from_sqlite(source: &Store, target: &PgStore) -> anyhow::Resul
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((profiles, oauth, tokens))
+            Ok((profiles, oauth, tokens, ChatRows::read(connection)?))
         })
         .await
         .context("while reading the SQLite store")?;
 
     let mut connection = target.connection().await?;
     let transaction = connection.transaction().await?;
-    for table in ["sessions", "profiles", "oauth_sessions", "agent_tokens"] {
+    let tables = ["sessions", "profiles", "oauth_sessions", "agent_tokens"];
+    for table in tables.into_iter().chain(import_chat::TABLES) {
         let count: i64 =
             transaction.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[]).await?.get(0);
         if count > 0 {
@@ -115,11 +118,13 @@ pub async fn copy_from_sqlite(source: &Store, target: &PgStore) -> anyhow::Resul
             .await
             .context("while copying an agent token")?;
     }
+    let chat = chat.write(&transaction).await?;
     transaction.commit().await.context("while committing the copy")?;
     Ok(Copied {
         sessions: sessions.len(),
         profiles: profiles.len(),
         oauth_sessions: oauth_sessions.len(),
         agent_tokens: agent_tokens.len(),
+        chat,
     })
 }
