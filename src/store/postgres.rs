@@ -31,7 +31,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0006_oauth_sessions_bound_to.sql"),
     include_str!("postgres/migrations/0007_chat.sql"),
     include_str!("postgres/migrations/0008_backend_ref.sql"),
-    include_str!("postgres/migrations/0009_chat_postgres_columns.sql"),
 ];
 
 /// Tables of the store itself, outside the numbered schema steps: which steps were applied,

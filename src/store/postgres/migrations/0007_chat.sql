@@ -27,6 +27,7 @@ CREATE TABLE chat_threads (
     session_id TEXT NOT NULL,
     owner TEXT NOT NULL,
     started_at BIGINT NOT NULL,
+    started_by TEXT NOT NULL,
     ended INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (platform, team, channel, root)
 );
@@ -35,10 +36,13 @@ CREATE INDEX chat_threads_by_session ON chat_threads (session_id);
 CREATE TABLE chat_queue (
     seq BIGSERIAL PRIMARY KEY,
     session_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
     message TEXT NOT NULL,
-    queued_at BIGINT NOT NULL
+    queued_at BIGINT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (session_id, message_id)
 );
-CREATE INDEX chat_queue_by_session ON chat_queue (session_id, seq);
+CREATE INDEX chat_queue_by_session ON chat_queue (session_id, sent, seq);
 
 CREATE TABLE chat_turns (
     session_id TEXT NOT NULL,

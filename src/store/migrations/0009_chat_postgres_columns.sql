@@ -1,3 +1,0 @@
--- Nothing to change in SQLite: its step 0007 already has the chat columns that PostgreSQL's
--- step 0007 lacked (`chat_threads.started_by`, `chat_queue.message_id` and `sent`). The step
--- exists so that step N makes the same schema in both databases.
