@@ -284,8 +284,13 @@ mod tests {
         let problems = super::super::validate::validate(&config).problems;
         assert!(problems.iter().any(|p| p.contains("`kubernetes.image`")), "{problems:?}");
         config.kubernetes.image = "example/agent:1".into();
-        let problems = super::super::validate::validate(&config).problems;
-        assert!(!problems.iter().any(|p| p.contains("kubernetes")), "{problems:?}");
+        let findings = super::super::validate::validate(&config);
+        assert!(!findings.problems.iter().any(|p| p.contains("kubernetes")), "{findings:?}");
+        let unreachable =
+            |warnings: &[String]| warnings.iter().any(|w| w.contains("APX_PROXY_URL"));
+        assert!(unreachable(&findings.warnings), "no public_url: {findings:?}");
+        config.server.public_url = "http://agentapi-proxy.agentapi-proxy.svc:8080".into();
+        assert!(!unreachable(&super::super::validate::validate(&config).warnings));
         config.agent.backend = "local".into();
         let problems = super::super::validate::validate(&config).problems;
         assert!(!problems.iter().any(|p| p.contains("kubernetes")), "{problems:?}");

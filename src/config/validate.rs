@@ -28,6 +28,14 @@ pub fn validate(config: &Config) -> Findings {
     }
     if config.agent.backend == super::kubernetes::KUBERNETES_BACKEND {
         super::kubernetes::validate_kubernetes(&config.kubernetes, &mut out);
+        if config.server.public_url.trim().is_empty() {
+            out.warnings.push(
+                "`agent.backend` \"kubernetes\" without `server.public_url`: agents get \
+                 APX_PROXY_URL pointing at this server's loopback address, which a Pod cannot \
+                 reach; set it to the proxy Service's URL"
+                    .into(),
+            );
+        }
     }
     persistence(config, &mut out);
     out
