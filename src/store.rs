@@ -1,7 +1,9 @@
-//! The SQLite store (rusqlite, bundled): opening in WAL mode, integrity check, schema
-//! migrations by `PRAGMA user_version`, and a handle that runs queries off the async workers,
-//! each write as durable as it asks ([`Durability`]). Repository traits per resource
-//! (sessions, profiles, keys, OAuth) are written in portable SQL; no axum types here.
+//! The store: one repository trait per resource (sessions, profiles, OAuth and key sessions,
+//! agent tokens, chat), each with a SQLite implementation beside the trait and a PostgreSQL
+//! one in `postgres/`; `database` says which one a server runs on. This file is the SQLite
+//! handle (rusqlite, bundled): opening in WAL mode, integrity check, schema migrations by
+//! `PRAGMA user_version`, and queries run off the async workers, each write as durable as it
+//! asks ([`Durability`]). Rows in, rows out; no axum types here.
 
 pub mod agent_tokens;
 pub mod chat;
