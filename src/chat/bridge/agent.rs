@@ -1,6 +1,8 @@
 //! The bridge's calls to a session's agent (agentapi's API on the agent's own port, as the
 //! initial prompt reaches it): messages, a user message, an upload, the event
-//! stream. Answers are bounded; the event stream is cut into frames by `eventsource-stream`.
+//! stream. Answers are bounded; the event stream is cut into frames by `eventsource-stream`,
+//! after [`bounded_frames`] has ended any stream whose frame outgrows the cap (the parser
+//! would buffer a frame without end, and re-read it at every chunk).
 
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ use crate::endpoint::Endpoint;
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most of a `/messages` answer read (bounded answers, security.md rule 17).
 const MAX_MESSAGES_BYTES: usize = 8 * 1024 * 1024;
+/// The most one event frame of the agent's stream may hold (a message update carries the
+/// whole message, so as much as a `/messages` answer).
+const MAX_FRAME_BYTES: usize = MAX_MESSAGES_BYTES;
 
 /// One message of the agent's conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -139,9 +144,78 @@ impl AgentCalls {
             .send()
             .await?
             .error_for_status()?;
-        let frames = response.bytes_stream().eventsource();
+        let frames = bounded_frames(response.bytes_stream(), MAX_FRAME_BYTES).eventsource();
         Ok(frames.take_while(|frame| std::future::ready(frame.is_ok())).filter_map(|frame| {
             std::future::ready(frame.ok().map(|frame| event_of(&frame.event, &frame.data)))
         }))
+    }
+}
+
+/// `chunks` until a frame (the bytes since the last blank line; lines end in LF, CR or
+/// CRLF) holds more than `limit` bytes; then the stream ends, as if the agent had closed it.
+fn bounded_frames<E>(
+    chunks: impl Stream<Item = Result<Bytes, E>>,
+    limit: usize,
+) -> impl Stream<Item = Result<Bytes, E>> {
+    #[derive(Default)]
+    struct Scan {
+        /// Bytes of the unfinished frame.
+        frame: usize,
+        /// Bytes of the unfinished line.
+        line: usize,
+        /// The last byte was a CR (so an LF right after it ends no further line).
+        after_cr: bool,
+    }
+    chunks.scan(Scan::default(), move |scan, chunk| {
+        if let Ok(bytes) = &chunk {
+            for byte in bytes.iter() {
+                match byte {
+                    b'\n' if scan.after_cr => scan.after_cr = false,
+                    b'\n' | b'\r' => {
+                        if scan.line == 0 {
+                            scan.frame = 0;
+                        } else {
+                            scan.line = 0;
+                            scan.frame += 1;
+                        }
+                        scan.after_cr = *byte == b'\r';
+                    }
+                    _ => {
+                        scan.after_cr = false;
+                        scan.line += 1;
+                        scan.frame += 1;
+                    }
+                }
+            }
+        }
+        std::future::ready((scan.frame <= limit).then_some(chunk))
+    })
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, ()>> {
+        futures_util::stream::iter(parts.iter().map(|part| Ok(Bytes::from_static(part))))
+    }
+
+    async fn passed(parts: &[&'static [u8]], limit: usize) -> usize {
+        bounded_frames(chunks(parts), limit).count().await
+    }
+
+    #[tokio::test]
+    async fn frames_within_the_cap_pass_whole_however_they_are_split() {
+        let parts: &[&[u8]] = &[b"data: 12345\n", b"\n", b"data: 678", b"90\n\ndata: x\n\n"];
+        assert_eq!(passed(parts, 12).await, 4);
+        let crlf: &[&[u8]] = &[b"data: 12345\r\n", b"\r\n", b"data: 1234567\r", b"\n\r\n"];
+        assert_eq!(passed(crlf, 14).await, 4, "CRLF and CR line ends");
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_never_ends_ends_the_stream_at_the_cap() {
+        let parts: &[&[u8]] =
+            &[b"data: ok\n\n", b"data: aaaaaaaa", b"aaaaaaaa", b"aaaaaaaa", b"\n\n"];
+        assert_eq!(passed(parts, 20).await, 2, "the first frame and the frame's first chunk");
     }
 }
