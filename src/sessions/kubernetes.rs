@@ -130,6 +130,9 @@ impl std::fmt::Debug for KubernetesBackend {
     }
 }
 
+/// The most of an agent's log read at once, as the local backend's tails
+/// (`local::agent_log::MAX_TAIL_BYTES`).
+pub const MAX_LOG_BYTES: i64 = 1024 * 1024;
 /// How long connecting to the API server may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one API request (not a watch) may wait for its answer.
@@ -212,11 +215,13 @@ impl KubernetesBackend {
         BACKEND_ENV.iter().map(|name| (*name).to_string()).collect()
     }
 
-    /// The last `tail_lines` lines the agent container printed.
+    /// The last `tail_lines` lines of the agent container's log, at most [`MAX_LOG_BYTES`].
     pub async fn logs(&self, pod: &PodRef, tail_lines: usize) -> Result<String, KubeError> {
         let params = kube::api::LogParams {
             container: Some(objects::CONTAINER.into()),
             tail_lines: Some(i64::try_from(tail_lines).unwrap_or(i64::MAX)),
+            // The agent writes its log: a line without end must not be read without end.
+            limit_bytes: Some(MAX_LOG_BYTES),
             ..kube::api::LogParams::default()
         };
         self.pods()

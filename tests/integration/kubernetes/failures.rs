@@ -35,6 +35,20 @@ async fn image_pull_back_off_and_unschedulable_pods_fail_with_the_clusters_reaso
 }
 
 #[tokio::test]
+async fn a_log_line_without_end_is_read_only_up_to_the_cap() {
+    let Cluster { fake, backend, _dir } = cluster_with(settings()).await;
+    let mut floods = request(&session_id(11));
+    floods.script = "head -c 3000000 /dev/zero | tr '\\0' a; exit 3".into();
+    let pod = backend.launch(&floods).await.expect("launch");
+    backend.wait_ready(&pod, deadline()).await.expect_err("it exits");
+    let logs = backend.logs(&pod, 10).await.expect("the container's log");
+    let cap = usize::try_from(agentapi_proxy::sessions::kubernetes::MAX_LOG_BYTES).expect("cap");
+    assert_eq!(logs.len(), cap, "one 3 MB line, read up to the cap");
+    backend.stop(&pod, GRACE).await.expect("stop");
+    assert!(nothing_left(&fake));
+}
+
+#[tokio::test]
 async fn an_agent_that_exits_before_it_is_ready_fails_with_its_exit_code() {
     let Cluster { fake, backend, _dir } = cluster_with(settings()).await;
     let mut exits = request(&session_id(4));

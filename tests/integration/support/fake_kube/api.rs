@@ -368,6 +368,14 @@ fn logs(cluster: &Cluster, key: &Key, query: &BTreeMap<String, String>) -> Answe
     if !out.is_empty() {
         out.push('\n');
     }
+    // `limitBytes`: the first N bytes of what would be returned, as the kubelet serves it.
+    if let Some(limit) = query.get("limitBytes").and_then(|n| n.parse::<usize>().ok()) {
+        let mut cut = limit.min(out.len());
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
     Ok((StatusCode::OK, Value::String(out)))
 }
 
