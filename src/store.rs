@@ -6,6 +6,7 @@
 //! asks ([`Durability`]). Rows in, rows out; no axum types here.
 
 pub mod agent_tokens;
+pub mod changes;
 pub mod chat;
 pub mod database;
 pub mod oauth;

@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use super::search_pages::PageCache;
 use crate::clock::Rfc3339Ms;
-use crate::store::sessions::{SearchPage, SessionFilter, SessionRow, SessionStore, SummaryRow};
+use crate::store::sessions::{
+    Admission, Admitted, SearchPage, SessionFilter, SessionRow, SessionStore, SummaryRow,
+};
 
 /// A few rows' worth of JSON, so a page is rarely reallocated.
 const BYTES_PER_ITEM: usize = 200;
@@ -71,6 +73,50 @@ impl SessionStore for PagedStore {
 
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>> {
         self.store.all().await
+    }
+
+    async fn insert_admitted(
+        &self,
+        _row: SessionRow,
+        _admission: Admission,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Admitted> {
+        anyhow::bail!("REPLICA-STORE: insert_admitted not built yet")
+    }
+
+    async fn save_state_as(&self, _row: SessionRow, _supervisor: String) -> anyhow::Result<bool> {
+        anyhow::bail!("REPLICA-STORE: save_state_as not built yet")
+    }
+
+    async fn renew_leases(
+        &self,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        anyhow::bail!("REPLICA-STORE: renew_leases not built yet")
+    }
+
+    async fn claim_expired(
+        &self,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+        _limit: u32,
+    ) -> anyhow::Result<Vec<SessionRow>> {
+        anyhow::bail!("REPLICA-STORE: claim_expired not built yet")
+    }
+
+    async fn claim(
+        &self,
+        _id: String,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Option<SessionRow>> {
+        anyhow::bail!("REPLICA-STORE: claim not built yet")
+    }
+
+    async fn release_leases(&self, _supervisor: String) -> anyhow::Result<u64> {
+        anyhow::bail!("REPLICA-STORE: release_leases not built yet")
     }
 }
 

@@ -294,6 +294,8 @@ impl Session {
             agent_status: state.agent_status.clone(),
             initial_message: state.initial_message,
             restarts: state.restarts,
+            supervisor: None,
+            lease_expires_at_ms: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub trait AgentTokenStore: Send + Sync + std::fmt::Debug {
     /// Every stored `(session_id, token_hash)`.
     async fn all(&self) -> anyhow::Result<Vec<(String, String)>>;
     async fn delete(&self, session_id: String) -> anyhow::Result<()>;
+    /// The session whose token has this hash (hex), if any (a token issued by another
+    /// replica, not yet known here).
+    async fn session_of_hash(&self, token_hash: String) -> anyhow::Result<Option<String>>;
 }
 
 /// The SQLite implementation, on the shared [`Store`] connection.
@@ -78,5 +81,9 @@ impl AgentTokenStore for SqliteAgentTokens {
             })
             .await
             .context("while deleting an agent token")
+    }
+
+    async fn session_of_hash(&self, _token_hash: String) -> anyhow::Result<Option<String>> {
+        anyhow::bail!("REPLICA-STORE: session_of_hash not built yet")
     }
 }

@@ -12,6 +12,14 @@ pub enum Database {
 }
 
 impl Database {
+    /// What other replicas change (PostgreSQL); SQLite has one server, so none.
+    pub fn change_log(&self) -> Option<std::sync::Arc<dyn super::changes::ChangeLog>> {
+        match self {
+            Database::Sqlite(_) => None,
+            Database::Postgres(_) => None, // REPLICA-STORE: the PostgreSQL change log
+        }
+    }
+
     /// At clean shutdown: SQLite folds its write-ahead log into the main file; PostgreSQL
     /// has nothing to do.
     pub async fn checkpoint(&self) -> anyhow::Result<()> {

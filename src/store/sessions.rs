@@ -31,7 +31,32 @@ pub struct SessionRow {
     pub agent_status: Option<String>,
     pub initial_message: Option<InitialMessageState>,
     pub restarts: u32,
+    /// The replica that watches the agent (scale-out.md §3); `None` before anyone took it.
+    /// Written by `insert_admitted` and the lease methods only, never by `save_state`.
+    pub supervisor: Option<String>,
+    /// Until when the supervisor's lease holds (ms since the epoch, the database's clock).
+    pub lease_expires_at_ms: Option<i64>,
 }
+
+/// The limits a new session is admitted under; 0 means no per-user limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub max_sessions: u64,
+    pub max_sessions_per_user: u64,
+}
+
+/// Whether [`SessionStore::insert_admitted`] inserted the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Inserted,
+    /// `max_sessions` live sessions exist (any owner, any replica).
+    AtCapacity,
+    /// The owner already has `max_sessions_per_user` live sessions.
+    QuotaExceeded,
+}
+
+/// Statuses that count against the limits: the session holds (or is getting) an agent.
+pub const LIVE_STATUSES: [&str; 3] = ["starting", "active", "stopping"];
 
 /// Filters of `GET /search`; every given one must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -101,6 +126,57 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn search(&self, filter: SessionFilter) -> anyhow::Result<SearchPage>;
     /// Every stored session (the registry is rebuilt from it at boot).
     async fn all(&self) -> anyhow::Result<Vec<SessionRow>>;
+
+    /// Counts the live sessions ([`LIVE_STATUSES`]) and inserts `row` (with its tags) only if
+    /// `admission` allows another, in one transaction under a lock every replica's insert
+    /// takes, so concurrent starts on any number of replicas never exceed the limits. The
+    /// row is inserted with `supervisor` holding its lease for `lease_ttl_ms` (the
+    /// `supervisor` and `lease_expires_at_ms` fields of `row` are ignored).
+    async fn insert_admitted(
+        &self,
+        row: SessionRow,
+        admission: Admission,
+        supervisor: String,
+        lease_ttl_ms: i64,
+    ) -> anyhow::Result<Admitted>;
+
+    /// `save_state`, but only while `supervisor` still holds the session (its `supervisor`
+    /// column equals it, whether or not the lease has run out); `Ok(false)` when the row is
+    /// gone or another replica took it, and then nothing was written.
+    async fn save_state_as(&self, row: SessionRow, supervisor: String) -> anyhow::Result<bool>;
+
+    /// Extends to now + `lease_ttl_ms` the leases `supervisor` holds on live sessions; the
+    /// ids of the sessions renewed (one statement).
+    async fn renew_leases(
+        &self,
+        supervisor: String,
+        lease_ttl_ms: i64,
+    ) -> anyhow::Result<Vec<String>>;
+
+    /// Takes, for `supervisor` until now + `lease_ttl_ms`, the lease of at most `limit` live
+    /// sessions whose lease ran out or that have no supervisor, skipping rows another
+    /// transaction is writing; the rows taken (with their new lease).
+    async fn claim_expired(
+        &self,
+        supervisor: String,
+        lease_ttl_ms: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRow>>;
+
+    /// Takes the lease of one session whoever holds it (a DELETE answered by a replica that
+    /// does not supervise the session; recovery on a database only this server uses); the
+    /// row with its new lease, or `None` when it does not exist.
+    async fn claim(
+        &self,
+        id: String,
+        supervisor: String,
+        lease_ttl_ms: i64,
+    ) -> anyhow::Result<Option<SessionRow>>;
+
+    /// Ends every lease `supervisor` holds at once (`lease_expires_at` = 0, supervisor
+    /// kept), so another replica takes the sessions without waiting (clean shutdown with
+    /// `on_shutdown: keep`); how many.
+    async fn release_leases(&self, supervisor: String) -> anyhow::Result<u64>;
 }
 
 /// Session rows need to survive a crash of this proxy, so that its agents, which outlive
@@ -134,6 +210,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
         agent_status: row.get(11)?,
         initial_message: initial.as_deref().and_then(InitialMessageState::parse),
         restarts: row.get(13)?,
+        supervisor: None,
+        lease_expires_at_ms: None,
     })
 }
 
@@ -273,6 +351,50 @@ impl SessionStore for SqliteSessions {
             .await
             .context("while loading sessions")
     }
+
+    async fn insert_admitted(
+        &self,
+        _row: SessionRow,
+        _admission: Admission,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Admitted> {
+        anyhow::bail!("REPLICA-STORE: insert_admitted not built yet")
+    }
+
+    async fn save_state_as(&self, _row: SessionRow, _supervisor: String) -> anyhow::Result<bool> {
+        anyhow::bail!("REPLICA-STORE: save_state_as not built yet")
+    }
+
+    async fn renew_leases(
+        &self,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        anyhow::bail!("REPLICA-STORE: renew_leases not built yet")
+    }
+
+    async fn claim_expired(
+        &self,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+        _limit: u32,
+    ) -> anyhow::Result<Vec<SessionRow>> {
+        anyhow::bail!("REPLICA-STORE: claim_expired not built yet")
+    }
+
+    async fn claim(
+        &self,
+        _id: String,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Option<SessionRow>> {
+        anyhow::bail!("REPLICA-STORE: claim not built yet")
+    }
+
+    async fn release_leases(&self, _supervisor: String) -> anyhow::Result<u64> {
+        anyhow::bail!("REPLICA-STORE: release_leases not built yet")
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +420,8 @@ pub(crate) mod tests {
             agent_status: None,
             initial_message: None,
             restarts: 0,
+            supervisor: None,
+            lease_expires_at_ms: None,
         }
     }
 

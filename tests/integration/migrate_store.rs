@@ -63,6 +63,8 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
         exit_reason: Some(ExitReason::AgentExited),
         agent_status: Some("stable".into()),
         initial_message: None,
+        supervisor: None,
+        lease_expires_at_ms: None,
         restarts: 1,
     };
     let sessions = SqliteSessions::new(source.clone());

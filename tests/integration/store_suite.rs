@@ -84,6 +84,8 @@ fn session(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> Session
         exit_reason: None,
         agent_status: None,
         initial_message: None,
+        supervisor: None,
+        lease_expires_at_ms: None,
         restarts: 0,
     }
 }

@@ -54,4 +54,8 @@ impl AgentTokenStore for PgAgentTokens {
             .context("while deleting an agent token")?;
         Ok(())
     }
+
+    async fn session_of_hash(&self, _token_hash: String) -> anyhow::Result<Option<String>> {
+        anyhow::bail!("REPLICA-STORE: session_of_hash not built yet")
+    }
 }

@@ -10,8 +10,8 @@ use tokio_postgres::types::ToSql;
 
 use super::PgStore;
 use crate::store::sessions::{
-    COLUMNS, SearchPage, SessionFilter, SessionRow, SessionStore, SummaryRow, decode_tags, json,
-    total_from_page,
+    Admission, Admitted, COLUMNS, SearchPage, SessionFilter, SessionRow, SessionStore, SummaryRow,
+    decode_tags, json, total_from_page,
 };
 
 /// The PostgreSQL implementation.
@@ -47,6 +47,8 @@ fn from_row(row: &Row) -> anyhow::Result<SessionRow> {
         agent_status: row.try_get(11)?,
         initial_message: initial.as_deref().and_then(InitialMessageState::parse),
         restarts: u32::try_from(row.try_get::<_, i32>(13)?).unwrap_or(0),
+        supervisor: None,
+        lease_expires_at_ms: None,
     })
 }
 
@@ -190,6 +192,50 @@ impl SessionStore for PgSessions {
             .await
             .context("while loading sessions")?;
         rows.iter().map(from_row).collect()
+    }
+
+    async fn insert_admitted(
+        &self,
+        _row: SessionRow,
+        _admission: Admission,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Admitted> {
+        anyhow::bail!("REPLICA-STORE: insert_admitted not built yet")
+    }
+
+    async fn save_state_as(&self, _row: SessionRow, _supervisor: String) -> anyhow::Result<bool> {
+        anyhow::bail!("REPLICA-STORE: save_state_as not built yet")
+    }
+
+    async fn renew_leases(
+        &self,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        anyhow::bail!("REPLICA-STORE: renew_leases not built yet")
+    }
+
+    async fn claim_expired(
+        &self,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+        _limit: u32,
+    ) -> anyhow::Result<Vec<SessionRow>> {
+        anyhow::bail!("REPLICA-STORE: claim_expired not built yet")
+    }
+
+    async fn claim(
+        &self,
+        _id: String,
+        _supervisor: String,
+        _lease_ttl_ms: i64,
+    ) -> anyhow::Result<Option<SessionRow>> {
+        anyhow::bail!("REPLICA-STORE: claim not built yet")
+    }
+
+    async fn release_leases(&self, _supervisor: String) -> anyhow::Result<u64> {
+        anyhow::bail!("REPLICA-STORE: release_leases not built yet")
     }
 }
 
