@@ -295,9 +295,11 @@ impl Authenticator {
                 None => Err(refused("no_proxy_sessions", token)),
             },
             Presented::Bearer(token) if token.starts_with(TOKEN_PREFIX) => {
-                let Some(session_id) =
-                    self.agent_tokens.as_ref().and_then(|tokens| tokens.session_of(token))
-                else {
+                let found = match &self.agent_tokens {
+                    Some(tokens) => tokens.session_of_stored(token).await,
+                    None => None,
+                };
+                let Some(session_id) = found else {
                     return Err(refused("unknown_agent_token", token));
                 };
                 Ok(Caller {

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod openapi;
 pub mod profiles;
 pub mod proxy;
+pub mod replica;
 pub mod router;
 pub mod routes;
 pub mod sessions;

@@ -54,7 +54,8 @@ pub async fn run_with(
             tracing::info!(
                 live = state.sessions.live_count(),
                 "leaving agents running (on_shutdown: keep)"
-            )
+            );
+            state.sessions.release_leases().await;
         }
     }
     state.store.checkpoint().await?;

@@ -8,9 +8,11 @@ pub mod agent_token;
 pub mod backend;
 pub mod feed;
 pub mod first_prompt;
+mod follow;
 mod housekeeping;
 mod initial_prompt;
 pub mod kubernetes;
+mod leases;
 pub mod local;
 mod recovery;
 pub mod search;
@@ -28,8 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, RestartPolicy};
 use crate::error::ApiError;
+use crate::replica::Replica;
 use crate::shutdown::{Shutdown, Stage};
-use crate::store::sessions::{SessionFilter, SessionRow, SessionStore};
+use crate::store::changes::ChangeLog;
+use crate::store::sessions::{Admission, Admitted, SessionFilter, SessionRow, SessionStore};
 use crate::upstream::UpstreamClient;
 use backend::{AgentSpec, SessionBackend};
 use feed::{SessionChange, SessionFeed};
@@ -79,6 +83,15 @@ impl Policy {
     }
 }
 
+/// How this server shares its database with other replicas (scale-out.md §3).
+#[derive(Debug, Clone)]
+pub struct Sharing {
+    pub replica: Replica,
+    /// What other replicas change, when several share the database (PostgreSQL, with a
+    /// backend every replica reaches); `None`: this server is the database's only one.
+    pub change_log: Option<Arc<dyn ChangeLog>>,
+}
+
 /// The session registry and lifecycle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SessionManager(Arc<ManagerState>);
@@ -103,6 +116,19 @@ pub(crate) struct ManagerState {
     feed: SessionFeed,
     /// Issues every new agent its `APX_SESSION_TOKEN` (set once, after recovery).
     agent_tokens: std::sync::OnceLock<Arc<agent_token::AgentTokens>>,
+    /// This replica, and the other replicas' changes when the database is shared.
+    sharing: Sharing,
+    /// Called when another replica ended a signed-in session (logout).
+    sign_in_ended: std::sync::OnceLock<Callback>,
+}
+
+/// Something to call when an event happens.
+pub(crate) struct Callback(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Callback")
+    }
 }
 
 impl SessionManager {
@@ -114,6 +140,7 @@ impl SessionManager {
         backend: Arc<dyn SessionBackend>,
         client: UpstreamClient,
         shutdown: Shutdown,
+        sharing: Sharing,
     ) -> anyhow::Result<Self> {
         let reserved_env = backend.reserved_env_names();
         let search = Arc::new(PagedStore::new(store));
@@ -129,8 +156,14 @@ impl SessionManager {
             runtime: tokio::runtime::Handle::current(),
             feed: SessionFeed::default(),
             agent_tokens: std::sync::OnceLock::new(),
+            sharing,
+            sign_in_ended: std::sync::OnceLock::new(),
         });
         recovery::recover_stored_sessions(&inner).await?;
+        if let Some(log) = inner.sharing.change_log.clone() {
+            leases::spawn_keeper(Arc::downgrade(&inner));
+            follow::spawn_follower(Arc::downgrade(&inner), log);
+        }
         housekeeping::spawn_purger(Arc::downgrade(&inner));
         if inner.backend.has_port_range() {
             housekeeping::spawn_port_watch(Arc::downgrade(&inner));
@@ -156,11 +189,36 @@ impl SessionManager {
             .map(|text| validate::repository(text, &self.0.policy.repository_hosts))
             .transpose()?;
         let session = self.admit(owner, &input.tags, &input.environment)?;
-        if let Err(error) = self.0.store.insert(session.to_row()).await {
-            crate::telemetry::store_error();
-            tracing::error!(error = format!("{error:#}"), "could not record a new session");
-            self.0.unregister(&session);
-            return Err(ApiError::StoreUnavailable);
+        // Attached before the row exists, so a DELETE from now on reaches the supervisor.
+        let (control, commands) = mpsc::unbounded_channel();
+        session.attach_supervisor(control);
+        let admission = Admission {
+            max_sessions: self.0.policy.max_sessions,
+            max_sessions_per_user: self.0.policy.max_sessions_per_user,
+        };
+        let replica = &self.0.sharing.replica;
+        let inserted = self
+            .0
+            .store
+            .insert_admitted(
+                session.to_row(),
+                admission,
+                replica.id.clone(),
+                replica.lease_ttl_ms(),
+            )
+            .await;
+        match inserted {
+            Ok(Admitted::Inserted) => {}
+            Ok(refused) => {
+                self.0.unregister(&session);
+                return Err(refused_start(refused, admission));
+            }
+            Err(error) => {
+                crate::telemetry::store_error();
+                tracing::error!(error = format!("{error:#}"), "could not record a new session");
+                self.0.unregister(&session);
+                return Err(ApiError::StoreUnavailable);
+            }
         }
         self.0.feed.updated(|| session.detail());
         let access = match self.0.agent_tokens.get() {
@@ -187,8 +245,6 @@ impl SessionManager {
             system_prompt: input.system_prompt,
             access,
         };
-        let (control, commands) = mpsc::unbounded_channel();
-        session.attach_supervisor(control);
         let begin = supervisor::Begin::Launch { spec, first_message: input.first_prompt };
         let supervision = supervisor::supervise(self.0.clone(), session.clone(), begin, commands);
         self.0.runtime.spawn(supervision);
@@ -221,18 +277,16 @@ impl SessionManager {
         let mut registry = self.0.registry_write();
         let live: Vec<&Arc<Session>> =
             registry.values().filter(|session| session.status().is_live()).collect();
-        if live.len() as u64 >= self.0.policy.max_sessions {
-            return Err(ApiError::AtCapacity {
-                message: "the server runs as many sessions as it may".into(),
-                retry_after_seconds: RETRY_AFTER_SECONDS,
-            });
+        let admission = Admission {
+            max_sessions: self.0.policy.max_sessions,
+            max_sessions_per_user: self.0.policy.max_sessions_per_user,
+        };
+        if live.len() as u64 >= admission.max_sessions {
+            return Err(refused_start(Admitted::AtCapacity, admission));
         }
-        let per_user = self.0.policy.max_sessions_per_user;
+        let per_user = admission.max_sessions_per_user;
         if per_user > 0 && live.iter().filter(|s| s.user_id == owner).count() as u64 >= per_user {
-            return Err(ApiError::QuotaExceeded {
-                message: format!("you already run {per_user} sessions, the most allowed"),
-                retry_after_seconds: RETRY_AFTER_SECONDS,
-            });
+            return Err(refused_start(Admitted::QuotaExceeded, admission));
         }
         let session = Arc::new(Session::new_starting(
             owner.to_string(),
@@ -285,7 +339,11 @@ impl SessionManager {
         if *deleted {
             return Ok(());
         }
-        self.stop(session, StopReason::Deleted).await;
+        if session.is_supervised_here() || self.0.sharing.change_log.is_none() {
+            self.stop(session, StopReason::Deleted).await;
+        } else {
+            leases::stop_elsewhere(&self.0, session).await?;
+        }
         if let Err(error) = self.0.store.delete(session.id.clone()).await {
             crate::telemetry::store_error();
             tracing::error!(error = format!("{error:#}"), "could not delete a session row");
@@ -314,12 +372,35 @@ impl SessionManager {
             .0
             .registry_read()
             .values()
-            .filter(|session| session.status().is_live())
+            .filter(|session| session.status().is_live() && session.is_supervised_here())
             .cloned()
             .collect();
-        tracing::info!(count = live.len(), "stopping every session");
+        tracing::info!(count = live.len(), "stopping every session this server supervises");
         let stops = live.iter().map(|session| self.stop(session, StopReason::ServerShutdown));
         futures_util::future::join_all(stops).await;
+    }
+
+    /// Server shutdown with `on_shutdown: keep`: other replicas may take this one's sessions
+    /// at once instead of waiting for the leases to run out.
+    pub async fn release_leases(&self) {
+        if self.0.sharing.change_log.is_none() {
+            return;
+        }
+        match self.0.store.release_leases(self.0.sharing.replica.id.clone()).await {
+            Ok(count) => tracing::info!(count, "released this replica's sessions"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "could not release leases"),
+        }
+    }
+
+    /// Called whenever another replica ends a signed-in session (logout), so open streams
+    /// here re-check their credentials.
+    pub fn on_sign_in_ended(&self, callback: impl Fn() + Send + Sync + 'static) {
+        let _ = self.0.sign_in_ended.set(Callback(Box::new(callback)));
+    }
+
+    /// This replica.
+    pub fn replica(&self) -> &Replica {
+        &self.0.sharing.replica
     }
 
     /// How the backend contains sessions (`cgroup_v2`, `cgroup_v1`, `descendants`).
@@ -388,11 +469,16 @@ impl ManagerState {
     /// Applies `change` to the session: first to the store, then to the live state, so
     /// anyone who sees the change (a waiting `/start`, a `/search`) finds it stored too. A
     /// store failure is logged, not fatal (the registry stays authoritative meanwhile).
-    async fn record(&self, session: &Session, change: impl Fn(&mut LiveState)) {
+    /// Returns false, changing nothing, when another replica took the session meanwhile (the
+    /// supervisor is then told to let go).
+    async fn record(&self, session: &Session, change: impl Fn(&mut LiveState)) -> bool {
         let mut next = session.state();
         change(&mut next);
-        self.save(session.row_with(&next)).await;
+        if !self.save(session, session.row_with(&next)).await {
+            return false;
+        }
         session.update(change);
+        true
     }
 
     /// Takes a session out of the registry and announces it.
@@ -402,12 +488,40 @@ impl ManagerState {
         }
     }
 
-    async fn save(&self, row: SessionRow) {
+    /// Saves the row while this replica holds the session; false when another took it.
+    async fn save(&self, session: &Session, row: SessionRow) -> bool {
         let session_id = row.id.clone();
-        if let Err(error) = self.store.save_state(row).await {
-            crate::telemetry::store_error();
-            tracing::error!(%session_id, error = format!("{error:#}"), "could not save session state");
+        match self.store.save_state_as(row, self.sharing.replica.id.clone()).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(%session_id, "another replica took the session; letting it go");
+                session.send(Control::LetGo);
+                false
+            }
+            Err(error) => {
+                crate::telemetry::store_error();
+                tracing::error!(%session_id, error = format!("{error:#}"), "could not save session state");
+                true
+            }
         }
+    }
+}
+
+/// The answer to a start the limits refuse (this replica's registry, or the store's count
+/// across replicas).
+fn refused_start(refused: Admitted, admission: Admission) -> ApiError {
+    match refused {
+        Admitted::QuotaExceeded => ApiError::QuotaExceeded {
+            message: format!(
+                "you already run {} sessions, the most allowed",
+                admission.max_sessions_per_user
+            ),
+            retry_after_seconds: RETRY_AFTER_SECONDS,
+        },
+        Admitted::AtCapacity | Admitted::Inserted => ApiError::AtCapacity {
+            message: "the server runs as many sessions as it may".into(),
+            retry_after_seconds: RETRY_AFTER_SECONDS,
+        },
     }
 }
 

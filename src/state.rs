@@ -14,11 +14,12 @@ use crate::chat::setup::{Chat, ChatDeps};
 use crate::config::{Config, KUBERNETES_BACKEND};
 use crate::data_dir::{self, DataDirLock};
 use crate::proxy::ProxySettings;
+use crate::replica::Replica;
 use crate::sessions::agent_token::AgentTokens;
 use crate::sessions::backend::SessionBackend;
 use crate::sessions::kubernetes::{KubernetesBackend, KubernetesSessions};
 use crate::sessions::local::{HostOptions, LocalBackend};
-use crate::sessions::{Policy, SessionManager};
+use crate::sessions::{Policy, SessionManager, Sharing};
 use crate::shutdown::Shutdown;
 use crate::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
 use crate::store::chat::{ChatStore, SqliteChat};
@@ -78,7 +79,9 @@ impl AppState {
         // Installed before anything is counted: metrics recorded earlier would be lost.
         crate::telemetry::handle();
         crate::telemetry::spawn_upkeep(shutdown.clone());
-        let (store, database_lock) = open_database(&config).await?;
+        let replica = Replica::from_config(&config);
+        tracing::info!(replica_id = %replica.id, "this replica");
+        let (store, database_lock) = open_database(&config, &replica).await?;
         let repositories = Repositories::of(&store);
         let chat_store = repositories.chat.clone();
         let agent_tokens = Arc::new(
@@ -97,15 +100,23 @@ impl AppState {
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
         let backend = session_backend(&config, host, &client).await?;
+        // Replicas share a database only with a backend all of them reach (scale-out.md §3).
+        let shared = database_lock.is_none() && config.agent.backend == KUBERNETES_BACKEND;
+        let sharing = Sharing { replica, change_log: store.change_log().filter(|_| shared) };
         let sessions = SessionManager::recover(
             Policy::from_config(&config),
             repositories.sessions,
             backend,
             client.clone(),
             shutdown.clone(),
+            sharing,
         )
         .await
         .context("while loading stored sessions")?;
+        if let Some(proxy_sessions) = auth.proxy_sessions() {
+            let proxy_sessions = proxy_sessions.clone();
+            sessions.on_sign_in_ended(move || proxy_sessions.ended());
+        }
         agent_tokens.retain(|id| sessions.get(id).is_some()).await;
         sessions.issue_agent_tokens(agent_tokens.clone());
         let proxy = ProxySettings::from_config(&config);
@@ -169,9 +180,13 @@ fn auth_services(config: &Config, repositories: &Repositories) -> anyhow::Result
 }
 
 /// Opens the configured database: SQLite (a file, or memory with `persistence.enabled:
-/// false`) or PostgreSQL, which this server then holds (the local backend runs one server
-/// per database).
-async fn open_database(config: &Config) -> anyhow::Result<(Database, Option<ReplicaGuard>)> {
+/// false`) or PostgreSQL, which this server then holds when its agents run on this host
+/// (the local backend: one server per database); with the Kubernetes backend, replicas
+/// share it.
+async fn open_database(
+    config: &Config,
+    replica: &Replica,
+) -> anyhow::Result<(Database, Option<ReplicaGuard>)> {
     let persistence = &config.persistence;
     if !persistence.enabled {
         tracing::warn!(
@@ -182,12 +197,16 @@ async fn open_database(config: &Config) -> anyhow::Result<(Database, Option<Repl
     if !persistence.is_postgres() {
         return Ok((Database::Sqlite(Store::open(Location::File(config.sqlite_path()))?), None));
     }
+    let _ = replica; // REPLICA-ID: becomes the connections' application_name
     let options = postgres::Options {
         url: persistence.postgres_url.clone(),
         pool_size: persistence.pool_size as usize,
         connect_timeout: Duration::from_secs(persistence.connect_timeout_seconds),
     };
     let store = PgStore::connect(&options).await?;
+    if config.agent.backend == KUBERNETES_BACKEND {
+        return Ok((Database::Postgres(store), None));
+    }
     let guard = postgres::guard::acquire(&store).await?;
     Ok((Database::Postgres(store), Some(guard)))
 }

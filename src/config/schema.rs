@@ -385,6 +385,14 @@ pub struct ServerConfig {
     pub insecure_cookies: bool,
     /// Listener threads, each with its own runtime; `0` = one per CPU.
     pub workers: u64,
+    /// New: this replica's name among several on one PostgreSQL (scale-out.md §3); empty =
+    /// the hostname and a random suffix, new at each start.
+    pub replica_id: String,
+    /// New: where other replicas reach this one (never used to proxy a session).
+    pub advertise_url: String,
+    /// New: how long a replica's lease on the sessions it supervises holds without renewal
+    /// (renewed every third of it); another replica takes them over after that.
+    pub lease_ttl_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -397,6 +405,9 @@ impl Default for ServerConfig {
             drain_timeout_seconds: 10,
             insecure_cookies: false,
             workers: 0,
+            replica_id: String::new(),
+            advertise_url: String::new(),
+            lease_ttl_seconds: 15,
         }
     }
 }

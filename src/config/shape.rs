@@ -9,6 +9,9 @@ use serde_json::Value;
 use super::chat::UserEntry;
 use super::schema::{ApiKeyEntry, Config, KubernetesToleration, OAuthConfig, TeamRole};
 
+/// Longest supervision lease (`server.lease_ttl_seconds`): a dead replica's sessions wait
+/// this long for another to take them.
+const MAX_LEASE_TTL_SECONDS: u64 = 600;
 /// Most listener threads `server.workers` may ask for.
 const MAX_WORKERS: u64 = 1024;
 
@@ -94,6 +97,7 @@ pub fn config_shape() -> Shape {
     *shape.at_mut(&["end_port"]) = PORT;
     *shape.at_mut(&["server", "port"]) = PORT;
     *shape.at_mut(&["server", "workers"]) = Shape::Int { max: MAX_WORKERS };
+    *shape.at_mut(&["server", "lease_ttl_seconds"]) = Shape::Int { max: MAX_LEASE_TTL_SECONDS };
     *shape.at_mut(&["session", "on_shutdown"]) =
         Shape::Str { choices: Some(&["terminate", "keep"]) };
     *shape.at_mut(&["session", "restart"]) = Shape::Str { choices: Some(&["never", "on-failure"]) };

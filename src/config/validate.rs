@@ -418,6 +418,24 @@ fn network(config: &Config, out: &mut Findings) {
             config.server.public_url
         ));
     }
+    if !config.server.advertise_url.is_empty() && origin_of(&config.server.advertise_url).is_none()
+    {
+        out.problems.push(format!(
+            "`server.advertise_url`: {:?} is not an http(s) URL",
+            config.server.advertise_url
+        ));
+    }
+    if !config.server.replica_id.is_empty()
+        && !crate::replica::is_valid_id(&config.server.replica_id)
+    {
+        out.problems.push(format!(
+            "`server.replica_id`: {:?} must be 1 to 63 letters, digits, `.`, `_` or `-`",
+            config.server.replica_id
+        ));
+    }
+    if config.server.lease_ttl_seconds < 3 {
+        out.problems.push("`server.lease_ttl_seconds` must be at least 3".into());
+    }
     for (index, cidr) in config.proxy.trusted_proxies.iter().enumerate() {
         if parse_cidr(cidr).is_none() {
             out.problems.push(format!("`proxy.trusted_proxies[{index}]`: {cidr:?} is not a CIDR"));

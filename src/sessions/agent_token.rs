@@ -85,6 +85,32 @@ impl AgentTokens {
             .map(|(_, id)| id.clone())
     }
 
+    /// The session of a token this replica does not know yet: one another replica issued
+    /// (looked up by its digest in the store; a miss costs one indexed read).
+    pub async fn session_of_stored(&self, token: &str) -> Option<String> {
+        if let Some(session_id) = self.session_of(token) {
+            return Some(session_id);
+        }
+        let key = digest(token);
+        let found = self.store.session_of_hash(hex::encode(key)).await;
+        match found {
+            Ok(Some(session_id)) => {
+                self.write().insert(key, session_id.clone());
+                Some(session_id)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "could not look up an agent token");
+                None
+            }
+        }
+    }
+
+    /// Forgets the token of a session another replica deleted (it deleted the stored one).
+    pub fn forget_here(&self, session_id: &str) {
+        self.write().retain(|_, id| id != session_id);
+    }
+
     /// Forgets the token of a session that is gone.
     pub async fn forget(&self, session_id: &str) {
         self.write().retain(|_, id| id != session_id);

@@ -171,6 +171,11 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     /// is ready. `None` means it is gone, not ours, or the reference is unreadable.
     async fn adopt(&self, reference: &BackendRef) -> Option<Launched>;
 
+    /// The handle a stored reference names, without asking the agent anything: where a
+    /// session another replica supervises answers, and what a `DELETE` here stops. `None`
+    /// when the reference cannot be read.
+    fn handle_of(&self, reference: &BackendRef) -> Option<AgentHandle>;
+
     /// Ends whatever is left of an agent from a previous proxy process that was not taken
     /// back, if it is still the same agent.
     async fn discard(&self, reference: &BackendRef);

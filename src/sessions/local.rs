@@ -257,6 +257,10 @@ impl SessionBackend for LocalBackend {
         }
     }
 
+    fn handle_of(&self, reference: &BackendRef) -> Option<AgentHandle> {
+        LocalRef::decode(reference).ok()?.handle().ok()
+    }
+
     async fn adopt(&self, reference: &BackendRef) -> Option<Launched> {
         let process = match LocalRef::decode(reference) {
             Ok(process) => process,

@@ -58,6 +58,9 @@ pub enum Control {
     Stop { reason: StopReason, done: oneshot::Sender<()> },
     /// The proxy could not reach the agent: look at it now.
     CheckHealth,
+    /// Another replica took the session (its lease, or a `DELETE` there): stop watching the
+    /// agent without touching it or the session's row.
+    LetGo,
 }
 
 /// Why a session never became ready, as its owner is told.
@@ -208,6 +211,32 @@ impl Session {
         }
     }
 
+    /// A session as its stored row describes it; `agent` is where its agent answers.
+    pub(super) fn of_row(row: SessionRow, agent: Option<AgentHandle>, feed: SessionFeed) -> Self {
+        let state = LiveState {
+            status: row.status,
+            process: agent.filter(|_| row.status.is_live()),
+            port: row.port,
+            ended_at_ms: row.ended_at_ms,
+            exit_code: row.exit_code,
+            exit_reason: row.exit_reason,
+            agent_status: row.agent_status,
+            initial_message: row.initial_message,
+            restarts: row.restarts,
+            failure: None,
+            exit_details: None,
+        };
+        Self::from_parts(
+            row.id,
+            row.user_id,
+            row.tags,
+            row.env_names,
+            row.started_at_ms,
+            state,
+            feed,
+        )
+    }
+
     /// A snapshot of the live state.
     pub fn state(&self) -> LiveState {
         self.state.borrow().clone()
@@ -257,6 +286,12 @@ impl Session {
         *self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(control);
     }
 
+    /// Whether a supervisor on this replica watches the agent (it holds the lease).
+    pub(super) fn is_supervised_here(&self) -> bool {
+        let control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        control.as_ref().is_some_and(|sender| !sender.is_closed())
+    }
+
     /// Sends a command to the supervisor; false when none runs any more.
     pub(super) fn send(&self, command: Control) -> bool {
         let control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -297,6 +332,23 @@ impl Session {
             supervisor: None,
             lease_expires_at_ms: None,
         }
+    }
+
+    /// Takes the state another replica stored (a session this replica does not supervise);
+    /// `agent` is where its agent answers while it lives.
+    pub(super) fn follow_row(&self, row: &SessionRow, agent: Option<AgentHandle>) {
+        self.update(|state| {
+            state.status = row.status;
+            state.process = agent.filter(|_| row.status.is_live());
+            state.port = row.port;
+            state.ended_at_ms = row.ended_at_ms;
+            state.exit_code = row.exit_code;
+            state.exit_reason = row.exit_reason;
+            state.agent_status = row.agent_status.clone();
+            state.initial_message = row.initial_message;
+            state.restarts = row.restarts;
+            state.failure = None;
+        });
     }
 
     pub fn detail(&self) -> SessionDetail {

@@ -79,7 +79,9 @@ pub(super) async fn supervise(
                             inner.backend.stop(&agent, Duration::ZERO).await;
                             inner.backend.release(&agent);
                         }
-                        finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed), None).await;
+                        if !matches!(command, Some(Control::LetGo)) {
+                            finish(&inner, &session, SessionStatus::Failed, None, Some(ExitReason::StartFailed), None).await;
+                        }
                         acknowledge(command);
                         return;
                     }
@@ -107,13 +109,16 @@ pub(super) async fn supervise(
         session.connections.check_endpoint_with(crate::proxy::EndpointCheck::new(move || {
             backend.owns_endpoint(&checked)
         }));
-        inner
+        let recorded = inner
             .record(&session, |state| {
                 state.status = SessionStatus::Active;
                 state.process = Some(agent.clone());
                 state.port = Some(agent.endpoint.port());
             })
             .await;
+        if !recorded {
+            return; // another replica took the session while it started
+        }
         tracing::info!(session_id = %session.id, endpoint = %agent.endpoint, "session active");
         if let Some(message) = first_message.take() {
             tokio::spawn(initial_prompt::deliver(inner.clone(), session.clone(), message));
@@ -127,13 +132,20 @@ pub(super) async fn supervise(
                 drain_commands(&mut commands);
                 return;
             }
+            Running::LetGo => {
+                tracing::info!(session_id = %session.id, "another replica supervises the session now");
+                drain_commands(&mut commands);
+                return;
+            }
         };
         // The agent ended by itself: clear out what it left in its group.
         inner.backend.stop(&agent, inner.policy.stop_grace).await;
         inner.backend.release(&agent);
         let (code, reason) = reason_for_exit(exit);
         let details = inner.backend.take_end_details(&session.id);
-        finish(&inner, &session, SessionStatus::Exited, code, Some(reason), details).await;
+        if !finish(&inner, &session, SessionStatus::Exited, code, Some(reason), details).await {
+            return; // another replica took the session (a DELETE there ended the agent)
+        }
         tracing::info!(session_id = %session.id, exit_code = code, reason = reason.as_str(), "agent exited");
 
         let failed = !matches!(exit, Exit::Code(0));
@@ -164,7 +176,7 @@ pub(super) async fn supervise(
         crate::telemetry::session_restart();
         delay = (delay * 2).min(MAX_RESTART_DELAY);
         let restarted = session.state().restarts + 1;
-        inner
+        let recorded = inner
             .record(&session, |state| {
                 state.status = SessionStatus::Starting;
                 state.restarts = restarted;
@@ -174,6 +186,9 @@ pub(super) async fn supervise(
                 state.process = None;
             })
             .await;
+        if !recorded {
+            return;
+        }
         tracing::info!(session_id = %session.id, "restarting the agent after a failure");
     }
 }
@@ -181,6 +196,8 @@ pub(super) async fn supervise(
 enum Running {
     Exited(Exit),
     Stopped(StopReason, oneshot::Sender<()>),
+    /// Another replica took the session.
+    LetGo,
 }
 
 /// Waits while the agent runs: for its exit, a stop request, or an idle timeout.
@@ -203,6 +220,7 @@ async fn watch_running(
             command = commands.recv() => match command {
                 Some(Control::Stop { reason, done }) => return Running::Stopped(reason, done),
                 Some(Control::CheckHealth) => refresh_agent_status(inner, session, agent).await,
+                Some(Control::LetGo) => return Running::LetGo,
                 None => {
                     let (done, _) = oneshot::channel();
                     return Running::Stopped(StopReason::ServerShutdown, done);
@@ -252,7 +270,9 @@ async fn stop_agent(
     exited: &mut oneshot::Receiver<Exit>,
     reason: StopReason,
 ) {
-    inner.record(session, |state| state.status = SessionStatus::Stopping).await;
+    if !inner.record(session, |state| state.status = SessionStatus::Stopping).await {
+        return; // another replica took the session: it stops the agent
+    }
     inner.backend.stop(agent, inner.policy.stop_grace).await;
     inner.backend.release(agent);
     let code = match exited.try_recv() {
@@ -271,7 +291,7 @@ async fn finish(
     exit_code: Option<i32>,
     exit_reason: Option<ExitReason>,
     exit_details: Option<serde_json::Value>,
-) {
+) -> bool {
     if let Some(reason) = exit_reason {
         crate::telemetry::agent_exit(reason.as_str());
     }
@@ -285,7 +305,7 @@ async fn finish(
             state.exit_reason = exit_reason;
             state.exit_details = exit_details.clone();
         })
-        .await;
+        .await
 }
 
 async fn record_start_failure(inner: &ManagerState, session: &Session, error: LaunchError) {

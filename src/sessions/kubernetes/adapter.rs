@@ -233,6 +233,10 @@ impl SessionBackend for KubernetesSessions {
         }
     }
 
+    fn handle_of(&self, reference: &BackendRef) -> Option<AgentHandle> {
+        pod_of(reference).map(|pod| handle_of(&pod))
+    }
+
     async fn adopt(&self, reference: &BackendRef) -> Option<Launched> {
         let pod = pod_of(reference)?;
         match self.stored_pod_phase(&pod).await {

@@ -1,0 +1,190 @@
+//! Supervision leases across replicas (scale-out.md §3): this replica renews the leases of
+//! the sessions it supervises, lets go of any it finds taken, takes over sessions whose
+//! supervisor's lease ran out (a replica that died), and stops sessions another replica
+//! supervises when a `DELETE` reaches this one.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use agentapi_proxy_client::SessionStatus;
+
+use super::ManagerState;
+use super::recovery::{adopt_or_end, agent_of_row, supervise_adopted};
+use super::session::{Control, Session};
+use crate::error::ApiError;
+use crate::store::sessions::SessionRow;
+
+/// Most expired sessions taken over in one round (the rest wait for the next).
+const TAKEOVERS_PER_ROUND: u32 = 16;
+
+/// Renews this replica's leases and takes over expired ones, every third of the lease.
+pub(super) fn spawn_keeper(inner: Weak<ManagerState>) {
+    tokio::spawn(async move {
+        let Some(every) = inner.upgrade().map(|inner| inner.sharing.replica.renew_every()) else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed_at = Instant::now();
+        let mut taking_over: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        loop {
+            ticks.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.shutdown.stage() != crate::shutdown::Stage::Running {
+                continue;
+            }
+            renew(&inner, &mut renewed_at).await;
+            take_over_expired(&inner, &mut taking_over).await;
+        }
+    });
+}
+
+/// Extends this replica's leases; lets go of sessions whose lease another replica holds,
+/// and of every session once the leases could not be renewed for a whole lease (another
+/// replica may have taken them by now).
+async fn renew(inner: &ManagerState, renewed_at: &mut Instant) {
+    let replica = &inner.sharing.replica;
+    let supervised = supervised_here(inner);
+    match inner.store.renew_leases(replica.id.clone(), replica.lease_ttl_ms()).await {
+        Ok(renewed) => {
+            *renewed_at = Instant::now();
+            let renewed: HashSet<String> = renewed.into_iter().collect();
+            for session in supervised.iter().filter(|session| !renewed.contains(&session.id)) {
+                // Not renewed: taken, gone, or ended (or inserted after the renewal); ask.
+                match inner.store.get(session.id.clone()).await {
+                    Ok(Some(row)) if row.supervisor.as_deref() == Some(replica.id.as_str()) => {}
+                    Ok(_) => {
+                        tracing::warn!(session_id = %session.id, "lost the session's lease");
+                        session.send(Control::LetGo);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        Err(error) => {
+            crate::telemetry::store_error();
+            tracing::error!(error = format!("{error:#}"), "could not renew the leases");
+            if renewed_at.elapsed() >= replica.lease_ttl {
+                tracing::error!(
+                    count = supervised.len(),
+                    "the leases ran out unrenewed; letting every session go"
+                );
+                for session in &supervised {
+                    session.send(Control::LetGo);
+                }
+            }
+        }
+    }
+}
+
+/// The live sessions a supervisor on this replica watches.
+fn supervised_here(inner: &ManagerState) -> Vec<Arc<Session>> {
+    inner
+        .registry_read()
+        .values()
+        .filter(|session| session.status().is_live() && session.is_supervised_here())
+        .cloned()
+        .collect()
+}
+
+/// Takes the leases that ran out and re-adopts each session in a task of its own (adopting
+/// may wait on the backend; renewals must not).
+async fn take_over_expired(
+    inner: &Arc<ManagerState>,
+    taking_over: &mut Arc<std::sync::Mutex<HashSet<String>>>,
+) {
+    let replica = &inner.sharing.replica;
+    let claimed = inner
+        .store
+        .claim_expired(replica.id.clone(), replica.lease_ttl_ms(), TAKEOVERS_PER_ROUND)
+        .await;
+    let rows = match claimed {
+        Ok(rows) => rows,
+        Err(error) => {
+            crate::telemetry::store_error();
+            tracing::error!(error = format!("{error:#}"), "could not look for expired leases");
+            return;
+        }
+    };
+    for row in rows {
+        if !taking_over
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(row.id.clone())
+        {
+            continue;
+        }
+        let inner = inner.clone();
+        let taking_over = taking_over.clone();
+        tokio::spawn(async move {
+            let id = row.id.clone();
+            take_over(&inner, row).await;
+            taking_over.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+        });
+    }
+}
+
+/// Becomes the supervisor of a session whose previous one is gone: its agent is adopted,
+/// or the session ends as it would at a restart.
+async fn take_over(inner: &Arc<ManagerState>, mut row: SessionRow) {
+    tracing::info!(session_id = %row.id, previous = ?row.supervisor, "taking over a session");
+    let session = match inner.registry_read().get(&row.id).cloned() {
+        Some(session) if session.is_supervised_here() => return,
+        Some(session) => session,
+        None => {
+            let agent = agent_of_row(inner, &row);
+            let session = Arc::new(Session::of_row(row.clone(), agent, inner.feed.clone()));
+            inner.registry_write().insert(session.id.clone(), session.clone());
+            session
+        }
+    };
+    let adopted = adopt_or_end(inner, &mut row).await;
+    let replica = inner.sharing.replica.id.clone();
+    match inner.store.save_state_as(row.clone(), replica).await {
+        Ok(true) => {}
+        Ok(false) => return, // taken again meanwhile (a DELETE elsewhere)
+        Err(error) => {
+            crate::telemetry::store_error();
+            tracing::error!(error = format!("{error:#}"), "could not record a takeover");
+        }
+    }
+    inner.search.forget_pages();
+    session.follow_row(&row, adopted.as_ref().map(|launched| launched.agent.clone()));
+    if let Some(launched) = adopted {
+        supervise_adopted(inner, &session, launched);
+    }
+}
+
+/// A `DELETE` of a session another replica supervises: this replica takes the session (the
+/// supervisor sees the row change and lets go), stops its agent through the backend, and
+/// returns once nothing of it is left.
+pub(super) async fn stop_elsewhere(
+    inner: &ManagerState,
+    session: &Session,
+) -> Result<(), ApiError> {
+    let replica = &inner.sharing.replica;
+    let claimed =
+        inner.store.claim(session.id.clone(), replica.id.clone(), replica.lease_ttl_ms()).await;
+    let mut row = match claimed {
+        Ok(Some(row)) => row,
+        Ok(None) => return Ok(()),
+        Err(error) => {
+            crate::telemetry::store_error();
+            tracing::error!(error = format!("{error:#}"), "could not take a session to delete it");
+            return Err(ApiError::StoreUnavailable);
+        }
+    };
+    if !row.status.is_live() {
+        return Ok(());
+    }
+    let agent = agent_of_row(inner, &row);
+    row.status = SessionStatus::Stopping;
+    let _ = inner.store.save_state_as(row.clone(), replica.id.clone()).await;
+    session.follow_row(&row, agent.clone());
+    if let Some(agent) = agent {
+        inner.backend.stop(&agent, inner.policy.stop_grace).await;
+        inner.backend.release(&agent);
+    }
+    Ok(())
+}
