@@ -100,7 +100,7 @@ struct Follower {
 
 /// One change, in revision order.
 enum Change {
-    Row(SessionRow),
+    Row(Box<SessionRow>),
     Deleted(String),
 }
 
@@ -117,7 +117,7 @@ impl Follower {
         let mut ordered: Vec<(i64, Change)> = changes
             .rows
             .into_iter()
-            .map(|(revision, row)| (revision, Change::Row(row)))
+            .map(|(revision, row)| (revision, Change::Row(Box::new(row))))
             .chain(
                 changes.deleted.into_iter().map(|(revision, id)| (revision, Change::Deleted(id))),
             )
@@ -135,7 +135,7 @@ impl Follower {
             self.applied.insert(id.clone(), revision);
             changed = true;
             match change {
-                Change::Row(row) => apply_row(inner, row),
+                Change::Row(row) => apply_row(inner, *row),
                 Change::Deleted(id) => {
                     self.deleted_at.push_back((Instant::now(), id.clone()));
                     apply_deletion(inner, &id).await;
