@@ -36,6 +36,7 @@ mod profiles;
 mod proxy;
 mod proxy_path;
 mod recovery;
+mod replicas;
 mod repository;
 mod secrets;
 mod server;
