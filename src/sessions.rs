@@ -398,6 +398,12 @@ impl SessionManager {
         let _ = self.0.sign_in_ended.set(Callback(Box::new(callback)));
     }
 
+    /// Whether other replicas share the database (then sessions come and go through them
+    /// too).
+    pub fn is_shared(&self) -> bool {
+        self.0.sharing.change_log.is_some()
+    }
+
     /// This replica.
     pub fn replica(&self) -> &Replica {
         &self.0.sharing.replica

@@ -117,7 +117,10 @@ impl AppState {
             let proxy_sessions = proxy_sessions.clone();
             sessions.on_sign_in_ended(move || proxy_sessions.ended());
         }
-        agent_tokens.retain(|id| sessions.get(id).is_some()).await;
+        if !sessions.is_shared() {
+            // With other replicas, a session this one has not loaded may be newer than the load.
+            agent_tokens.retain(|id| sessions.get(id).is_some()).await;
+        }
         sessions.issue_agent_tokens(agent_tokens.clone());
         let proxy = ProxySettings::from_config(&config);
         let profiles = repositories.profiles;

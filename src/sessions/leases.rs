@@ -27,29 +27,39 @@ pub(super) fn spawn_keeper(inner: Weak<ManagerState>) {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed_at = Instant::now();
-        let mut taking_over: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let taking_over = TakingOver::default();
         loop {
             ticks.tick().await;
             let Some(inner) = inner.upgrade() else { return };
             if inner.shutdown.stage() != crate::shutdown::Stage::Running {
                 continue;
             }
-            renew(&inner, &mut renewed_at).await;
-            take_over_expired(&inner, &mut taking_over).await;
+            renew(&inner, &mut renewed_at, &taking_over).await;
+            take_over_expired(&inner, &taking_over).await;
         }
     });
 }
 
+/// Sessions being taken over by this replica right now.
+type TakingOver = Arc<std::sync::Mutex<HashSet<String>>>;
+
 /// Extends this replica's leases; lets go of sessions whose lease another replica holds,
 /// and of every session once the leases could not be renewed for a whole lease (another
-/// replica may have taken them by now).
-async fn renew(inner: &ManagerState, renewed_at: &mut Instant) {
+/// replica may have taken them by now). A lease this replica holds with nobody watching
+/// the agent (this replica restarted under the same `server.replica_id`) is taken over.
+async fn renew(inner: &Arc<ManagerState>, renewed_at: &mut Instant, taking_over: &TakingOver) {
     let replica = &inner.sharing.replica;
     let supervised = supervised_here(inner);
     match inner.store.renew_leases(replica.id.clone(), replica.lease_ttl_ms()).await {
         Ok(renewed) => {
             *renewed_at = Instant::now();
             let renewed: HashSet<String> = renewed.into_iter().collect();
+            let watched: HashSet<&str> = supervised.iter().map(|s| s.id.as_str()).collect();
+            for id in renewed.iter().filter(|id| !watched.contains(id.as_str())) {
+                if let Ok(Some(row)) = inner.store.get(id.clone()).await {
+                    start_takeover(inner, taking_over, row);
+                }
+            }
             for session in supervised.iter().filter(|session| !renewed.contains(&session.id)) {
                 // Not renewed: taken, gone, or ended (or inserted after the renewal); ask.
                 match inner.store.get(session.id.clone()).await {
@@ -90,10 +100,7 @@ fn supervised_here(inner: &ManagerState) -> Vec<Arc<Session>> {
 
 /// Takes the leases that ran out and re-adopts each session in a task of its own (adopting
 /// may wait on the backend; renewals must not).
-async fn take_over_expired(
-    inner: &Arc<ManagerState>,
-    taking_over: &mut Arc<std::sync::Mutex<HashSet<String>>>,
-) {
+async fn take_over_expired(inner: &Arc<ManagerState>, taking_over: &TakingOver) {
     let replica = &inner.sharing.replica;
     let claimed = inner
         .store
@@ -108,28 +115,32 @@ async fn take_over_expired(
         }
     };
     for row in rows {
-        if !taking_over
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(row.id.clone())
-        {
-            continue;
-        }
-        let inner = inner.clone();
-        let taking_over = taking_over.clone();
-        tokio::spawn(async move {
-            let id = row.id.clone();
-            take_over(&inner, row).await;
-            taking_over.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
-        });
+        start_takeover(inner, taking_over, row);
     }
+}
+
+/// Takes over `row`'s session in a task of its own, unless that already runs.
+fn start_takeover(inner: &Arc<ManagerState>, taking_over: &TakingOver, row: SessionRow) {
+    let mut taking = taking_over.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !taking.insert(row.id.clone()) {
+        return;
+    }
+    drop(taking);
+    let inner = inner.clone();
+    let taking_over = taking_over.clone();
+    tokio::spawn(async move {
+        let id = row.id.clone();
+        take_over(&inner, row).await;
+        taking_over.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+    });
 }
 
 /// Becomes the supervisor of a session whose previous one is gone: its agent is adopted,
 /// or the session ends as it would at a restart.
 async fn take_over(inner: &Arc<ManagerState>, mut row: SessionRow) {
     tracing::info!(session_id = %row.id, previous = ?row.supervisor, "taking over a session");
-    let session = match inner.registry_read().get(&row.id).cloned() {
+    let existing = inner.registry_read().get(&row.id).cloned();
+    let session = match existing {
         Some(session) if session.is_supervised_here() => return,
         Some(session) => session,
         None => {
@@ -139,6 +150,10 @@ async fn take_over(inner: &Arc<ManagerState>, mut row: SessionRow) {
             session
         }
     };
+    let Ok(_not_being_deleted) = session.deletion.try_lock() else { return };
+    if !row.status.is_live() {
+        return;
+    }
     let adopted = adopt_or_end(inner, &mut row).await;
     let replica = inner.sharing.replica.id.clone();
     match inner.store.save_state_as(row.clone(), replica).await {
