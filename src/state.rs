@@ -132,6 +132,10 @@ impl AppState {
             profiles: profiles.clone(),
             keys: auth.keys().clone(),
             shutdown: shutdown.clone(),
+            shared: match &store {
+                Database::Postgres(pg) if sessions.is_shared() => Some(pg.clone()),
+                _ => None,
+            },
         };
         crate::chat::setup::spawn(deps, chat.clone());
         Ok(Self(Arc::new(Services {

@@ -36,6 +36,9 @@ use people::People;
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// Inbox rows processed per read.
 const INBOX_BATCH: usize = 64;
+/// How often the inbox is read without being woken: another replica may have stored a
+/// message (the Events API reaches any replica; one of them processes).
+const INBOX_POLL: Duration = Duration::from_secs(1);
 /// Message ids remembered to drop the second event Slack sends for one message (a mention
 /// in a channel arrives as `app_mention` and as `message`).
 const RECENT_MESSAGES: usize = 4096;
@@ -134,6 +137,14 @@ impl Bridge {
     /// Builds the bridge and starts its tasks: the platform's event loop, the inbox
     /// processor, and a follower for every thread whose session still lives.
     pub fn start(parts: BridgeParts) -> anyhow::Result<Self> {
+        let bridge = Self::passive(parts)?;
+        bridge.run_tasks();
+        Ok(bridge)
+    }
+
+    /// Builds the bridge without its tasks: it stores incoming messages and answers the
+    /// chat routes, while the replica that leads the bridge processes them.
+    pub fn passive(parts: BridgeParts) -> anyhow::Result<Self> {
         metrics::describe();
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -156,20 +167,27 @@ impl Bridge {
             last_event_at_ms: AtomicI64::new(0),
             shutdown: parts.shutdown,
         });
-        let bridge = Self(inner);
-        let events = bridge.clone();
+        Ok(Self(inner))
+    }
+
+    fn run_tasks(&self) {
+        let events = self.clone();
         tokio::spawn(async move {
             let inbox: Arc<dyn Inbox> = Arc::new(events.clone());
             events.0.platform.run(inbox, events.0.shutdown.clone()).await;
         });
-        let gauges = bridge.clone();
+        let gauges = self.clone();
         tokio::spawn(async move { gauges.keep_gauges().await });
-        let processor = bridge.clone();
+        let processor = self.clone();
         tokio::spawn(async move {
             processor.resume_threads().await;
             processor.process_inbox().await;
         });
-        Ok(bridge)
+    }
+
+    /// Stops the bridge's tasks (another replica leads it now, or the server stops).
+    pub fn stop(&self) {
+        self.0.shutdown.advance_to(Stage::Draining);
     }
 
     /// The platform, for routes that hand it requests (the Events API).
@@ -235,6 +253,7 @@ impl Bridge {
             if rows.is_empty() {
                 tokio::select! {
                     _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep(INBOX_POLL) => {}
                     _ = inner.shutdown.reached(Stage::Draining) => return,
                 }
                 continue;

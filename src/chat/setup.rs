@@ -1,6 +1,8 @@
 //! Starting the chat bridges the configuration enables: `chat.slack` → [`SlackSettings`] →
 //! [`SlackPlatform`] (its `auth.test` retried until Slack answers, so a Slack outage never
-//! keeps the proxy from starting) → the [`Bridge`].
+//! keeps the proxy from starting) → the [`Bridge`]. With several replicas on one database,
+//! every replica stores incoming messages and answers the chat routes, and the bridge's
+//! work (Socket Mode, the inbox, the threads) runs on the one replica that leads it.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,6 +14,7 @@ use crate::config::Config;
 use crate::sessions::SessionManager;
 use crate::shutdown::{Shutdown, Stage};
 use crate::store::chat::ChatStore;
+use crate::store::postgres::{PgStore, leader};
 use crate::store::profiles::ProfileStore;
 
 /// The running chat services, once connected.
@@ -32,6 +35,9 @@ pub struct ChatDeps {
     pub profiles: Arc<dyn ProfileStore>,
     pub keys: Arc<ApiKeys>,
     pub shutdown: Shutdown,
+    /// The database replicas share, when they do: the bridge's work then runs on the
+    /// replica that leads it.
+    pub shared: Option<PgStore>,
 }
 
 /// The Slack platform settings `chat.slack` asks for.
@@ -71,23 +77,73 @@ pub fn spawn(deps: ChatDeps, slot: Arc<OnceLock<Chat>>) {
                 }
             }
         };
-        let parts = BridgeParts {
+        let parts = |shutdown: Shutdown| BridgeParts {
             platform: slack.clone(),
             store: deps.store.clone(),
             sessions: deps.sessions.clone(),
             profiles: deps.profiles.clone(),
             config: deps.config.clone(),
             keys: deps.keys.clone(),
-            shutdown: deps.shutdown.clone(),
+            shutdown,
         };
-        match Bridge::start(parts) {
+        let Some(shared) = deps.shared.clone() else {
+            match Bridge::start(parts(deps.shutdown.clone())) {
+                Ok(bridge) => {
+                    tracing::info!(mode = deps.config.chat.slack.mode, "the Slack bridge runs");
+                    let _ = slot.set(Chat { bridge, slack: slack.clone() });
+                }
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "cannot start the Slack bridge")
+                }
+            }
+            return;
+        };
+        match Bridge::passive(parts(deps.shutdown.clone())) {
             Ok(bridge) => {
-                tracing::info!(mode = deps.config.chat.slack.mode, "the Slack bridge runs");
-                let _ = slot.set(Chat { bridge, slack });
+                let _ = slot.set(Chat { bridge, slack: slack.clone() });
             }
             Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "cannot start the Slack bridge")
+                return tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot start the Slack bridge"
+                );
             }
         }
+        lead_the_bridge(&shared, &deps.shutdown, || Bridge::start(parts(Shutdown::new()))).await;
     });
+}
+
+/// Runs the bridge's work whenever this replica leads it, until the server stops; a lead
+/// lost (the database connection holding it ended) stops that work, and the replica waits
+/// to lead again.
+async fn lead_the_bridge(
+    shared: &PgStore,
+    shutdown: &Shutdown,
+    start: impl Fn() -> anyhow::Result<Bridge>,
+) {
+    loop {
+        let lead = tokio::select! {
+            lead = leader::acquire(shared, leader::CHAT_BRIDGE) => lead,
+            _ = shutdown.reached(Stage::Draining) => return,
+        };
+        let bridge = match start() {
+            Ok(bridge) => bridge,
+            Err(error) => {
+                return tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot start the Slack bridge"
+                );
+            }
+        };
+        tracing::info!("this replica leads the Slack bridge");
+        let server_stops = tokio::select! {
+            _ = lead.lost() => false,
+            _ = shutdown.reached(Stage::Draining) => true,
+        };
+        bridge.stop();
+        if server_stops {
+            return;
+        }
+        tracing::warn!("this replica lost the lead of the Slack bridge; its work stopped here");
+    }
 }

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod guard;
 pub mod import;
 pub mod import_chat;
+pub mod leader;
 pub mod oauth;
 pub mod profiles;
 pub mod sessions;
