@@ -2,7 +2,8 @@
 //! server, whose kubelet runs echo agents both replicas reach): a session started on one is
 //! found, proxied (SSE included) and deleted through the other, each sees the other's
 //! changes within a second, a replica killed with SIGKILL hands its sessions to the other,
-//! and parallel starts over both never exceed `max_sessions` or a user's quota.
+//! parallel starts over both never exceed `max_sessions` or a user's quota, and one replica
+//! at a time runs the Slack bridge.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::kubernetes::{NS, nothing_left, settings};
+use crate::slack::{PATIENCE, count_posts, sessions_of_thread, slack_config, wait_for_post};
 use crate::support::fake_kube::FakeKube;
+use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack};
 use crate::support::postgres::{self as test_postgres, TestDatabase};
 use crate::support::server::BinaryServer;
 use crate::support::sessions::{get_json, start};
@@ -242,4 +245,38 @@ async fn fifty_parallel_starts_over_two_replicas_never_exceed_the_limits() {
     assert_eq!(rows.len(), accepted, "every admitted start has a row, no other");
     assert_eq!(accepted, 10, "exactly max_sessions admitted (3 users × 4 ≥ 10): {per_user:?}");
     assert!(per_user.values().all(|count| *count <= 4), "nobody over quota: {per_user:?}");
+}
+
+#[tokio::test]
+async fn one_replica_runs_the_slack_bridge_and_the_other_takes_it_over_after_sigkill() {
+    let Some(shared) = shared().await else { return };
+    let slack = FakeSlack::start(PATIENCE).await;
+    let a = shared.replica("replica-a", |config| slack_config(config, &slack)).await;
+    let b = shared.replica("replica-b", |config| slack_config(config, &slack)).await;
+    const LEADS: &str = "this replica leads the Slack bridge";
+    wait_until("a replica leads the bridge", PATIENCE, || async {
+        (a.logged(LEADS) || b.logged(LEADS)).then_some(())
+    })
+    .await;
+    let mention = slack.inject_mention(ALICE, CHANNEL, "hello", None);
+    let root = mention.ts.clone();
+    wait_for_post(&slack, CHANNEL, &root, "the echo", |post| post.text == "echo: hello").await;
+    assert_eq!(slack.open_connections(), 1, "only the leader holds a Socket Mode connection");
+    assert!(a.logged(LEADS) != b.logged(LEADS), "exactly one replica leads");
+
+    let (leader, follower) = if a.logged(LEADS) { (a, b) } else { (b, a) };
+    let _ = leader.kill9().await;
+    wait_until("the other replica leads the bridge", PATIENCE, || async {
+        (follower.logged(LEADS) && slack.open_connections() == 1).then_some(())
+    })
+    .await;
+    let next = slack.thread_message(ALICE, CHANNEL, &root, "after the failover");
+    slack.send(&next);
+    wait_for_post(&slack, CHANNEL, &root, "the echo after the failover", |post| {
+        post.text == "echo: alice: after the failover"
+    })
+    .await;
+    assert_eq!(count_posts(&slack, CHANNEL, &root, "echo: hello"), 1, "answered once");
+    let base = follower.url("");
+    assert_eq!(sessions_of_thread(&base, &root).await.len(), 1, "the thread kept its session");
 }
