@@ -65,11 +65,17 @@ fn every_manifest_parses_into_its_kubernetes_type() {
             "Deployment" => {
                 let deployment = typed::<Deployment>(&file, &value);
                 let spec = deployment.spec.as_ref().expect("a spec");
-                // One server per database until replicas share sessions; a rolling update
-                // would start the new Pod while the old one still holds the database.
-                assert_eq!(spec.replicas, Some(1), "{file}: one proxy replica for now");
-                let strategy = spec.strategy.as_ref().and_then(|s| s.type_.as_deref());
-                assert_eq!(strategy, Some("Recreate"), "{file}");
+                // Replicas share the database (leases): two, updated one at a time with
+                // one always serving.
+                assert_eq!(spec.replicas, Some(2), "{file}: two proxy replicas");
+                let strategy = spec.strategy.as_ref().expect("a strategy");
+                assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{file}");
+                let rolling = strategy.rolling_update.as_ref().expect("rollingUpdate");
+                assert_eq!(
+                    rolling.max_unavailable,
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0)),
+                    "{file}: one replica always serves"
+                );
             }
             "Service" => drop(typed::<Service>(&file, &value)),
             "NetworkPolicy" => drop(typed::<NetworkPolicy>(&file, &value)),
