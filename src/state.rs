@@ -186,6 +186,8 @@ async fn open_database(config: &Config) -> anyhow::Result<(Database, Option<Repl
         url: persistence.postgres_url.clone(),
         pool_size: persistence.pool_size as usize,
         connect_timeout: Duration::from_secs(persistence.connect_timeout_seconds),
+        // REPLICA-ID: `config.server.replica_id` once that key exists (wired at the merge).
+        replica_id: "agentapi-proxy".into(),
     };
     let store = PgStore::connect(&options).await?;
     let guard = postgres::guard::acquire(&store).await?;
