@@ -209,6 +209,8 @@ async fn open_database(
         url: persistence.postgres_url.clone(),
         pool_size: persistence.pool_size as usize,
         connect_timeout: Duration::from_secs(persistence.connect_timeout_seconds),
+        // REPLICA-ID: `config.server.replica_id` once that key exists (wired at the merge).
+        replica_id: "agentapi-proxy".into(),
     };
     let store = PgStore::connect(&options).await?;
     if config.agent.backend == KUBERNETES_BACKEND {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0006_oauth_sessions_bound_to.sql"),
     include_str!("store/migrations/0007_chat.sql"),
     include_str!("store/migrations/0008_backend_ref.sql"),
+    include_str!("store/migrations/0009_leases.sql"),
 ];
 
 /// Where the database lives.

@@ -46,6 +46,11 @@ impl PagedStore {
         self.pages.put(key, generation, page.clone());
         Ok(page)
     }
+
+    /// Drops the kept pages: another replica changed session rows (its change log said so).
+    pub fn forget_pages(&self) {
+        self.pages.invalidate();
+    }
 }
 
 #[async_trait::async_trait]
@@ -82,46 +87,58 @@ impl SessionStore for PagedStore {
 
     async fn insert_admitted(
         &self,
-        _row: SessionRow,
-        _admission: Admission,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        row: SessionRow,
+        admission: Admission,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Admitted> {
-        anyhow::bail!("REPLICA-STORE: insert_admitted not built yet")
+        let result = self.store.insert_admitted(row, admission, supervisor, lease_ttl_ms).await;
+        self.pages.invalidate();
+        result
     }
 
-    async fn save_state_as(&self, _row: SessionRow, _supervisor: String) -> anyhow::Result<bool> {
-        anyhow::bail!("REPLICA-STORE: save_state_as not built yet")
+    async fn save_state_as(&self, row: SessionRow, supervisor: String) -> anyhow::Result<bool> {
+        let result = self.store.save_state_as(row, supervisor).await;
+        self.pages.invalidate();
+        result
     }
 
     async fn renew_leases(
         &self,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Vec<String>> {
-        anyhow::bail!("REPLICA-STORE: renew_leases not built yet")
+        let result = self.store.renew_leases(supervisor, lease_ttl_ms).await;
+        self.pages.invalidate();
+        result
     }
 
     async fn claim_expired(
         &self,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
-        _limit: u32,
+        supervisor: String,
+        lease_ttl_ms: i64,
+        limit: u32,
     ) -> anyhow::Result<Vec<SessionRow>> {
-        anyhow::bail!("REPLICA-STORE: claim_expired not built yet")
+        let result = self.store.claim_expired(supervisor, lease_ttl_ms, limit).await;
+        self.pages.invalidate();
+        result
     }
 
     async fn claim(
         &self,
-        _id: String,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        id: String,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Option<SessionRow>> {
-        anyhow::bail!("REPLICA-STORE: claim not built yet")
+        let result = self.store.claim(id, supervisor, lease_ttl_ms).await;
+        self.pages.invalidate();
+        result
     }
 
-    async fn release_leases(&self, _supervisor: String) -> anyhow::Result<u64> {
-        anyhow::bail!("REPLICA-STORE: release_leases not built yet")
+    async fn release_leases(&self, supervisor: String) -> anyhow::Result<u64> {
+        let result = self.store.release_leases(supervisor).await;
+        self.pages.invalidate();
+        result
     }
 }
 

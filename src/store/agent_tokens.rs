@@ -2,7 +2,7 @@
 //! SHA-256 of a token is kept (a 256-bit random token needs no slow hash).
 
 use anyhow::Context;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Durability, Store};
 
@@ -83,7 +83,18 @@ impl AgentTokenStore for SqliteAgentTokens {
             .context("while deleting an agent token")
     }
 
-    async fn session_of_hash(&self, _token_hash: String) -> anyhow::Result<Option<String>> {
-        anyhow::bail!("REPLICA-STORE: session_of_hash not built yet")
+    async fn session_of_hash(&self, token_hash: String) -> anyhow::Result<Option<String>> {
+        self.store
+            .read(move |connection| {
+                Ok(connection
+                    .query_row(
+                        "SELECT session_id FROM agent_tokens WHERE token_hash = ?1",
+                        params![token_hash],
+                        |row| row.get(0),
+                    )
+                    .optional()?)
+            })
+            .await
+            .context("while finding an agent token's session")
     }
 }

@@ -16,7 +16,9 @@ impl Database {
     pub fn change_log(&self) -> Option<std::sync::Arc<dyn super::changes::ChangeLog>> {
         match self {
             Database::Sqlite(_) => None,
-            Database::Postgres(_) => None, // REPLICA-STORE: the PostgreSQL change log
+            Database::Postgres(store) => {
+                Some(std::sync::Arc::new(super::postgres::changes::PgChangeLog::new(store.clone())))
+            }
         }
     }
 

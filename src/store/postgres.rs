@@ -5,6 +5,7 @@
 //! The connection URL holds a password: only [`Target`] (host, port, database) is ever shown.
 
 pub mod agent_tokens;
+pub mod changes;
 pub mod chat;
 pub mod guard;
 pub mod import;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0006_oauth_sessions_bound_to.sql"),
     include_str!("postgres/migrations/0007_chat.sql"),
     include_str!("postgres/migrations/0008_backend_ref.sql"),
+    include_str!("postgres/migrations/0009_leases.sql"),
 ];
 
 /// Tables of the store itself, outside the numbered schema steps: which steps were applied,
@@ -49,9 +51,11 @@ const BOOKKEEPING: &str = "
     );";
 
 /// Advisory lock keys (`classid`, `objid`) of this program: the first half spells "apxp".
-const LOCK_CLASS: i32 = 0x6170_7870;
+pub(crate) const LOCK_CLASS: i32 = 0x6170_7870;
 const MIGRATION_LOCK: i32 = 1;
 pub(crate) const SINGLE_REPLICA_LOCK: i32 = 2;
+/// Held (per transaction) while a session is counted against the limits and inserted.
+pub(crate) const ADMISSION_LOCK: i32 = 3;
 
 /// The longest pause between two connection attempts at startup.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -100,7 +104,15 @@ pub struct Options {
     pub url: String,
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// This replica's id, every connection's `application_name` (the origin other replicas
+    /// see in change notices). PostgreSQL keeps its first 63 bytes; the caller passes a
+    /// valid one.
+    pub replica_id: String,
 }
+
+/// A connection's driving half, for a caller that reads its notifications itself.
+pub(crate) type RawConnection =
+    tokio_postgres::Connection<tokio_postgres::Socket, tls::RustlsStream<tokio_postgres::Socket>>;
 
 /// A pool of connections to the database; cheap to clone.
 #[derive(Clone)]
@@ -126,9 +138,7 @@ impl PgStore {
     pub async fn connect(options: &Options) -> anyhow::Result<Self> {
         let mut config = crate::config::parse_postgres_url(&options.url)
             .map_err(|problem| anyhow::anyhow!("`persistence.postgres_url`: {problem}"))?;
-        if config.get_application_name().is_none() {
-            config.application_name("agentapi-proxy");
-        }
+        config.application_name(&options.replica_id);
         let target = Target::of(&config);
         let give_up = Instant::now() + options.connect_timeout;
         let mut attempt_config = config.clone();
@@ -196,11 +206,7 @@ impl PgStore {
     pub(crate) async fn dedicated_connection(
         &self,
     ) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
-        let (client, connection) = self
-            .config
-            .connect(self.tls.clone())
-            .await
-            .with_context(|| format!("while connecting to PostgreSQL at {}", self.target))?;
+        let (client, connection) = self.raw_connection().await?;
         let target = Arc::clone(&self.target);
         let ended = tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -208,6 +214,17 @@ impl PgStore {
             }
         });
         Ok((client, ended))
+    }
+
+    /// A connection of its own, outside the pool, whose driving half the caller polls
+    /// (it carries the server's notifications); the client does nothing until it is polled.
+    pub(crate) async fn raw_connection(
+        &self,
+    ) -> anyhow::Result<(tokio_postgres::Client, RawConnection)> {
+        self.config
+            .connect(self.tls.clone())
+            .await
+            .with_context(|| format!("while connecting to PostgreSQL at {}", self.target))
     }
 
     /// How many migrations the database has applied.

@@ -10,7 +10,10 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Durability, Store};
 
+mod leases;
 mod search;
+
+pub(crate) use leases::refusal as leases_refusal;
 
 /// One stored session. Environment values are never part of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,9 +189,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 const SESSION_WRITES: Durability = Durability::ProcessCrash;
 
 pub(crate) const COLUMNS: &str = "id, user_id, status, port, backend_ref, tags, env_names, started_at, \
-    ended_at, exit_code, exit_reason, agent_status, initial_message, restarts";
+    ended_at, exit_code, exit_reason, agent_status, initial_message, restarts, supervisor, \
+    lease_expires_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
+/// [`LIVE_STATUSES`] as an SQL list (`'starting', 'active', 'stopping'`), for `status IN (..)`.
+pub(crate) fn live_statuses_sql() -> String {
+    LIVE_STATUSES.map(|status| format!("'{status}'")).join(", ")
+}
+
+pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let text = |index: usize| row.get::<_, String>(index);
     let status: String = text(2)?;
     let tags: String = text(5)?;
@@ -210,13 +219,97 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
         agent_status: row.get(11)?,
         initial_message: initial.as_deref().and_then(InitialMessageState::parse),
         restarts: row.get(13)?,
-        supervisor: None,
-        lease_expires_at_ms: None,
+        supervisor: row.get(14)?,
+        lease_expires_at_ms: row.get(15)?,
     })
 }
 
 pub(crate) fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     serde_json::to_string(value).context("while encoding a column as JSON")
+}
+
+/// A row's JSON columns, encoded before its write goes to the database thread.
+pub(crate) struct Encoded {
+    tags: String,
+    env_names: String,
+}
+
+impl Encoded {
+    pub(crate) fn of(row: &SessionRow) -> anyhow::Result<Self> {
+        Ok(Self { tags: json(&row.tags)?, env_names: json(&row.env_names)? })
+    }
+}
+
+/// Inserts `row` (its lease columns as given) and its tags, inside the caller's transaction.
+pub(crate) fn insert_row(
+    transaction: &rusqlite::Transaction<'_>,
+    row: &SessionRow,
+    encoded: &Encoded,
+) -> anyhow::Result<()> {
+    transaction.execute(
+        &format!(
+            "INSERT INTO sessions ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ),
+        params![
+            row.id,
+            row.user_id,
+            row.status.as_str(),
+            row.port,
+            row.backend_ref,
+            encoded.tags,
+            encoded.env_names,
+            row.started_at_ms,
+            row.ended_at_ms,
+            row.exit_code,
+            row.exit_reason.map(ExitReason::as_str),
+            row.agent_status,
+            row.initial_message.map(InitialMessageState::as_str),
+            row.restarts,
+            row.supervisor,
+            row.lease_expires_at_ms,
+        ],
+    )?;
+    let mut insert_tag = transaction
+        .prepare_cached("INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)")?;
+    for (key, value) in &row.tags {
+        insert_tag.execute(params![row.id, key, value])?;
+    }
+    Ok(())
+}
+
+/// The `save_state` UPDATE; with `fenced_by`, only while that supervisor holds the row
+/// (`?11`). How many rows changed.
+pub(crate) fn update_state(
+    connection: &rusqlite::Connection,
+    row: &SessionRow,
+    fenced_by: Option<&str>,
+) -> rusqlite::Result<usize> {
+    let fence = if fenced_by.is_some() { " AND supervisor = ?11" } else { "" };
+    let mut statement = connection.prepare_cached(&format!(
+        "UPDATE sessions SET status = ?2, port = ?3, backend_ref = ?4, ended_at = ?5, \
+         exit_code = ?6, exit_reason = ?7, agent_status = ?8, initial_message = ?9, \
+         restarts = ?10 WHERE id = ?1{fence}"
+    ))?;
+    let status = row.status.as_str();
+    let exit_reason = row.exit_reason.map(ExitReason::as_str);
+    let initial_message = row.initial_message.map(InitialMessageState::as_str);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+        &row.id,
+        &status,
+        &row.port,
+        &row.backend_ref,
+        &row.ended_at_ms,
+        &row.exit_code,
+        &exit_reason,
+        &row.agent_status,
+        &initial_message,
+        &row.restarts,
+    ];
+    if let Some(supervisor) = &fenced_by {
+        values.push(supervisor);
+    }
+    statement.execute(values.as_slice())
 }
 
 /// The SQLite implementation, on the shared [`Store`] connection.
@@ -243,41 +336,11 @@ impl SqliteSessions {
 #[async_trait::async_trait]
 impl SessionStore for SqliteSessions {
     async fn insert(&self, row: SessionRow) -> anyhow::Result<()> {
-        let tags = json(&row.tags)?;
-        let env_names = json(&row.env_names)?;
+        let encoded = Encoded::of(&row)?;
         self.write(move |connection| {
             let transaction =
                 connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            transaction.execute(
-                &format!(
-                    "INSERT INTO sessions ({COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-                ),
-                params![
-                    row.id,
-                    row.user_id,
-                    row.status.as_str(),
-                    row.port,
-                    row.backend_ref,
-                    tags,
-                    env_names,
-                    row.started_at_ms,
-                    row.ended_at_ms,
-                    row.exit_code,
-                    row.exit_reason.map(ExitReason::as_str),
-                    row.agent_status,
-                    row.initial_message.map(InitialMessageState::as_str),
-                    row.restarts,
-                ],
-            )?;
-            {
-                let mut insert_tag = transaction.prepare(
-                    "INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)",
-                )?;
-                for (key, value) in &row.tags {
-                    insert_tag.execute(params![row.id, key, value])?;
-                }
-            }
+            insert_row(&transaction, &row, &encoded)?;
             transaction.commit()?;
             Ok(())
         })
@@ -287,23 +350,7 @@ impl SessionStore for SqliteSessions {
 
     async fn save_state(&self, row: SessionRow) -> anyhow::Result<()> {
         self.write(move |connection| {
-            connection.execute(
-                "UPDATE sessions SET status = ?2, port = ?3, backend_ref = ?4, ended_at = ?5, \
-                 exit_code = ?6, exit_reason = ?7, agent_status = ?8, initial_message = ?9, \
-                 restarts = ?10 WHERE id = ?1",
-                params![
-                    row.id,
-                    row.status.as_str(),
-                    row.port,
-                    row.backend_ref,
-                    row.ended_at_ms,
-                    row.exit_code,
-                    row.exit_reason.map(ExitReason::as_str),
-                    row.agent_status,
-                    row.initial_message.map(InitialMessageState::as_str),
-                    row.restarts,
-                ],
-            )?;
+            update_state(connection, &row, None)?;
             Ok(())
         })
         .await
@@ -354,46 +401,63 @@ impl SessionStore for SqliteSessions {
 
     async fn insert_admitted(
         &self,
-        _row: SessionRow,
-        _admission: Admission,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        row: SessionRow,
+        admission: Admission,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Admitted> {
-        anyhow::bail!("REPLICA-STORE: insert_admitted not built yet")
+        let encoded = Encoded::of(&row)?;
+        self.write(move |connection| {
+            leases::insert_admitted(connection, row, &encoded, admission, supervisor, lease_ttl_ms)
+        })
+        .await
+        .context("while admitting a session")
     }
 
-    async fn save_state_as(&self, _row: SessionRow, _supervisor: String) -> anyhow::Result<bool> {
-        anyhow::bail!("REPLICA-STORE: save_state_as not built yet")
+    async fn save_state_as(&self, row: SessionRow, supervisor: String) -> anyhow::Result<bool> {
+        self.write(move |connection| Ok(update_state(connection, &row, Some(&supervisor))? > 0))
+            .await
+            .context("while saving a supervised session's state")
     }
 
     async fn renew_leases(
         &self,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Vec<String>> {
-        anyhow::bail!("REPLICA-STORE: renew_leases not built yet")
+        self.write(move |connection| leases::renew(connection, &supervisor, lease_ttl_ms))
+            .await
+            .context("while renewing leases")
     }
 
     async fn claim_expired(
         &self,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
-        _limit: u32,
+        supervisor: String,
+        lease_ttl_ms: i64,
+        limit: u32,
     ) -> anyhow::Result<Vec<SessionRow>> {
-        anyhow::bail!("REPLICA-STORE: claim_expired not built yet")
+        self.write(move |connection| {
+            leases::claim_expired(connection, &supervisor, lease_ttl_ms, limit)
+        })
+        .await
+        .context("while claiming expired leases")
     }
 
     async fn claim(
         &self,
-        _id: String,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        id: String,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Option<SessionRow>> {
-        anyhow::bail!("REPLICA-STORE: claim not built yet")
+        self.write(move |connection| leases::claim(connection, &id, &supervisor, lease_ttl_ms))
+            .await
+            .context("while claiming a session")
     }
 
-    async fn release_leases(&self, _supervisor: String) -> anyhow::Result<u64> {
-        anyhow::bail!("REPLICA-STORE: release_leases not built yet")
+    async fn release_leases(&self, supervisor: String) -> anyhow::Result<u64> {
+        self.write(move |connection| leases::release(connection, &supervisor))
+            .await
+            .context("while releasing leases")
     }
 }
 

@@ -33,6 +33,7 @@ async fn replicas_starting_together_migrate_once_and_a_newer_schema_is_refused()
         url: database.url.clone(),
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
+        replica_id: "test-replica".into(),
     };
     let error = PgStore::connect(&options).await.expect_err("a newer schema is refused");
     assert!(format!("{error:#}").contains("newer than this build"), "{error:#}");
@@ -88,6 +89,7 @@ async fn an_unreachable_server_is_retried_until_the_timeout_without_showing_the_
         url: format!("postgres://agent:hunter2-secret@127.0.0.1:{port}/agents"),
         pool_size: 2,
         connect_timeout: Duration::from_secs(1),
+        replica_id: "test-replica".into(),
     };
     let began = Instant::now();
     let error = PgStore::connect(&options).await.expect_err("nothing listens");
@@ -109,6 +111,7 @@ async fn tls_is_negotiated_and_an_unknown_certificate_refused() {
         url: format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode={mode}", cluster.port),
         pool_size: 1,
         connect_timeout: Duration::from_secs(1),
+        replica_id: "test-replica".into(),
     };
     let plain = PgStore::connect(&options("disable")).await.expect("plain TCP connects");
     assert_eq!(plain.target().port, cluster.port);

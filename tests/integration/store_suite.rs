@@ -20,6 +20,10 @@ use agentapi_proxy_client::{
 
 use crate::support::postgres as test_postgres;
 
+mod change_log;
+mod leases;
+mod step_0009;
+
 /// The three stores of one database.
 struct Stores {
     sessions: Arc<dyn SessionStore>,
@@ -52,10 +56,16 @@ async fn the_store_suite_passes_on_postgres() {
 }
 
 pub async fn pg_store(url: &str) -> PgStore {
+    pg_replica(url, "test-replica").await
+}
+
+/// A store connecting as replica `replica_id` (its connections' `application_name`).
+pub async fn pg_replica(url: &str, replica_id: &str) -> PgStore {
     let options = postgres::Options {
         url: url.into(),
         pool_size: 4,
         connect_timeout: std::time::Duration::from_secs(10),
+        replica_id: replica_id.into(),
     };
     PgStore::connect(&options).await.expect("connect to the test database")
 }
@@ -67,7 +77,7 @@ async fn run_suite(stores: Stores) {
     oauth_logins_and_sessions(&*stores.oauth).await;
 }
 
-fn session(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> SessionRow {
+pub(crate) fn session(id: &str, user: &str, started: i64, tags: &[(&str, &str)]) -> SessionRow {
     SessionRow {
         id: id.into(),
         user_id: user.into(),

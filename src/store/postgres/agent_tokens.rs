@@ -55,7 +55,12 @@ impl AgentTokenStore for PgAgentTokens {
         Ok(())
     }
 
-    async fn session_of_hash(&self, _token_hash: String) -> anyhow::Result<Option<String>> {
-        anyhow::bail!("REPLICA-STORE: session_of_hash not built yet")
+    async fn session_of_hash(&self, token_hash: String) -> anyhow::Result<Option<String>> {
+        let connection = self.store.connection().await?;
+        let row = connection
+            .query_opt("SELECT session_id FROM agent_tokens WHERE token_hash = $1", &[&token_hash])
+            .await
+            .context("while finding an agent token's session")?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 }

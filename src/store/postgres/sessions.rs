@@ -9,6 +9,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
+
+mod leases;
 use crate::store::sessions::{
     Admission, Admitted, COLUMNS, SearchPage, SessionFilter, SessionRow, SessionStore, SummaryRow,
     decode_tags, json, total_from_page,
@@ -26,7 +28,7 @@ impl PgSessions {
     }
 }
 
-fn from_row(row: &Row) -> anyhow::Result<SessionRow> {
+pub(crate) fn from_row(row: &Row) -> anyhow::Result<SessionRow> {
     let status: String = row.try_get(2)?;
     let tags: String = row.try_get(5)?;
     let env_names: String = row.try_get(6)?;
@@ -47,8 +49,8 @@ fn from_row(row: &Row) -> anyhow::Result<SessionRow> {
         agent_status: row.try_get(11)?,
         initial_message: initial.as_deref().and_then(InitialMessageState::parse),
         restarts: u32::try_from(row.try_get::<_, i32>(13)?).unwrap_or(0),
-        supervisor: None,
-        lease_expires_at_ms: None,
+        supervisor: row.try_get(14)?,
+        lease_expires_at_ms: row.try_get(15)?,
     })
 }
 
@@ -81,7 +83,42 @@ impl StateColumns {
     }
 }
 
-/// Inserts `row` and its tags with `client` (inside the caller's transaction).
+/// The `save_state` UPDATE; with `fenced_by`, only while that supervisor holds the row
+/// (`$11`). How many rows changed.
+pub(crate) async fn update_state(
+    client: &impl GenericClient,
+    row: &SessionRow,
+    fenced_by: Option<&str>,
+) -> anyhow::Result<u64> {
+    let state = StateColumns::of(row);
+    let fence = if fenced_by.is_some() { " AND supervisor = $11" } else { "" };
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE sessions SET status = $2, port = $3, backend_ref = $4, ended_at = $5, \
+             exit_code = $6, exit_reason = $7, agent_status = $8, initial_message = $9, \
+             restarts = $10 WHERE id = $1{fence}"
+        ))
+        .await?;
+    let mut values: Vec<&(dyn ToSql + Sync)> = vec![
+        &row.id,
+        &state.status,
+        &state.port,
+        &state.backend_ref,
+        &state.ended_at,
+        &state.exit_code,
+        &state.exit_reason,
+        &state.agent_status,
+        &state.initial_message,
+        &state.restarts,
+    ];
+    if let Some(supervisor) = &fenced_by {
+        values.push(supervisor);
+    }
+    Ok(client.execute(&statement, &values).await?)
+}
+
+/// Inserts `row` (its lease columns as given) and its tags with `client` (inside the
+/// caller's transaction).
 pub(crate) async fn insert_row(
     client: &impl GenericClient,
     row: &SessionRow,
@@ -92,7 +129,7 @@ pub(crate) async fn insert_row(
     let insert = client
         .prepare_cached(&format!(
             "INSERT INTO sessions ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .await?;
     client
@@ -113,6 +150,8 @@ pub(crate) async fn insert_row(
                 &state.agent_status,
                 &state.initial_message,
                 &state.restarts,
+                &row.supervisor,
+                &row.lease_expires_at_ms,
             ],
         )
         .await?;
@@ -137,28 +176,8 @@ impl SessionStore for PgSessions {
     }
 
     async fn save_state(&self, row: SessionRow) -> anyhow::Result<()> {
-        let state = StateColumns::of(&row);
         let connection = self.store.connection().await?;
-        connection
-            .execute(
-                "UPDATE sessions SET status = $2, port = $3, backend_ref = $4, ended_at = $5, \
-                 exit_code = $6, exit_reason = $7, agent_status = $8, initial_message = $9, \
-                 restarts = $10 WHERE id = $1",
-                &[
-                    &row.id,
-                    &state.status,
-                    &state.port,
-                    &state.backend_ref,
-                    &state.ended_at,
-                    &state.exit_code,
-                    &state.exit_reason,
-                    &state.agent_status,
-                    &state.initial_message,
-                    &state.restarts,
-                ],
-            )
-            .await
-            .context("while saving a session's state")?;
+        update_state(&connection, &row, None).await.context("while saving a session's state")?;
         Ok(())
     }
 
@@ -196,46 +215,56 @@ impl SessionStore for PgSessions {
 
     async fn insert_admitted(
         &self,
-        _row: SessionRow,
-        _admission: Admission,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        row: SessionRow,
+        admission: Admission,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Admitted> {
-        anyhow::bail!("REPLICA-STORE: insert_admitted not built yet")
+        leases::insert_admitted(&self.store, row, admission, &supervisor, lease_ttl_ms)
+            .await
+            .context("while admitting a session")
     }
 
-    async fn save_state_as(&self, _row: SessionRow, _supervisor: String) -> anyhow::Result<bool> {
-        anyhow::bail!("REPLICA-STORE: save_state_as not built yet")
+    async fn save_state_as(&self, row: SessionRow, supervisor: String) -> anyhow::Result<bool> {
+        let connection = self.store.connection().await?;
+        let saved = update_state(&connection, &row, Some(&supervisor))
+            .await
+            .context("while saving a supervised session's state")?;
+        Ok(saved > 0)
     }
 
     async fn renew_leases(
         &self,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Vec<String>> {
-        anyhow::bail!("REPLICA-STORE: renew_leases not built yet")
+        leases::renew(&self.store, &supervisor, lease_ttl_ms).await.context("while renewing leases")
     }
 
     async fn claim_expired(
         &self,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
-        _limit: u32,
+        supervisor: String,
+        lease_ttl_ms: i64,
+        limit: u32,
     ) -> anyhow::Result<Vec<SessionRow>> {
-        anyhow::bail!("REPLICA-STORE: claim_expired not built yet")
+        leases::claim_expired(&self.store, &supervisor, lease_ttl_ms, limit)
+            .await
+            .context("while claiming expired leases")
     }
 
     async fn claim(
         &self,
-        _id: String,
-        _supervisor: String,
-        _lease_ttl_ms: i64,
+        id: String,
+        supervisor: String,
+        lease_ttl_ms: i64,
     ) -> anyhow::Result<Option<SessionRow>> {
-        anyhow::bail!("REPLICA-STORE: claim not built yet")
+        leases::claim(&self.store, &id, &supervisor, lease_ttl_ms)
+            .await
+            .context("while claiming a session")
     }
 
-    async fn release_leases(&self, _supervisor: String) -> anyhow::Result<u64> {
-        anyhow::bail!("REPLICA-STORE: release_leases not built yet")
+    async fn release_leases(&self, supervisor: String) -> anyhow::Result<u64> {
+        leases::release(&self.store, &supervisor).await.context("while releasing leases")
     }
 }
 

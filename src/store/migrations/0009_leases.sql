@@ -1,0 +1,7 @@
+-- Leases (scale-out.md §3): the replica that watches a session's agent (`supervisor`) and
+-- until when its lease holds (`lease_expires_at`, ms since the epoch). A SQLite database has
+-- one server, so the PostgreSQL step's change log (revisions, tombstones, notifications)
+-- has no counterpart here; the step number is kept the same in both.
+ALTER TABLE sessions ADD COLUMN supervisor TEXT;
+ALTER TABLE sessions ADD COLUMN lease_expires_at INTEGER;
+CREATE INDEX sessions_by_supervisor ON sessions (supervisor);
