@@ -204,13 +204,11 @@ async fn open_database(
     if !persistence.is_postgres() {
         return Ok((Database::Sqlite(Store::open(Location::File(config.sqlite_path()))?), None));
     }
-    let _ = replica; // REPLICA-ID: becomes the connections' application_name
     let options = postgres::Options {
         url: persistence.postgres_url.clone(),
         pool_size: persistence.pool_size as usize,
         connect_timeout: Duration::from_secs(persistence.connect_timeout_seconds),
-        // REPLICA-ID: `config.server.replica_id` once that key exists (wired at the merge).
-        replica_id: "agentapi-proxy".into(),
+        replica_id: replica.id.clone(),
     };
     let store = PgStore::connect(&options).await?;
     if config.agent.backend == KUBERNETES_BACKEND {

@@ -77,8 +77,7 @@ async fn migrate(config: &Config, database: &Path, url: &str) -> anyhow::Result<
         url: url.to_string(),
         pool_size: 2,
         connect_timeout: Duration::from_secs(config.persistence.connect_timeout_seconds.max(1)),
-        // REPLICA-ID: `config.server.replica_id` once that key exists (wired at the merge).
-        replica_id: "agentapi-proxy".into(),
+        replica_id: "migrate-store".into(),
     };
     let target = PgStore::connect(&options).await?;
     let copied = import::copy_from_sqlite(&source, &target).await?;

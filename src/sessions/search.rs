@@ -30,11 +30,6 @@ impl PagedStore {
         Self { store, pages: PageCache::default() }
     }
 
-    /// Drops the kept pages (another replica changed rows).
-    pub fn forget_pages(&self) {
-        self.pages.invalidate();
-    }
-
     /// The answer of `GET /search` as JSON (`{"sessions": [...], "total": n}`).
     pub async fn search_json(&self, filter: SessionFilter) -> anyhow::Result<Bytes> {
         if let Some(page) = self.pages.get(&filter) {
