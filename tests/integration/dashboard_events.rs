@@ -39,19 +39,19 @@ fn keyed(key: &str) -> reqwest::Client {
 
 /// One frame of an event stream: `event`+`data`, or a comment.
 #[derive(Debug, Clone, PartialEq)]
-enum Frame {
+pub(crate) enum Frame {
     Event(String, Value),
     Comment(String),
 }
 
 /// Reads an event stream frame by frame.
-struct Events {
+pub(crate) struct Events {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Events {
-    async fn open(client: &reqwest::Client, base: &str) -> Self {
+    pub(crate) async fn open(client: &reqwest::Client, base: &str) -> Self {
         let response = client.get(format!("{base}/sessions/events")).send().await.expect("GET");
         assert_eq!(response.status().as_u16(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -59,11 +59,11 @@ impl Events {
     }
 
     /// The next frame; `None` once the stream ended. Panics after `PATIENCE`.
-    async fn next(&mut self) -> Option<Frame> {
+    pub(crate) async fn next(&mut self) -> Option<Frame> {
         tokio::time::timeout(PATIENCE, self.next_unbounded()).await.expect("a frame in time")
     }
 
-    async fn next_unbounded(&mut self) -> Option<Frame> {
+    pub(crate) async fn next_unbounded(&mut self) -> Option<Frame> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -88,7 +88,7 @@ impl Events {
     }
 
     /// The next `event` frame, skipping comments.
-    async fn next_event(&mut self) -> Option<(String, Value)> {
+    pub(crate) async fn next_event(&mut self) -> Option<(String, Value)> {
         loop {
             match self.next().await? {
                 Frame::Event(event, data) => return Some((event, data)),
@@ -98,7 +98,7 @@ impl Events {
     }
 
     /// The next event frame about session `id` (the others' agents may change meanwhile).
-    async fn next_of(&mut self, id: &str) -> (String, Value) {
+    pub(crate) async fn next_of(&mut self, id: &str) -> (String, Value) {
         loop {
             let (event, data) = self.next_event().await.expect("a change");
             if data["session_id"] == id {
@@ -108,7 +108,7 @@ impl Events {
     }
 
     /// Event frames up to and including `ready`.
-    async fn replay(&mut self) -> Vec<(String, Value)> {
+    pub(crate) async fn replay(&mut self) -> Vec<(String, Value)> {
         let mut frames = Vec::new();
         loop {
             let (event, data) = self.next_event().await.expect("the replay");
@@ -121,7 +121,7 @@ impl Events {
     }
 
     /// Whether the stream ends within `deadline` (frames meanwhile are ignored).
-    async fn ends_within(&mut self, deadline: Duration) -> bool {
+    pub(crate) async fn ends_within(&mut self, deadline: Duration) -> bool {
         tokio::time::timeout(deadline, async { while self.next_unbounded().await.is_some() {} })
             .await
             .is_ok()

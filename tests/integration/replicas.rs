@@ -12,6 +12,8 @@ use agentapi_proxy::config::Config;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use crate::dashboard_events::Events;
+use crate::dashboard_login::{cookie_client, cookie_for};
 use crate::kubernetes::{NS, nothing_left, settings};
 use crate::slack::{PATIENCE, count_posts, sessions_of_thread, slack_config, wait_for_post};
 use crate::support::fake_kube::FakeKube;
@@ -283,4 +285,47 @@ async fn one_replica_runs_the_slack_bridge_and_the_other_takes_it_over_after_sig
     assert_eq!(count_posts(&slack, CHANNEL, &root, "echo: hello"), 1, "answered once");
     let base = follower.url("");
     assert_eq!(sessions_of_thread(&base, &root).await.len(), 1, "the thread kept its session");
+}
+
+#[tokio::test]
+async fn the_dashboard_stream_and_sign_outs_reach_across_replicas() {
+    let Some(shared) = shared().await else { return };
+    const ALICE_KEY: &str = "ap_alice_replicas_0123456789";
+    let keys = |config: &mut Config| {
+        config.auth.enabled = true;
+        config.auth.static_keys.enabled = true;
+        config.auth.static_keys.api_keys = vec![key(ALICE_KEY, "alice", "user", &["*"])];
+    };
+    let a = shared.replica("replica-a", keys).await;
+    let b = shared.replica("replica-b", keys).await;
+    let cookie = cookie_for(&a.url(""), ALICE_KEY).await;
+    let browser = cookie_client(&cookie);
+    let mut events = Events::open(&browser, &a.url("")).await;
+    events.replay().await;
+
+    // A session started through B shows on A's stream.
+    let started = reqwest::Client::new()
+        .post(b.url("/start"))
+        .header("X-API-Key", ALICE_KEY)
+        .json(&start_body())
+        .send()
+        .await
+        .expect("POST /start");
+    assert_eq!(started.status().as_u16(), 200);
+    let started: Value = started.json().await.expect("JSON");
+    let id = started["session_id"].as_str().expect("id").to_string();
+    let (_, change) = tokio::time::timeout(WAIT, events.next_of(&id)).await.expect("in time");
+    assert_eq!(change["user_id"], "alice", "{change}");
+
+    // Signing out through B ends the stream open on A.
+    let began = Instant::now();
+    let response = browser
+        .post(b.url("/auth/logout"))
+        .header("X-Requested-With", "fetch")
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status().as_u16(), 204);
+    assert!(events.ends_within(Duration::from_secs(2)).await, "A's stream outlived the sign-out");
+    eprintln!("A's stream ended {:?} after the sign-out on B", began.elapsed());
 }
