@@ -4,9 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    Admission, Admitted, COLUMNS, Encoded, SessionRow, from_row, insert_row, live_statuses_sql,
-};
+use super::write::{Encoded, insert_row};
+use super::{Admission, Admitted, COLUMNS, SessionRow, from_row, live_statuses_sql};
 
 /// Counts the live sessions and inserts `row` with `supervisor`'s lease, in one IMMEDIATE
 /// transaction (the write lock is taken before the count).
