@@ -1,6 +1,7 @@
 //! Session rows: the `SessionStore` trait and its SQLite implementation. Everything the
 //! registry needs to rebuild itself after a restart, and the indexed search behind `/search`
-//! (rows out: the sessions layer writes the JSON and keeps the latest pages).
+//! (rows out: the sessions layer writes the JSON and keeps the latest pages). Leases and
+//! admission (scale-out.md §3) are in `sessions/leases.rs`.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,6 @@ mod leases;
 mod search;
 mod write;
 
-pub(crate) use leases::refusal as leases_refusal;
 use write::{Encoded, insert_row, update_state};
 
 /// One stored session. Environment values are never part of it.
@@ -48,6 +48,22 @@ pub struct SessionRow {
 pub struct Admission {
     pub max_sessions: u64,
     pub max_sessions_per_user: u64,
+}
+
+impl Admission {
+    /// Why one more session is refused when `live` sessions are live, `owned` of them the
+    /// owner's: capacity is checked before the owner's quota. `None`: admitted.
+    pub(crate) fn refusal(&self, live: i64, owned: i64) -> Option<Admitted> {
+        let live = u64::try_from(live).unwrap_or(0);
+        let owned = u64::try_from(owned).unwrap_or(0);
+        if live >= self.max_sessions {
+            Some(Admitted::AtCapacity)
+        } else if self.max_sessions_per_user > 0 && owned >= self.max_sessions_per_user {
+            Some(Admitted::QuotaExceeded)
+        } else {
+            None
+        }
+    }
 }
 
 /// Whether [`SessionStore::insert_admitted`] inserted the session.
