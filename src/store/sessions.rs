@@ -1,6 +1,7 @@
 //! Session rows: the `SessionStore` trait and its SQLite implementation. Everything the
 //! registry needs to rebuild itself after a restart, and the indexed search behind `/search`
-//! (rows out: the sessions layer writes the JSON and keeps the latest pages).
+//! (rows out: the sessions layer writes the JSON and keeps the latest pages). Leases and
+//! admission (scale-out.md §3) are in `sessions/leases.rs`.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +13,9 @@ use super::{Durability, Store};
 
 mod leases;
 mod search;
+mod write;
 
-pub(crate) use leases::refusal as leases_refusal;
+use write::{Encoded, insert_row, update_state};
 
 /// One stored session. Environment values are never part of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,22 @@ pub struct SessionRow {
 pub struct Admission {
     pub max_sessions: u64,
     pub max_sessions_per_user: u64,
+}
+
+impl Admission {
+    /// Why one more session is refused when `live` sessions are live, `owned` of them the
+    /// owner's: capacity is checked before the owner's quota. `None`: admitted.
+    pub(crate) fn refusal(&self, live: i64, owned: i64) -> Option<Admitted> {
+        let live = u64::try_from(live).unwrap_or(0);
+        let owned = u64::try_from(owned).unwrap_or(0);
+        if live >= self.max_sessions {
+            Some(Admitted::AtCapacity)
+        } else if self.max_sessions_per_user > 0 && owned >= self.max_sessions_per_user {
+            Some(Admitted::QuotaExceeded)
+        } else {
+            None
+        }
+    }
 }
 
 /// Whether [`SessionStore::insert_admitted`] inserted the session.
@@ -226,90 +244,6 @@ pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
 
 pub(crate) fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     serde_json::to_string(value).context("while encoding a column as JSON")
-}
-
-/// A row's JSON columns, encoded before its write goes to the database thread.
-pub(crate) struct Encoded {
-    tags: String,
-    env_names: String,
-}
-
-impl Encoded {
-    pub(crate) fn of(row: &SessionRow) -> anyhow::Result<Self> {
-        Ok(Self { tags: json(&row.tags)?, env_names: json(&row.env_names)? })
-    }
-}
-
-/// Inserts `row` (its lease columns as given) and its tags, inside the caller's transaction.
-pub(crate) fn insert_row(
-    transaction: &rusqlite::Transaction<'_>,
-    row: &SessionRow,
-    encoded: &Encoded,
-) -> anyhow::Result<()> {
-    transaction.execute(
-        &format!(
-            "INSERT INTO sessions ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ),
-        params![
-            row.id,
-            row.user_id,
-            row.status.as_str(),
-            row.port,
-            row.backend_ref,
-            encoded.tags,
-            encoded.env_names,
-            row.started_at_ms,
-            row.ended_at_ms,
-            row.exit_code,
-            row.exit_reason.map(ExitReason::as_str),
-            row.agent_status,
-            row.initial_message.map(InitialMessageState::as_str),
-            row.restarts,
-            row.supervisor,
-            row.lease_expires_at_ms,
-        ],
-    )?;
-    let mut insert_tag = transaction
-        .prepare_cached("INSERT INTO session_tags (session_id, key, value) VALUES (?1, ?2, ?3)")?;
-    for (key, value) in &row.tags {
-        insert_tag.execute(params![row.id, key, value])?;
-    }
-    Ok(())
-}
-
-/// The `save_state` UPDATE; with `fenced_by`, only while that supervisor holds the row
-/// (`?11`). How many rows changed.
-pub(crate) fn update_state(
-    connection: &rusqlite::Connection,
-    row: &SessionRow,
-    fenced_by: Option<&str>,
-) -> rusqlite::Result<usize> {
-    let fence = if fenced_by.is_some() { " AND supervisor = ?11" } else { "" };
-    let mut statement = connection.prepare_cached(&format!(
-        "UPDATE sessions SET status = ?2, port = ?3, backend_ref = ?4, ended_at = ?5, \
-         exit_code = ?6, exit_reason = ?7, agent_status = ?8, initial_message = ?9, \
-         restarts = ?10 WHERE id = ?1{fence}"
-    ))?;
-    let status = row.status.as_str();
-    let exit_reason = row.exit_reason.map(ExitReason::as_str);
-    let initial_message = row.initial_message.map(InitialMessageState::as_str);
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
-        &row.id,
-        &status,
-        &row.port,
-        &row.backend_ref,
-        &row.ended_at_ms,
-        &row.exit_code,
-        &exit_reason,
-        &row.agent_status,
-        &initial_message,
-        &row.restarts,
-    ];
-    if let Some(supervisor) = &fenced_by {
-        values.push(supervisor);
-    }
-    statement.execute(values.as_slice())
 }
 
 /// The SQLite implementation, on the shared [`Store`] connection.

@@ -1,6 +1,7 @@
 //! Session rows in PostgreSQL: the same [`SessionStore`] as SQLite's, the same columns and
 //! the same indexed search (`/search` filters become a `WHERE` clause; the page and, when the
-//! page cannot tell it, the count run in one read-only transaction).
+//! page cannot tell it, the count run in one read-only transaction). Leases and admission
+//! are in `sessions/leases.rs`.
 
 use agentapi_proxy_client::{ExitReason, InitialMessageState, SessionStatus};
 use anyhow::Context;
@@ -9,12 +10,12 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
-
-mod leases;
 use crate::store::sessions::{
     Admission, Admitted, COLUMNS, SearchPage, SessionFilter, SessionRow, SessionStore, SummaryRow,
     decode_tags, json, total_from_page,
 };
+
+mod leases;
 
 /// The PostgreSQL implementation.
 #[derive(Debug, Clone)]

@@ -4,9 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    Admission, Admitted, COLUMNS, Encoded, SessionRow, from_row, insert_row, live_statuses_sql,
-};
+use super::write::{Encoded, insert_row};
+use super::{Admission, Admitted, COLUMNS, SessionRow, from_row, live_statuses_sql};
 
 /// Counts the live sessions and inserts `row` with `supervisor`'s lease, in one IMMEDIATE
 /// transaction (the write lock is taken before the count).
@@ -29,7 +28,7 @@ pub(super) fn insert_admitted(
         params![row.user_id],
         |counts| Ok((counts.get(0)?, counts.get(1)?)),
     )?;
-    if let Some(refused) = refusal(admission, live, owned) {
+    if let Some(refused) = admission.refusal(live, owned) {
         return Ok(refused);
     }
     row.supervisor = Some(supervisor);
@@ -37,20 +36,6 @@ pub(super) fn insert_admitted(
     insert_row(&transaction, &row, encoded)?;
     transaction.commit()?;
     Ok(Admitted::Inserted)
-}
-
-/// Why `admission` refuses one more session when `live` are live, `owned` of them the
-/// owner's: capacity is checked before the owner's quota. `None`: admitted.
-pub(crate) fn refusal(admission: Admission, live: i64, owned: i64) -> Option<Admitted> {
-    let live = u64::try_from(live).unwrap_or(0);
-    let owned = u64::try_from(owned).unwrap_or(0);
-    if live >= admission.max_sessions {
-        Some(Admitted::AtCapacity)
-    } else if admission.max_sessions_per_user > 0 && owned >= admission.max_sessions_per_user {
-        Some(Admitted::QuotaExceeded)
-    } else {
-        None
-    }
 }
 
 pub(super) fn renew(

@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use agentapi_proxy::sessions::search::PagedStore;
 use agentapi_proxy::store::agent_tokens::{AgentTokenStore, SqliteAgentTokens};
 use agentapi_proxy::store::postgres::{agent_tokens::PgAgentTokens, sessions::PgSessions};
 use agentapi_proxy::store::sessions::{
-    Admission, Admitted, SessionRow, SessionStore, SqliteSessions,
+    Admission, Admitted, SessionFilter, SessionRow, SessionStore, SqliteSessions,
 };
 use agentapi_proxy::store::{Location, Store};
 use agentapi_proxy_client::SessionStatus;
@@ -96,6 +97,19 @@ async fn agent_tokens_on_postgres() {
     let Some(database) = test_postgres::database().await else { return };
     agent_tokens_find_their_session(&PgAgentTokens::new(pg_replica(&database.url, "r1").await))
         .await;
+}
+
+#[tokio::test]
+async fn paged_store_on_sqlite() {
+    let (_dir, store) = sqlite();
+    kept_pages_go_with_lease_writes_and_on_request(Arc::new(SqliteSessions::new(store))).await;
+}
+
+#[tokio::test]
+async fn paged_store_on_postgres() {
+    let Some(database) = test_postgres::database().await else { return };
+    let store = PgSessions::new(pg_replica(&database.url, "r1").await);
+    kept_pages_go_with_lease_writes_and_on_request(Arc::new(store)).await;
 }
 
 fn starting(id: &str, user: &str) -> SessionRow {
@@ -313,4 +327,39 @@ async fn agent_tokens_find_their_session(store: &dyn AgentTokenStore) {
     assert_eq!(store.session_of_hash("h3".into()).await.expect("find"), Some("s1".into()));
     store.delete("s2".into()).await.expect("delete");
     assert_eq!(store.session_of_hash("h2".into()).await.expect("find"), None, "deleted");
+}
+
+async fn kept_pages_go_with_lease_writes_and_on_request(store: Arc<dyn SessionStore>) {
+    let paged = PagedStore::new(store.clone());
+    let any = SessionFilter { limit: 10, ..SessionFilter::default() };
+    let ids = |page: bytes::Bytes| {
+        let answer: serde_json::Value = serde_json::from_slice(&page).expect("JSON");
+        let sessions = answer["sessions"].as_array().expect("sessions").clone();
+        sessions
+            .iter()
+            .map(|s| s["session_id"].as_str().expect("session_id").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(ids(paged.search_json(any.clone()).await.expect("search")).is_empty());
+    let limits = Admission { max_sessions: 5, max_sessions_per_user: 0 };
+    let admitted =
+        paged.insert_admitted(starting("p-1", "alice"), limits, "r1".into(), 1_000).await;
+    assert_eq!(admitted.expect("admit"), Admitted::Inserted);
+    assert_eq!(ids(paged.search_json(any.clone()).await.expect("search")), ["p-1"]);
+
+    let exited = SessionFilter { status: Some(SessionStatus::Exited), ..any.clone() };
+    assert!(ids(paged.search_json(exited.clone()).await.expect("search")).is_empty());
+    let mut ended = store.get("p-1".into()).await.expect("get").expect("p-1");
+    ended.status = SessionStatus::Exited;
+    assert!(paged.save_state_as(ended, "r1".into()).await.expect("save"));
+    assert_eq!(ids(paged.search_json(exited).await.expect("search")), ["p-1"]);
+
+    // Another replica writes behind this one's back: the kept page stays until told.
+    assert_eq!(ids(paged.search_json(any.clone()).await.expect("search")), ["p-1"]);
+    store.insert(starting("p-2", "bob")).await.expect("insert elsewhere");
+    assert_eq!(ids(paged.search_json(any.clone()).await.expect("search")), ["p-1"], "kept");
+    paged.forget_pages();
+    let mut both = ids(paged.search_json(any).await.expect("search"));
+    both.sort();
+    assert_eq!(both, ["p-1", "p-2"]);
 }

@@ -8,7 +8,6 @@ use deadpool_postgres::GenericClient;
 
 use super::{from_row, insert_row};
 use crate::store::postgres::{ADMISSION_LOCK, LOCK_CLASS, PgStore};
-use crate::store::sessions::leases_refusal as refusal;
 use crate::store::sessions::{Admission, Admitted, COLUMNS, SessionRow, live_statuses_sql};
 
 /// Now on the database's clock, in ms since the epoch (`clock_timestamp`: the real time,
@@ -39,7 +38,7 @@ pub(super) async fn insert_admitted(
         )
         .await?;
     let (live, owned, now): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
-    if let Some(refused) = refusal(admission, live, owned) {
+    if let Some(refused) = admission.refusal(live, owned) {
         return Ok(refused);
     }
     row.supervisor = Some(supervisor.to_string());
