@@ -41,7 +41,10 @@ pub(super) fn spawn_follower(inner: Weak<ManagerState>, log: Arc<dyn ChangeLog>)
                     if !worth_reading(&inner, notice) {
                         continue;
                     }
-                    while notices.try_recv().is_ok() {}
+                    // One read covers every change announced meanwhile; other notices still act.
+                    while let Ok(pending) = notices.try_recv() {
+                        worth_reading(&inner, pending);
+                    }
                     follower.read(&inner, &*log).await;
                 }
                 _ = ticks.tick() => {

@@ -64,6 +64,21 @@ async fn changes_by_one_replica_are_read_by_another_in_revision_order() {
         previous = *revision;
     }
     assert_eq!(everything.rows.len(), 1, "one row left");
+
+    // A lease renewal alone is no change to follow; taking the session from its supervisor is.
+    let live = session("s-3", "carol", 3, &[]);
+    a.insert(live.clone()).await.expect("insert");
+    let before = log.newest_revision().await.expect("newest");
+    let renewed = a.renew_leases("replica-a".into(), 60_000).await.expect("renew");
+    assert!(renewed.is_empty(), "s-3 has no supervisor yet");
+    a.claim("s-3".into(), "replica-a".into(), 60_000).await.expect("claim").expect("row");
+    let claimed = log.sessions_since(before).await.expect("since");
+    assert_eq!(claimed.rows.len(), 1, "a new supervisor is a change: {claimed:?}");
+    let after_claim = claimed.newest;
+    let renewed = a.renew_leases("replica-a".into(), 120_000).await.expect("renew");
+    assert_eq!(renewed, ["s-3"]);
+    let quiet = log.sessions_since(after_claim).await.expect("since");
+    assert!(quiet.rows.is_empty(), "a renewal is not read back: {quiet:?}");
 }
 
 /// The next notice, skipping those `skip` accepts, within the deadline.

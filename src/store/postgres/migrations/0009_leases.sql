@@ -24,10 +24,19 @@ CREATE TABLE session_tombstones (
 CREATE INDEX session_tombstones_by_revision ON session_tombstones (revision);
 CREATE INDEX session_tombstones_by_age ON session_tombstones (deleted_at);
 
--- NOT NULL is checked after BEFORE triggers, so inserts need not name `revision`.
+-- NOT NULL is checked after BEFORE triggers, so inserts need not name `revision`. A lease
+-- renewal alone (only `lease_expires_at` moves) is no change other replicas follow: it keeps
+-- its revision and is not announced, or every renewal would make every replica re-read
+-- every live session.
 CREATE FUNCTION apx_session_revision() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.revision := nextval('session_revisions');
+    IF TG_OP = 'UPDATE'
+       AND (to_jsonb(NEW) - 'lease_expires_at' - 'revision')
+           = (to_jsonb(OLD) - 'lease_expires_at' - 'revision') THEN
+        NEW.revision := OLD.revision;
+    ELSE
+        NEW.revision := nextval('session_revisions');
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -45,6 +54,9 @@ DECLARE
     tombstone   BIGINT;
     now_ms      BIGINT := (extract(epoch from clock_timestamp()) * 1000)::bigint;
 BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.revision = OLD.revision THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         changed_id := OLD.id;
         tombstone := nextval('session_revisions');
