@@ -59,6 +59,10 @@ pub enum ApiError {
     AgentStarting,
     #[error("{message}")]
     AgentTimeout { message: String, details: Option<Value> },
+    /// The agent could not be stopped within its grace and the backend's slack (the
+    /// Kubernetes API server unreachable); the session stays `stopping`.
+    #[error("the agent could not be stopped in time; the session stays stopping: try DELETE again")]
+    StopTimeout,
     /// Our own failure: logged once here, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -105,6 +109,7 @@ impl ApiError {
             Self::AgentUnavailable { code, .. } => (StatusCode::BAD_GATEWAY, code, None),
             Self::AgentStarting => (StatusCode::SERVICE_UNAVAILABLE, "agent_starting", Some(1)),
             Self::AgentTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "agent_timeout", None),
+            Self::StopTimeout => (StatusCode::GATEWAY_TIMEOUT, "stop_timeout", Some(5)),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None),
         }
     }

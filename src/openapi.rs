@@ -124,6 +124,7 @@ handlers in `src/routes/`); the integration test `openapi` checks it against eve
             responses::AgentUnavailable,
             responses::AgentStarting,
             responses::AgentTimeout,
+            responses::StopTimeout,
             responses::StartUnavailable,
             responses::StoreUnavailable,
             responses::GithubUnavailable,

@@ -339,10 +339,13 @@ impl SessionManager {
         if *deleted {
             return Ok(());
         }
-        if session.is_supervised_here() || self.0.sharing.change_log.is_none() {
-            self.stop(session, StopReason::Deleted).await;
+        let stopped = if session.is_supervised_here() || self.0.sharing.change_log.is_none() {
+            self.stop(session, StopReason::Deleted).await
         } else {
-            leases::stop_elsewhere(&self.0, session).await?;
+            leases::stop_elsewhere(&self.0, session).await?
+        };
+        if !stopped {
+            return Err(ApiError::StopTimeout);
         }
         if let Err(error) = self.0.store.delete(session.id.clone()).await {
             crate::telemetry::store_error();
@@ -358,12 +361,14 @@ impl SessionManager {
         Ok(())
     }
 
-    /// Asks the session's supervisor to stop the agent and waits until it has.
-    async fn stop(&self, session: &Session, reason: StopReason) {
+    /// Asks the session's supervisor to stop the agent and waits until it has; false when
+    /// the backend could not stop it in time (the session stays `stopping`).
+    async fn stop(&self, session: &Session, reason: StopReason) -> bool {
         let (done, finished) = oneshot::channel();
         if session.send(Control::Stop { reason, done }) {
-            let _ = finished.await;
+            return finished.await.unwrap_or(true);
         }
+        true
     }
 
     /// Server shutdown with `on_shutdown: terminate`: stops every live session in parallel.

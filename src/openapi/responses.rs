@@ -117,6 +117,13 @@ pub struct AgentStarting(pub ErrorBody);
 #[derive(ToResponse)]
 pub struct AgentTimeout(pub ErrorBody);
 
+/// The agent could not be stopped within `session.stop_grace_seconds` + 30 s (the
+/// Kubernetes API server unreachable). Code `stop_timeout`, with `Retry-After`; the session
+/// stays `stopping` and a `DELETE` again tries once more.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
+pub struct StopTimeout(pub ErrorBody);
+
 /// `session.max_sessions` reached or the port range exhausted (`at_capacity`, with
 /// `Retry-After`), shutting down (`draining`), the store cannot be written
 /// (`store_unavailable`), GitHub cannot be reached to check an uncached token

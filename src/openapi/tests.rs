@@ -50,6 +50,7 @@ async fn every_error_body_has_the_fields_of_the_error_schema() {
         },
         ApiError::AgentStarting,
         ApiError::AgentTimeout { message: "slow".into(), details: Some(json!({"log": []})) },
+        ApiError::StopTimeout,
         ApiError::Internal(anyhow::anyhow!("boom")),
     ];
     for error in errors {

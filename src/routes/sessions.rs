@@ -20,8 +20,8 @@ use crate::error::ApiError;
 use crate::openapi::params::{SearchParams, SessionIdPath, TailParam, WaitParam};
 use crate::openapi::responses::{
     AgentFailedToStart, AgentTimeout, BadRequest, Forbidden, GithubUnavailable, Internal, NotFound,
-    PayloadTooLarge, QuotaExceeded, StartUnavailable, Started, StoreUnavailable, Unauthenticated,
-    UnsupportedMediaType,
+    PayloadTooLarge, QuotaExceeded, StartUnavailable, Started, StopTimeout, StoreUnavailable,
+    Unauthenticated, UnsupportedMediaType,
 };
 use crate::sessions::{Session, StartInput, first_prompt, validate};
 use crate::state::AppState;
@@ -275,7 +275,9 @@ pub async fn logs(
     summary = "Stop and remove a session (permission session:delete; owner or admin)",
     description = "Answers after the agent's whole process group is gone (SIGTERM, \
         `session.stop_grace_seconds`, SIGKILL). Exited and failed sessions are simply removed. \
-        Deleting again, or someone else's session, is 404.",
+        Deleting again, or someone else's session, is 404. On Kubernetes, a stop the API \
+        server does not allow within the grace + 30 s answers 504 `stop_timeout` and leaves \
+        the session `stopping`.",
     params(SessionIdPath),
     responses(
         (status = 200, description = "Terminated.", body = DeleteResponse),
@@ -284,6 +286,7 @@ pub async fn logs(
         (status = 404, response = NotFound),
         (status = 500, response = Internal),
         (status = 503, response = StoreUnavailable),
+        (status = 504, response = StopTimeout),
     )
 )]
 pub async fn delete(

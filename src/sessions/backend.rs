@@ -181,8 +181,10 @@ pub trait SessionBackend: Send + Sync + std::fmt::Debug {
     async fn discard(&self, reference: &BackendRef);
 
     /// Stops the agent: a polite request, then force after `grace`; returns once nothing of
-    /// it is left. Safe to call for an agent that already exited.
-    async fn stop(&self, agent: &AgentHandle, grace: Duration);
+    /// it is left (true). False when the backend could not make sure of that within `grace`
+    /// and its own slack (the Kubernetes API server unreachable): the agent may still run.
+    /// Safe to call for an agent that already exited.
+    async fn stop(&self, agent: &AgentHandle, grace: Duration) -> bool;
 
     /// Frees what the agent held (its port) once it is gone for good.
     fn release(&self, agent: &AgentHandle);

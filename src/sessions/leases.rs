@@ -11,7 +11,7 @@ use agentapi_proxy_client::SessionStatus;
 
 use super::ManagerState;
 use super::recovery::{adopt_or_end, agent_of_row, supervise_adopted};
-use super::session::{Control, Session};
+use super::session::{Control, Session, StopReason};
 use crate::error::ApiError;
 use crate::store::sessions::SessionRow;
 
@@ -154,6 +154,9 @@ async fn take_over(inner: &Arc<ManagerState>, mut row: SessionRow) {
     if !row.status.is_live() {
         return;
     }
+    if row.status == SessionStatus::Stopping {
+        return finish_stopping(inner, &session, row).await;
+    }
     let adopted = adopt_or_end(inner, &mut row).await;
     let replica = inner.sharing.replica.id.clone();
     match inner.store.save_state_as(row.clone(), replica).await {
@@ -171,19 +174,42 @@ async fn take_over(inner: &Arc<ManagerState>, mut row: SessionRow) {
     }
 }
 
+/// A session taken over while `stopping` (its supervisor died stopping it, or a stop timed
+/// out): the stop is finished, never undone; if the backend still cannot stop the agent,
+/// the session stays `stopping` and the next round tries again.
+async fn finish_stopping(inner: &ManagerState, session: &Session, mut row: SessionRow) {
+    if let Some(agent) = agent_of_row(inner, &row) {
+        if !inner.backend.stop(&agent, inner.policy.stop_grace).await {
+            return;
+        }
+        inner.backend.release(&agent);
+    }
+    row.status = SessionStatus::Exited;
+    row.ended_at_ms = Some(crate::clock::now_ms());
+    row.exit_code = None;
+    row.exit_reason = Some(StopReason::Deleted.exit_reason());
+    row.backend_ref = None;
+    if let Ok(true) = inner.store.save_state_as(row.clone(), inner.sharing.replica.id.clone()).await
+    {
+        inner.search.forget_pages();
+        session.follow_row(&row, None);
+    }
+}
+
 /// A `DELETE` of a session another replica supervises: this replica takes the session (the
 /// supervisor sees the row change and lets go), stops its agent through the backend, and
-/// returns once nothing of it is left.
+/// returns once nothing of it is left (true), or when the backend could not stop it in time
+/// (false: it stays `stopping`; a DELETE again tries once more).
 pub(super) async fn stop_elsewhere(
     inner: &ManagerState,
     session: &Session,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let replica = &inner.sharing.replica;
     let claimed =
         inner.store.claim(session.id.clone(), replica.id.clone(), replica.lease_ttl_ms()).await;
     let mut row = match claimed {
         Ok(Some(row)) => row,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(true),
         Err(error) => {
             crate::telemetry::store_error();
             tracing::error!(error = format!("{error:#}"), "could not take a session to delete it");
@@ -191,15 +217,17 @@ pub(super) async fn stop_elsewhere(
         }
     };
     if !row.status.is_live() {
-        return Ok(());
+        return Ok(true);
     }
     let agent = agent_of_row(inner, &row);
     row.status = SessionStatus::Stopping;
     let _ = inner.store.save_state_as(row.clone(), replica.id.clone()).await;
     session.follow_row(&row, agent.clone());
     if let Some(agent) = agent {
-        inner.backend.stop(&agent, inner.policy.stop_grace).await;
+        if !inner.backend.stop(&agent, inner.policy.stop_grace).await {
+            return Ok(false);
+        }
         inner.backend.release(&agent);
     }
-    Ok(())
+    Ok(true)
 }

@@ -293,8 +293,8 @@ impl SessionBackend for LocalBackend {
         // What it left in its containment goes as an orphan (`list`, `end_orphan`).
     }
 
-    async fn stop(&self, agent: &AgentHandle, grace: Duration) {
-        let Some(process) = local(agent) else { return };
+    async fn stop(&self, agent: &AgentHandle, grace: Duration) -> bool {
+        let Some(process) = local(agent) else { return true };
         let group = process.pid;
         if Self::signal_group(group, Signal::SIGTERM) && !self.wait_group_gone(group, grace).await {
             tracing::info!(group, ?grace, "agent ignored SIGTERM; killing its process group");
@@ -302,6 +302,7 @@ impl SessionBackend for LocalBackend {
         }
         self.end_containment(group).await;
         self.reaper.reap_all_now();
+        true
     }
 
     fn release(&self, agent: &AgentHandle) {

@@ -54,8 +54,9 @@ impl StopReason {
 /// A request to a session's supervisor.
 #[derive(Debug)]
 pub enum Control {
-    /// Stop the agent; `done` fires once its process group is gone.
-    Stop { reason: StopReason, done: oneshot::Sender<()> },
+    /// Stop the agent; `done` says once its process group is gone (true), or that it could
+    /// not be made sure of in time (false: the session stays `stopping`).
+    Stop { reason: StopReason, done: oneshot::Sender<bool> },
     /// The proxy could not reach the agent: look at it now.
     CheckHealth,
     /// Another replica took the session (its lease, or a `DELETE` there): stop watching the

@@ -126,12 +126,21 @@ pub(super) async fn supervise(
 
         let exit = match watch_running(&inner, &session, &agent, &mut exited, &mut commands).await {
             Running::Exited(exit) => exit,
-            Running::Stopped(reason, done) => {
-                stop_agent(&inner, &session, &agent, &mut exited, reason).await;
-                let _ = done.send(());
-                drain_commands(&mut commands);
-                return;
-            }
+            Running::Stopped(mut reason, mut done) => loop {
+                let stopped = stop_agent(&inner, &session, &agent, &mut exited, reason).await;
+                let _ = done.send(stopped);
+                if stopped {
+                    drain_commands(&mut commands);
+                    return;
+                }
+                // Still `stopping`: the next stop request (a DELETE again) tries once more.
+                match next_stop(&mut commands).await {
+                    Some(Control::Stop { reason: again, done: waiting }) => {
+                        (reason, done) = (again, waiting);
+                    }
+                    _ => return,
+                }
+            },
             Running::LetGo => {
                 tracing::info!(session_id = %session.id, "another replica supervises the session now");
                 drain_commands(&mut commands);
@@ -195,7 +204,7 @@ pub(super) async fn supervise(
 
 enum Running {
     Exited(Exit),
-    Stopped(StopReason, oneshot::Sender<()>),
+    Stopped(StopReason, oneshot::Sender<bool>),
     /// Another replica took the session.
     LetGo,
 }
@@ -269,11 +278,14 @@ async fn stop_agent(
     agent: &AgentHandle,
     exited: &mut oneshot::Receiver<Exit>,
     reason: StopReason,
-) {
+) -> bool {
     if !inner.record(session, |state| state.status = SessionStatus::Stopping).await {
-        return; // another replica took the session: it stops the agent
+        return true; // another replica took the session: it stops the agent
     }
-    inner.backend.stop(agent, inner.policy.stop_grace).await;
+    if !inner.backend.stop(agent, inner.policy.stop_grace).await {
+        tracing::warn!(session_id = %session.id, "the agent could not be stopped in time; the session stays stopping");
+        return false;
+    }
     inner.backend.release(agent);
     let code = match exited.try_recv() {
         Ok(Exit::Code(code)) => Some(code),
@@ -282,6 +294,7 @@ async fn stop_agent(
     let _ = inner.backend.take_end_details(&session.id);
     finish(inner, session, SessionStatus::Exited, code, Some(reason.exit_reason()), None).await;
     tracing::info!(session_id = %session.id, reason = reason.as_str(), "session stopped");
+    true
 }
 
 async fn finish(
@@ -338,7 +351,7 @@ async fn record_start_failure(inner: &ManagerState, session: &Session, error: La
 
 fn acknowledge(command: Option<Control>) {
     if let Some(Control::Stop { done, .. }) = command {
-        let _ = done.send(());
+        let _ = done.send(true);
     }
 }
 

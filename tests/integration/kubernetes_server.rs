@@ -298,6 +298,44 @@ async fn an_unreachable_api_server_refuses_starts_while_sessions_keep_proxying_a
     assert_eq!(code, 200, "starts work again once the API server is back: {answer}");
 }
 
+#[tokio::test]
+async fn a_stop_the_api_server_never_allows_answers_504_and_the_session_stays_stopping() {
+    let cluster = cluster().await;
+    let server = proxy_on(&cluster).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", server.address);
+    let (code, answer) = start(&client, &base, start_body()).await;
+    assert_eq!(code, 200, "{answer}");
+    let id = answer["session_id"].as_str().expect("session_id").to_string();
+
+    cluster.fake.go_down();
+    let began = std::time::Instant::now();
+    let response = client
+        .delete(server.url(&format!("/sessions/{id}")))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("an answer");
+    let waited = began.elapsed();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "stop_timeout", "{body}");
+    // Bounded by the grace (1 s) + 30 s, and not given up long before.
+    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(40), "{waited:?}");
+    assert_eq!(session(&client, &server, &id).await["status"], "stopping");
+    assert!(pod_ready(&cluster.fake, &id), "the Pod was never deleted");
+
+    cluster.fake.come_back().await;
+    let again = client.delete(server.url(&format!("/sessions/{id}"))).send().await;
+    assert_eq!(again.expect("an answer").status().as_u16(), 200, "a DELETE again completes");
+    let (code, _) = get_json(&client, &server.url(&format!("/sessions/{id}"))).await;
+    assert_eq!(code, 404);
+    wait_until("nothing of the session is left", WAIT, || async {
+        nothing_left(&cluster.fake).then_some(())
+    })
+    .await;
+}
+
 /// `/start` p50 with the fake cluster beside the local backend's, same harness and run.
 #[tokio::test]
 async fn start_p50_against_the_fake_beside_the_local_backend() {

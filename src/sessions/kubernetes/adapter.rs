@@ -264,10 +264,14 @@ impl SessionBackend for KubernetesSessions {
         }
     }
 
-    async fn stop(&self, agent: &AgentHandle, grace: Duration) {
-        let Some(pod) = pod_of(&agent.reference) else { return };
-        if let Err(error) = self.stop_pod(&pod, grace).await {
-            tracing::error!(%error, pod = %pod.pod, "could not stop the session's Pod; it is deleted as an orphan at the next start");
+    async fn stop(&self, agent: &AgentHandle, grace: Duration) -> bool {
+        let Some(pod) = pod_of(&agent.reference) else { return true };
+        match self.stop_pod(&pod, grace).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, pod = %pod.pod, "could not stop the session's Pod in time");
+                false
+            }
         }
     }
 
