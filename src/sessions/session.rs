@@ -225,7 +225,7 @@ impl Session {
             initial_message: row.initial_message,
             restarts: row.restarts,
             failure: None,
-            exit_details: None,
+            exit_details: stored_details(row.exit_details.as_deref()),
         };
         Self::from_parts(
             row.id,
@@ -332,6 +332,7 @@ impl Session {
             restarts: state.restarts,
             supervisor: None,
             lease_expires_at_ms: None,
+            exit_details: state.exit_details.as_ref().map(Value::to_string),
         }
     }
 
@@ -349,6 +350,7 @@ impl Session {
             state.initial_message = row.initial_message;
             state.restarts = row.restarts;
             state.failure = None;
+            state.exit_details = stored_details(row.exit_details.as_deref());
         });
     }
 
@@ -358,6 +360,11 @@ impl Session {
         detail.exit_details = state.exit_details.clone().filter(|_| state.status.has_ended());
         detail
     }
+}
+
+/// Stored exit details (JSON text); anything unreadable reads as none.
+fn stored_details(text: Option<&str>) -> Option<Value> {
+    text.and_then(|text| serde_json::from_str(text).ok())
 }
 
 /// The `/search` item for a stored row.

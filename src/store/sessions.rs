@@ -41,6 +41,9 @@ pub struct SessionRow {
     pub supervisor: Option<String>,
     /// Until when the supervisor's lease holds (ms since the epoch, the database's clock).
     pub lease_expires_at_ms: Option<i64>,
+    /// What the backend said about the last end (JSON text: the cluster's reason), so
+    /// every replica shows it.
+    pub exit_details: Option<String>,
 }
 
 /// The limits a new session is admitted under; 0 means no per-user limit.
@@ -208,7 +211,7 @@ const SESSION_WRITES: Durability = Durability::ProcessCrash;
 
 pub(crate) const COLUMNS: &str = "id, user_id, status, port, backend_ref, tags, env_names, started_at, \
     ended_at, exit_code, exit_reason, agent_status, initial_message, restarts, supervisor, \
-    lease_expires_at";
+    lease_expires_at, exit_details";
 
 /// [`LIVE_STATUSES`] as an SQL list (`'starting', 'active', 'stopping'`), for `status IN (..)`.
 pub(crate) fn live_statuses_sql() -> String {
@@ -239,6 +242,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
         restarts: row.get(13)?,
         supervisor: row.get(14)?,
         lease_expires_at_ms: row.get(15)?,
+        exit_details: row.get(16)?,
     })
 }
 
@@ -420,6 +424,7 @@ pub(crate) mod tests {
             restarts: 0,
             supervisor: None,
             lease_expires_at_ms: None,
+            exit_details: None,
         }
     }
 

@@ -65,6 +65,7 @@ async fn the_sqlite_store_is_copied_into_an_empty_postgres_database() {
         initial_message: None,
         supervisor: None,
         lease_expires_at_ms: None,
+        exit_details: None,
         restarts: 1,
     };
     let sessions = SqliteSessions::new(source.clone());

@@ -166,6 +166,17 @@ async fn a_session_started_on_one_replica_is_found_proxied_and_deleted_through_t
     assert!(a.logged("another replica"), "A let the session go");
     let (code, page) = get_json(&client, &a.url("/search?tag.team=replicas")).await;
     assert_eq!((code, page["total"].as_u64()), (200, Some(0)), "{page}");
+
+    // How a session ended shows on every replica, the cluster's reason included.
+    let evicted = start_on(&client, &a).await;
+    shared.fake.evict(NS, &format!("apx-{evicted}")).await;
+    let url = b.url(&format!("/sessions/{evicted}"));
+    let detail = wait_until("B shows the eviction A recorded", WAIT, || async {
+        let (_, detail) = get_json(&client, &url).await;
+        (detail["status"] == "exited").then_some(detail)
+    })
+    .await;
+    assert_eq!(detail["exit_details"]["reason"], "Evicted", "{detail}");
 }
 
 #[tokio::test]

@@ -96,6 +96,7 @@ pub(crate) fn session(id: &str, user: &str, started: i64, tags: &[(&str, &str)])
         initial_message: None,
         supervisor: None,
         lease_expires_at_ms: None,
+        exit_details: None,
         restarts: 0,
     }
 }

@@ -5,3 +5,6 @@
 ALTER TABLE sessions ADD COLUMN supervisor TEXT;
 ALTER TABLE sessions ADD COLUMN lease_expires_at INTEGER;
 CREATE INDEX sessions_by_supervisor ON sessions (supervisor);
+-- What the backend said about a session's last end (JSON: the cluster's reason), kept with
+-- the row so every replica shows it.
+ALTER TABLE sessions ADD COLUMN exit_details TEXT;

@@ -123,7 +123,7 @@ impl ChangeLog for PgChangeLog {
 }
 
 /// Where `revision` sits after [`COLUMNS`] in a changed row.
-const COLUMN_COUNT: usize = 16;
+const COLUMN_COUNT: usize = 17;
 
 /// A connection that has run `LISTEN`, with the client that keeps it open.
 async fn listen(store: &PgStore) -> anyhow::Result<(tokio_postgres::Client, Messages)> {

@@ -52,6 +52,7 @@ pub(crate) fn from_row(row: &Row) -> anyhow::Result<SessionRow> {
         restarts: u32::try_from(row.try_get::<_, i32>(13)?).unwrap_or(0),
         supervisor: row.try_get(14)?,
         lease_expires_at_ms: row.try_get(15)?,
+        exit_details: row.try_get(16)?,
     })
 }
 
@@ -85,19 +86,19 @@ impl StateColumns {
 }
 
 /// The `save_state` UPDATE; with `fenced_by`, only while that supervisor holds the row
-/// (`$11`). How many rows changed.
+/// (`$12`). How many rows changed.
 pub(crate) async fn update_state(
     client: &impl GenericClient,
     row: &SessionRow,
     fenced_by: Option<&str>,
 ) -> anyhow::Result<u64> {
     let state = StateColumns::of(row);
-    let fence = if fenced_by.is_some() { " AND supervisor = $11" } else { "" };
+    let fence = if fenced_by.is_some() { " AND supervisor = $12" } else { "" };
     let statement = client
         .prepare_cached(&format!(
             "UPDATE sessions SET status = $2, port = $3, backend_ref = $4, ended_at = $5, \
              exit_code = $6, exit_reason = $7, agent_status = $8, initial_message = $9, \
-             restarts = $10 WHERE id = $1{fence}"
+             restarts = $10, exit_details = $11 WHERE id = $1{fence}"
         ))
         .await?;
     let mut values: Vec<&(dyn ToSql + Sync)> = vec![
@@ -111,6 +112,7 @@ pub(crate) async fn update_state(
         &state.agent_status,
         &state.initial_message,
         &state.restarts,
+        &row.exit_details,
     ];
     if let Some(supervisor) = &fenced_by {
         values.push(supervisor);
@@ -130,7 +132,7 @@ pub(crate) async fn insert_row(
     let insert = client
         .prepare_cached(&format!(
             "INSERT INTO sessions ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ))
         .await?;
     client
@@ -153,6 +155,7 @@ pub(crate) async fn insert_row(
                 &state.restarts,
                 &row.supervisor,
                 &row.lease_expires_at_ms,
+                &row.exit_details,
             ],
         )
         .await?;

@@ -27,7 +27,7 @@ pub(crate) fn insert_row(
     transaction.execute(
         &format!(
             "INSERT INTO sessions ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         ),
         params![
             row.id,
@@ -46,6 +46,7 @@ pub(crate) fn insert_row(
             row.restarts,
             row.supervisor,
             row.lease_expires_at_ms,
+            row.exit_details,
         ],
     )?;
     let mut insert_tag = transaction
@@ -57,17 +58,17 @@ pub(crate) fn insert_row(
 }
 
 /// The `save_state` UPDATE; with `fenced_by`, only while that supervisor holds the row
-/// (`?11`). How many rows changed.
+/// (`?12`). How many rows changed.
 pub(crate) fn update_state(
     connection: &rusqlite::Connection,
     row: &SessionRow,
     fenced_by: Option<&str>,
 ) -> rusqlite::Result<usize> {
-    let fence = if fenced_by.is_some() { " AND supervisor = ?11" } else { "" };
+    let fence = if fenced_by.is_some() { " AND supervisor = ?12" } else { "" };
     let mut statement = connection.prepare_cached(&format!(
         "UPDATE sessions SET status = ?2, port = ?3, backend_ref = ?4, ended_at = ?5, \
          exit_code = ?6, exit_reason = ?7, agent_status = ?8, initial_message = ?9, \
-         restarts = ?10 WHERE id = ?1{fence}"
+         restarts = ?10, exit_details = ?11 WHERE id = ?1{fence}"
     ))?;
     let status = row.status.as_str();
     let exit_reason = row.exit_reason.map(ExitReason::as_str);
@@ -83,6 +84,7 @@ pub(crate) fn update_state(
         &row.agent_status,
         &initial_message,
         &row.restarts,
+        &row.exit_details,
     ];
     if let Some(supervisor) = &fenced_by {
         values.push(supervisor);

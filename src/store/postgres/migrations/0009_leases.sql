@@ -4,6 +4,9 @@
 ALTER TABLE sessions ADD COLUMN supervisor TEXT;
 ALTER TABLE sessions ADD COLUMN lease_expires_at BIGINT;
 CREATE INDEX sessions_by_supervisor ON sessions (supervisor);
+-- What the backend said about a session's last end (JSON: the cluster's reason), kept with
+-- the row so every replica shows it.
+ALTER TABLE sessions ADD COLUMN exit_details TEXT;
 
 -- PostgreSQL only (several replicas share it; SQLite has one server, so no change log):
 -- every insert and update of a session takes a new `revision` from one sequence, every
