@@ -138,7 +138,7 @@ impl Follower {
             self.applied.insert(id.clone(), revision);
             changed = true;
             match change {
-                Change::Row(row) => apply_row(inner, *row),
+                Change::Row(row) => apply_row(inner, *row).await,
                 Change::Deleted(id) => {
                     self.deleted_at.push_back((Instant::now(), id.clone()));
                     apply_deletion(inner, &id).await;
@@ -173,14 +173,21 @@ impl Follower {
 }
 
 /// A row some replica wrote: the session here takes its state, unless this replica
-/// supervises it and the row still says so (the supervisor's own state is newer).
-fn apply_row(inner: &ManagerState, row: SessionRow) {
-    let ours = row.supervisor.as_deref() == Some(inner.sharing.replica.id.as_str());
+/// supervises it and the row still says so (the supervisor's own state is newer). A row
+/// naming another supervisor of a session supervised here is checked against the store
+/// first: it may have been read just before this replica took the session over.
+async fn apply_row(inner: &ManagerState, mut row: SessionRow) {
+    let me = inner.sharing.replica.id.as_str();
     let existing = inner.registry_read().get(&row.id).cloned();
+    let ours = row.supervisor.as_deref() == Some(me);
     match existing {
         Some(_) if ours => {}
         Some(session) => {
             if session.is_supervised_here() {
+                match inner.store.get(row.id.clone()).await {
+                    Ok(Some(now)) if now.supervisor.as_deref() != Some(me) => row = now,
+                    _ => return, // still ours, gone (a deletion follows), or unknown
+                }
                 tracing::info!(session_id = %session.id, supervisor = ?row.supervisor, "another replica took the session");
                 session.send(Control::LetGo);
             }
