@@ -367,10 +367,22 @@ def measure_t12(args, procs, tmp, log, bench):
                 if name == "postgres":
                     time.sleep(args.t12_settle)
                     x1, _, _ = pg.xacts()
+                    t1 = time.monotonic()
                     w["xacts"] = x1 - x0
-                    w["xact_window_s"] = round(time.monotonic() - t0, 2)
+                    w["xact_window_s"] = round(t1 - t0, 2)
                     w["xacts_per_1000_req"] = (round((x1 - x0) * 1000 / w["requests"], 4)
                                                if w["requests"] else None)
+                    if args.t12_idle_window:
+                        # The same length of time without requests: what background work
+                        # (status refresh, purger, leases) commits by itself.
+                        time.sleep(max(0.0, (t1 - t0) - 0.1))
+                        x2, _, _ = pg.xacts()
+                        idle_s = time.monotonic() - t1
+                        w["idle_xacts"] = x2 - x1
+                        w["idle_window_s"] = round(idle_s, 2)
+                        net = (x1 - x0) - (x2 - x1) * (t1 - t0) / idle_s
+                        w["net_xacts_per_1000_req"] = (round(net * 1000 / w["requests"], 4)
+                                                       if w["requests"] else None)
                 if w["non2xx"] or w["socket_errors"] or not w["requests"]:
                     out["request_errors"].append(f"rep {rep + 1} {name}: {w['requests']} requests, "
                                                  f"{w['non2xx']} non-2xx, {w['socket_errors']} socket errors")
@@ -422,7 +434,9 @@ def t12_rows(results):
          [_safe(r["wrk"]["postgres"]["rps"], r["wrk"]["sqlite"]["rps"]) for r in reps]),
         ("T12", "PG xacts/1000 proxied req",
          [r["wrk"]["postgres"].get("xacts_per_1000_req") for r in reps]),
-    ]
+    ] + ([("T12", "  same, less idle window",
+           [r["wrk"]["postgres"].get("net_xacts_per_1000_req") for r in reps])]
+         if any("net_xacts_per_1000_req" in r["wrk"]["postgres"] for r in reps) else [])
 
 
 def t12_context(results):
@@ -444,9 +458,12 @@ def t12_context(results):
     req = [r["wrk"]["postgres"]["requests"] for r in reps]
     win = [r["wrk"]["postgres"]["xact_window_s"] for r in reps]
     s = t12["pg_settings"]
+    idle = [r["wrk"]["postgres"].get("idle_xacts") for r in reps]
+    idle_win = [r["wrk"]["postgres"].get("idle_window_s") for r in reps]
     out.append(f"T12 PG xacts in the proxy's database during each PG wrk window (settle "
-               f"{t12['settle_s']} s before and after): {x} for {req} requests, windows {win} s; "
-               f"whole run {t12.get('xacts_total')} xacts")
+               f"{t12['settle_s']} s before and after): {x} for {req} requests, windows {win} s"
+               + (f"; idle windows after them: {idle} in {idle_win} s" if any(i is not None for i in idle) else "")
+               + f"; whole run {t12.get('xacts_total')} xacts")
     out.append(f"T12 PostgreSQL {t12['pg_version']}, {t12['rows']} seeded rows, fsync={s.get('fsync')} "
                f"synchronous_commit={s.get('synchronous_commit')} wal_sync_method="
                f"{s.get('wal_sync_method')} shared_buffers={s.get('shared_buffers')}"
