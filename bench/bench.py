@@ -1034,9 +1034,6 @@ def main():
     ap.add_argument("--t12-settle", type=float, default=11.0,
                     help="T12: seconds waited before each PostgreSQL counter reading (a backend may "
                          "hold its statistics up to 10 s)")
-    ap.add_argument("--t12-no-idle-window", dest="t12_idle_window", action="store_false",
-                    help="T12: skip the idle window of the same length after the PostgreSQL wrk run "
-                         "(it counts the transactions background work commits by itself)")
     ap.add_argument("--t12-pg-setting", action="append", metavar="NAME=VALUE",
                     help="T12: a PostgreSQL setting (-c) for the throwaway cluster; repeatable")
     ap.add_argument("--skip-extra", action="store_true", help="only T1/T2/T3/T7")

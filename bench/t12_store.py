@@ -25,9 +25,12 @@ sessions with one tag each, `team=t0..t19`), then per repetition, interleaved on
   4. that the proxy path does not touch the database: PostgreSQL's
      `pg_stat_database.xact_commit + xact_rollback` for the proxy's database, read before and
      after the PG wrk run (each reading after a settle of `--t12-settle` seconds, because a
-     backend that flushed its statistics less than 1 s before may hold them up to 10 s),
-     reported per 1,000 proxied requests. Background work (status refresh, purger) in the
-     window is included, not subtracted.
+     backend that flushed its statistics less than 1 s before may hold them up to 10 s;
+     seen to lag longer still, until the backend's next transaction), reported per 1,000
+     proxied requests; and, exact, the statements the server logged for that database
+     during the wrk run (`log_statement = all` switched on with ALTER SYSTEM and a reload
+     just for it) and through the settle after it. Background work (status refresh, purger,
+     expired-login clean-up) in the window is included, not subtracted.
 
 Stdlib only. `bench/run.sh --only t12` (bench.py passes itself in as `bench`).
 """
@@ -97,10 +100,12 @@ class PgCluster:
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr[-500:]}")
         argv = [os.path.join(self.bin, "postgres"), "-D", self.data, "-k", self.dir,
-                "-p", str(SOCKET_PORT), "-c", "listen_addresses="]
+                "-p", str(SOCKET_PORT), "-c", "listen_addresses=",
+                "-c", "log_line_prefix=%m [%p] db=%d "]
         for s in settings:
             argv += ["-c", s]
-        logf = open(os.path.join(self.dir, "postgres.log"), "wb")
+        self.log_path = os.path.join(self.dir, "postgres.log")
+        logf = open(self.log_path, "wb")
         self.proc = procs.spawn("postgres", _as_postgres(argv), term_signal=signal.SIGINT,
                                 grace=20, stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir)
         logf.close()
@@ -147,14 +152,16 @@ class PgCluster:
         return f"postgres://postgres@{self.dir.replace('/', '%2F')}:{SOCKET_PORT}/{db}?sslmode=disable"
 
     def psql(self, sql, db="postgres", stdin=None):
-        """Runs sql with psql as postgres (unaligned, tuples only); returns stdout."""
+        """Runs sql (a string or a list, one -c each) with psql as postgres (unaligned, tuples
+        only); returns stdout."""
+        commands = [sql] if isinstance(sql, str) else list(sql or [])
         r = subprocess.run(_as_postgres([os.path.join(self.bin, "psql"), "-X", "-q", "-A", "-t",
                                          "-v", "ON_ERROR_STOP=1", "-h", self.dir,
                                          "-p", str(SOCKET_PORT), "-U", "postgres", "-d", db]
-                                        + (["-c", sql] if sql else [])),
+                                        + [a for c in commands for a in ("-c", c)]),
                            input=stdin, capture_output=True, text=True, cwd=self.dir, timeout=120)
         if r.returncode != 0:
-            raise RuntimeError(f"psql failed ({sql and sql[:80]!r}): {r.stderr[-500:]}")
+            raise RuntimeError(f"psql failed ({str(sql)[:80]!r}): {r.stderr[-500:]}")
         return r.stdout
 
     def xacts(self, db=DB_NAME):
@@ -166,6 +173,49 @@ class PgCluster:
         line = [x for x in out.splitlines() if "|" in x][-1]
         commit, rollback = (int(x) for x in line.split("|"))
         return commit + rollback, commit, rollback
+
+    def log_statements(self, on):
+        """Turns `log_statement = all` on or off for every session (ALTER SYSTEM and a reload;
+        a backend applies it before its next command)."""
+        self.psql(["ALTER SYSTEM SET log_statement = 'all'" if on else "ALTER SYSTEM RESET log_statement",
+                   "SELECT pg_reload_conf()"])
+        if on:
+            time.sleep(0.5)
+
+    def log_offset(self):
+        return os.path.getsize(self.log_path)
+
+    def statements_since(self, offset, db=DB_NAME):
+        """Statements the server logged for db since offset (with log_statement on); and the
+        first few of them."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        mark = f" db={db} "
+        lines = [ln for ln in text.splitlines()
+                 if mark in ln and ("LOG:  statement:" in ln or "LOG:  execute " in ln)]
+        return len(lines), [ln.split("LOG:  ", 1)[1][:120] for ln in lines[:5]]
+
+    def statement_kinds(self, offset, db=DB_NAME):
+        """{statement text (prepared statement names dropped, cut at 60): count} since offset,
+        and how many `execute` lines named a statement used only that once in the span (a
+        statement prepared for one use: a Parse round trip each time)."""
+        import re
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        kinds, uses = {}, {}
+        for ln in text.splitlines():
+            if f" db={db} " not in ln:
+                continue
+            m = re.search(r"LOG:  (?:statement: |execute (\S+): )(.*)", ln)
+            if not m:
+                continue
+            if m.group(1):
+                uses[m.group(1)] = uses.get(m.group(1), 0) + 1
+            key = " ".join(m.group(2).split())[:60]
+            kinds[key] = kinds.get(key, 0) + 1
+        return kinds, sum(1 for n in uses.values() if n == 1)
 
     def stop(self):
         """Fast shutdown (SIGINT to the postmaster), wait, forget the process group."""
@@ -314,6 +364,31 @@ def measure_starts(pxs, n, bench):
     return out
 
 
+def census(pg, px, bench, rows, starts=5, searches=10):
+    pg.log_statements(True)
+    try:
+        off = pg.log_offset()
+        for _ in range(starts):
+            _, sid = bench.proxy_start(px)
+            bench.proxy_delete(px, sid)
+        time.sleep(1.0)  # writes that follow a DELETE's answer
+        start_kinds, start_fresh = pg.statement_kinds(off)
+        off = pg.log_offset()
+        c = KeepAlive(px, bench)
+        for k in range(searches):
+            c.get(miss_query("offset" if k % 2 else "tag", 5000 + k, rows))
+        c.close()
+        search_kinds, search_fresh = pg.statement_kinds(off)
+    finally:
+        pg.log_statements(False)
+    return {"starts": starts, "per_start_delete": round(sum(start_kinds.values()) / starts, 2),
+            "per_start_delete_fresh_prepares": round(start_fresh / starts, 2),
+            "start_delete_kinds": start_kinds,
+            "searches": searches, "per_search_miss": round(sum(search_kinds.values()) / searches, 2),
+            "per_search_fresh_prepares": round(search_fresh / searches, 2),
+            "search_kinds": search_kinds}
+
+
 def p50(values):
     return statistics.median(values) if values else None
 
@@ -376,9 +451,14 @@ def measure_t12(args, procs, tmp, log, bench):
                 if name == "postgres":
                     time.sleep(args.t12_settle)
                     x0, _, _ = pg.xacts()
+                    pg.log_statements(True)
+                    off0 = pg.log_offset()
                     t0 = time.monotonic()
                 w = bench.run_wrk(f"{px.base}/{sid}/status", args.t12_duration, args.conns, cpu)
                 if name == "postgres":
+                    w["statements"], w["statements_first"] = pg.statements_since(off0)
+                    w["statements_window_s"] = round(time.monotonic() - t0, 2)
+                    off1 = pg.log_offset()
                     time.sleep(args.t12_settle)
                     x1, _, _ = pg.xacts()
                     t1 = time.monotonic()
@@ -386,17 +466,11 @@ def measure_t12(args, procs, tmp, log, bench):
                     w["xact_window_s"] = round(t1 - t0, 2)
                     w["xacts_per_1000_req"] = (round((x1 - x0) * 1000 / w["requests"], 4)
                                                if w["requests"] else None)
-                    if args.t12_idle_window:
-                        # The same length of time without requests: what background work
-                        # (status refresh, purger, leases) commits by itself.
-                        time.sleep(max(0.0, (t1 - t0) - 0.1))
-                        x2, _, _ = pg.xacts()
-                        idle_s = time.monotonic() - t1
-                        w["idle_xacts"] = x2 - x1
-                        w["idle_window_s"] = round(idle_s, 2)
-                        net = (x1 - x0) - (x2 - x1) * (t1 - t0) / idle_s
-                        w["net_xacts_per_1000_req"] = (round(net * 1000 / w["requests"], 4)
-                                                       if w["requests"] else None)
+                    # Statements logged from the end of wrk through the settle (background
+                    # work: status refresh, purger, expired-login clean-up, leases).
+                    w["statements_after"], w["statements_after_first"] = pg.statements_since(off1)
+                    w["statements_after_window_s"] = round(time.monotonic() - t0 - w["statements_window_s"], 2)
+                    pg.log_statements(False)
                 if w["non2xx"] or w["socket_errors"] or not w["requests"]:
                     out["request_errors"].append(f"rep {rep + 1} {name}: {w['requests']} requests, "
                                                  f"{w['non2xx']} non-2xx, {w['socket_errors']} socket errors")
@@ -412,6 +486,10 @@ def measure_t12(args, procs, tmp, log, bench):
                 f"{r['wrk']['postgres']['non2xx']}); PG xacts during the PG run "
                 f"{r['wrk']['postgres']['xacts']} in {r['wrk']['postgres']['xact_window_s']} s "
                 f"for {r['wrk']['postgres']['requests']} requests")
+        # A census, untimed: the statements one start+delete and one /search miss send to
+        # PostgreSQL (log_statement on just for it).
+        out["census"] = census(pg, pxs["postgres"], bench, rows_n)
+        log(f"T12 census: {out['census']}")
         # Transactions a whole run cost the proxy's database (context).
         out["xacts_total"] = pg.xacts()[0]
         return out
@@ -446,9 +524,10 @@ def t12_rows(results):
          [_safe(r["wrk"]["postgres"]["rps"], r["wrk"]["sqlite"]["rps"]) for r in reps]),
         ("T12", "PG xacts/1000 proxied req",
          [r["wrk"]["postgres"].get("xacts_per_1000_req") for r in reps]),
-    ] + ([("T12", "  same, less idle window",
-           [r["wrk"]["postgres"].get("net_xacts_per_1000_req") for r in reps])]
-         if any("net_xacts_per_1000_req" in r["wrk"]["postgres"] for r in reps) else [])
+        ("T12", "PG stmts/1000 proxied req",
+         [_safe(r["wrk"]["postgres"].get("statements"), r["wrk"]["postgres"]["requests"] / 1000)
+          for r in reps]),
+    ]
 
 
 def t12_context(results):
@@ -470,12 +549,26 @@ def t12_context(results):
     req = [r["wrk"]["postgres"]["requests"] for r in reps]
     win = [r["wrk"]["postgres"]["xact_window_s"] for r in reps]
     s = t12["pg_settings"]
-    idle = [r["wrk"]["postgres"].get("idle_xacts") for r in reps]
-    idle_win = [r["wrk"]["postgres"].get("idle_window_s") for r in reps]
     out.append(f"T12 PG xacts in the proxy's database during each PG wrk window (settle "
-               f"{t12['settle_s']} s before and after): {x} for {req} requests, windows {win} s"
-               + (f"; idle windows after them: {idle} in {idle_win} s" if any(i is not None for i in idle) else "")
-               + f"; whole run {t12.get('xacts_total')} xacts")
+               f"{t12['settle_s']} s before and after; the counters can lag further, see the "
+               f"statements): {x} for {req} requests, windows {win} s; whole run "
+               f"{t12.get('xacts_total')} xacts")
+    st = [r["wrk"]["postgres"].get("statements") for r in reps]
+    st_after = [r["wrk"]["postgres"].get("statements_after") for r in reps]
+    first = [f for r in reps for f in (r["wrk"]["postgres"].get("statements_first") or [])][:3]
+    first_after = [f for r in reps for f in (r["wrk"]["postgres"].get("statements_after_first") or [])][:3]
+    out.append(f"T12 PG statements logged for the proxy's database (log_statement=all, no lag) during "
+               f"each PG wrk run: {st}" + (f" e.g. {first}" if first else "")
+               + f"; from its end through the settle after it: {st_after}"
+               + (f" e.g. {first_after}" if first_after else ""))
+    c = t12.get("census")
+    if c:
+        out.append(f"T12 PG census (log_statement=all, untimed): {c['per_start_delete']} statements per "
+                   f"start+delete ({c['per_start_delete_fresh_prepares']} of them on a statement "
+                   f"prepared for that one use), {c['per_search_miss']} per /search miss ({c['per_search_fresh_prepares']} "
+                   f"prepared anew); start+delete: "
+                   + "; ".join(f"{v // c['starts'] if v % c['starts'] == 0 else round(v / c['starts'], 1)}x "
+                               f"{k}" for k, v in sorted(c["start_delete_kinds"].items(), key=lambda kv: -kv[1])))
     out.append(f"T12 PostgreSQL {t12['pg_version']}, {t12['rows']} seeded rows, fsync={s.get('fsync')} "
                f"synchronous_commit={s.get('synchronous_commit')} wal_sync_method="
                f"{s.get('wal_sync_method')} shared_buffers={s.get('shared_buffers')}"
