@@ -20,17 +20,20 @@ sessions with one tag each, `team=t0..t19`), then per repetition, interleaved on
      same `limit=100` page again and again, no session write in between);
   2. `POST /start` p50: serial starts (`wait=true`), each deleted before the next, alternating
      the proxy that goes first;
-  3. the proxy path: wrk on `GET /<id>/status` of one session on each proxy (order alternates
-     per repetition), throughput ratio PG/SQLite;
+  3. the proxy path: wrk on `GET /<id>/status` of one session on each proxy, A B B A with
+     half the duration each (A alternating per repetition), throughput ratio PG/SQLite;
   4. that the proxy path does not touch the database: PostgreSQL's
      `pg_stat_database.xact_commit + xact_rollback` for the proxy's database, read before and
-     after the PG wrk run (each reading after a settle of `--t12-settle` seconds, because a
+     after those four runs (each reading after a settle of `--t12-settle` seconds, because a
      backend that flushed its statistics less than 1 s before may hold them up to 10 s;
      seen to lag longer still, until the backend's next transaction), reported per 1,000
-     proxied requests; and, exact, the statements the server logged for that database
-     during the wrk run (`log_statement = all` switched on with ALTER SYSTEM and a reload
-     just for it) and through the settle after it. Background work (status refresh, purger,
-     expired-login clean-up) in the window is included, not subtracted.
+     requests proxied by the PG proxy; and, exact, the statements the server logged for that
+     database during the runs (`log_statement = all` switched on with ALTER SYSTEM and a
+     reload just for them) and through the settle after them. Background work (status
+     refresh, purger, expired-login clean-up) in the window is included, not subtracted.
+
+After the repetitions, an untimed census (statement log on) counts the statements one
+start+delete and one /search miss send to PostgreSQL.
 
 Stdlib only. `bench/run.sh --only t12` (bench.py passes itself in as `bench`).
 """
@@ -441,40 +444,51 @@ def measure_t12(args, procs, tmp, log, bench):
             st = measure_starts(pxs, args.t12_starts, bench)
             r["start_ms"] = {n: [round(x, 3) for x in v] for n, v in st.items()}
             r["start_p50_ms"] = {n: p50(v) for n, v in st.items()}
-            # The proxy path, order alternating; the PG run between two xact readings.
-            r["wrk"] = {}
-            order = ["sqlite", "postgres"] if rep % 2 == 0 else ["postgres", "sqlite"]
-            for name in order:
+            # The proxy path: A B B A (A alternating per repetition), each run half the
+            # duration, so a drift in the machine's load hits both alike; all four between two
+            # readings of PostgreSQL's counters, with its statement log on.
+            first, second = ("sqlite", "postgres") if rep % 2 == 0 else ("postgres", "sqlite")
+            half = max(1, args.t12_duration // 2)
+            time.sleep(args.t12_settle)
+            x0, _, _ = pg.xacts()
+            pg.log_statements(True)
+            off0 = pg.log_offset()
+            t0 = time.monotonic()
+            runs = {"sqlite": [], "postgres": []}
+            for name in (first, second, second, first):
                 px = pxs[name]
-                sid = sessions[name][0]
-                cpu = {"proxy": [px.proc.pid]}
-                if name == "postgres":
-                    time.sleep(args.t12_settle)
-                    x0, _, _ = pg.xacts()
-                    pg.log_statements(True)
-                    off0 = pg.log_offset()
-                    t0 = time.monotonic()
-                w = bench.run_wrk(f"{px.base}/{sid}/status", args.t12_duration, args.conns, cpu)
-                if name == "postgres":
-                    w["statements"], w["statements_first"] = pg.statements_since(off0)
-                    w["statements_window_s"] = round(time.monotonic() - t0, 2)
-                    off1 = pg.log_offset()
-                    time.sleep(args.t12_settle)
-                    x1, _, _ = pg.xacts()
-                    t1 = time.monotonic()
-                    w["xacts"] = x1 - x0
-                    w["xact_window_s"] = round(t1 - t0, 2)
-                    w["xacts_per_1000_req"] = (round((x1 - x0) * 1000 / w["requests"], 4)
-                                               if w["requests"] else None)
-                    # Statements logged from the end of wrk through the settle (background
-                    # work: status refresh, purger, expired-login clean-up, leases).
-                    w["statements_after"], w["statements_after_first"] = pg.statements_since(off1)
-                    w["statements_after_window_s"] = round(time.monotonic() - t0 - w["statements_window_s"], 2)
-                    pg.log_statements(False)
+                w = bench.run_wrk(f"{px.base}/{sessions[name][0]}/status", half, args.conns,
+                                  {"proxy": [px.proc.pid]})
                 if w["non2xx"] or w["socket_errors"] or not w["requests"]:
                     out["request_errors"].append(f"rep {rep + 1} {name}: {w['requests']} requests, "
                                                  f"{w['non2xx']} non-2xx, {w['socket_errors']} socket errors")
-                r["wrk"][name] = w
+                runs[name].append(w)
+            statements, statements_first = pg.statements_since(off0)
+            statements_s = time.monotonic() - t0
+            off1 = pg.log_offset()
+            time.sleep(args.t12_settle)
+            x1, _, _ = pg.xacts()
+            t1 = time.monotonic()
+            # Statements logged from the end of the runs through the settle (background work:
+            # status refresh, purger, expired-login clean-up, leases).
+            after, after_first = pg.statements_since(off1)
+            pg.log_statements(False)
+            r["wrk"] = {}
+            for name, ws in runs.items():
+                n = sum(w["requests"] for w in ws)
+                cpu = sum(w["cpu_s"]["proxy"] for w in ws)
+                r["wrk"][name] = {"runs": ws, "requests": n,
+                                  "rps": statistics.mean(w["rps"] for w in ws),
+                                  "non2xx": sum(w["non2xx"] for w in ws),
+                                  "cpu_us_per_req": {"proxy": round(cpu * 1e6 / n, 1) if n else None}}
+            w = r["wrk"]["postgres"]
+            w["xacts"] = x1 - x0
+            w["xact_window_s"] = round(t1 - t0, 2)
+            w["xacts_per_1000_req"] = round((x1 - x0) * 1000 / w["requests"], 4) if w["requests"] else None
+            w["statements"], w["statements_first"] = statements, statements_first
+            w["statements_window_s"] = round(statements_s, 2)
+            w["statements_after"], w["statements_after_first"] = after, after_first
+            w["statements_after_window_s"] = round(time.monotonic() - t0 - statements_s, 2)
             out["reps"].append(r)
             sp, ss = r["search_p50_ms"], r["start_p50_ms"]
             log(f"T12 rep {rep + 1}/{reps}: /search p50 ms offset sqlite={sp['sqlite']['offset']:.2f} "
@@ -483,9 +497,10 @@ def measure_t12(args, procs, tmp, log, bench):
                 f"pg={sp['postgres']['hit']:.2f}; /start p50 ms sqlite={ss['sqlite']:.2f} "
                 f"pg={ss['postgres']:.2f}; wrk req/s sqlite={r['wrk']['sqlite']['rps']:.0f} "
                 f"pg={r['wrk']['postgres']['rps']:.0f} (non2xx {r['wrk']['sqlite']['non2xx']}/"
-                f"{r['wrk']['postgres']['non2xx']}); PG xacts during the PG run "
+                f"{r['wrk']['postgres']['non2xx']}); PG xacts during the wrk runs "
                 f"{r['wrk']['postgres']['xacts']} in {r['wrk']['postgres']['xact_window_s']} s "
-                f"for {r['wrk']['postgres']['requests']} requests")
+                f"for {r['wrk']['postgres']['requests']} requests, statements logged "
+                f"{r['wrk']['postgres']['statements']}")
         # A census, untimed: the statements one start+delete and one /search miss send to
         # PostgreSQL (log_statement on just for it).
         out["census"] = census(pg, pxs["postgres"], bench, rows_n)
@@ -522,6 +537,9 @@ def t12_rows(results):
          [_safe(sp(r, "postgres", "hit"), sp(r, "sqlite", "hit")) for r in reps]),
         ("T12", "proxy req/s PG/SQLite",
          [_safe(r["wrk"]["postgres"]["rps"], r["wrk"]["sqlite"]["rps"]) for r in reps]),
+        ("T12", "proxy CPU/req PG/SQLite",
+         [_safe(r["wrk"]["postgres"]["cpu_us_per_req"]["proxy"], r["wrk"]["sqlite"]["cpu_us_per_req"]["proxy"])
+          for r in reps]),
         ("T12", "PG xacts/1000 proxied req",
          [r["wrk"]["postgres"].get("xacts_per_1000_req") for r in reps]),
         ("T12", "PG stmts/1000 proxied req",
@@ -549,16 +567,16 @@ def t12_context(results):
     req = [r["wrk"]["postgres"]["requests"] for r in reps]
     win = [r["wrk"]["postgres"]["xact_window_s"] for r in reps]
     s = t12["pg_settings"]
-    out.append(f"T12 PG xacts in the proxy's database during each PG wrk window (settle "
+    out.append(f"T12 PG xacts in the proxy's database across each repetition's wrk runs (settle "
                f"{t12['settle_s']} s before and after; the counters can lag further, see the "
-               f"statements): {x} for {req} requests, windows {win} s; whole run "
+               f"statements): {x} for {req} PG requests, windows {win} s; whole run "
                f"{t12.get('xacts_total')} xacts")
     st = [r["wrk"]["postgres"].get("statements") for r in reps]
     st_after = [r["wrk"]["postgres"].get("statements_after") for r in reps]
     first = [f for r in reps for f in (r["wrk"]["postgres"].get("statements_first") or [])][:3]
     first_after = [f for r in reps for f in (r["wrk"]["postgres"].get("statements_after_first") or [])][:3]
     out.append(f"T12 PG statements logged for the proxy's database (log_statement=all, no lag) during "
-               f"each PG wrk run: {st}" + (f" e.g. {first}" if first else "")
+               f"each repetition's wrk runs: {st}" + (f" e.g. {first}" if first else "")
                + f"; from its end through the settle after it: {st_after}"
                + (f" e.g. {first_after}" if first_after else ""))
     c = t12.get("census")
