@@ -25,12 +25,13 @@ sessions with one tag each, `team=t0..t19`), then per repetition, interleaved on
   4. that the proxy path does not touch the database: PostgreSQL's
      `pg_stat_database.xact_commit + xact_rollback` for the proxy's database, read before and
      after those four runs (each reading after a settle of `--t12-settle` seconds, because a
-     backend that flushed its statistics less than 1 s before may hold them up to 10 s;
-     seen to lag longer still, until the backend's next transaction), reported per 1,000
-     requests proxied by the PG proxy; and, exact, the statements the server logged for that
-     database during the runs (`log_statement = all` switched on with ALTER SYSTEM and a
-     reload just for them) and through the settle after them. Background work (status
-     refresh, purger, expired-login clean-up) in the window is included, not subtracted.
+     backend that flushed its statistics less than 1 s before may hold them up to 10 s),
+     reported per 1,000 requests proxied by the PG proxy; and, exact, the statements the
+     server logged for that database during the runs (`log_statement = all` switched on with
+     ALTER SYSTEM and a reload just for them) and through the settle after them. Background
+     work (status refresh, purger, expired-login clean-up) in the window is included, not
+     subtracted; so is autovacuum, whose runs on the proxy's tables in the window are counted
+     from the log (`log_autovacuum_min_duration = 0`), since they commit transactions too.
 
 After the repetitions, an untimed census (statement log on) counts the statements one
 start+delete and one /search miss send to PostgreSQL.
@@ -104,7 +105,7 @@ class PgCluster:
             raise RuntimeError(f"initdb failed: {r.stderr[-500:]}")
         argv = [os.path.join(self.bin, "postgres"), "-D", self.data, "-k", self.dir,
                 "-p", str(SOCKET_PORT), "-c", "listen_addresses=",
-                "-c", "log_line_prefix=%m [%p] db=%d "]
+                "-c", "log_line_prefix=%m [%p] db=%d ", "-c", "log_autovacuum_min_duration=0"]
         for s in settings:
             argv += ["-c", s]
         self.log_path = os.path.join(self.dir, "postgres.log")
@@ -198,6 +199,15 @@ class PgCluster:
         lines = [ln for ln in text.splitlines()
                  if mark in ln and ("LOG:  statement:" in ln or "LOG:  execute " in ln)]
         return len(lines), [ln.split("LOG:  ", 1)[1][:120] for ln in lines[:5]]
+
+    def autovacuum_since(self, offset, db=DB_NAME):
+        """Autovacuum and autoanalyze runs on db's tables since offset (logged with
+        log_autovacuum_min_duration = 0): their transactions count in xact_commit too."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        return sum(1 for ln in text.splitlines()
+                   if f'automatic vacuum of table "{db}.' in ln or f'automatic analyze of table "{db}.' in ln)
 
     def statement_kinds(self, offset, db=DB_NAME):
         """{statement text (prepared statement names dropped, cut at 60): count} since offset,
@@ -469,6 +479,7 @@ def measure_t12(args, procs, tmp, log, bench):
             time.sleep(args.t12_settle)
             x1, _, _ = pg.xacts()
             t1 = time.monotonic()
+            autovacuum = pg.autovacuum_since(off0)
             # Statements logged from the end of the runs through the settle (background work:
             # status refresh, purger, expired-login clean-up, leases).
             after, after_first = pg.statements_since(off1)
@@ -483,6 +494,7 @@ def measure_t12(args, procs, tmp, log, bench):
                                   "cpu_us_per_req": {"proxy": round(cpu * 1e6 / n, 1) if n else None}}
             w = r["wrk"]["postgres"]
             w["xacts"] = x1 - x0
+            w["autovacuum_runs"] = autovacuum
             w["xact_window_s"] = round(t1 - t0, 2)
             w["xacts_per_1000_req"] = round((x1 - x0) * 1000 / w["requests"], 4) if w["requests"] else None
             w["statements"], w["statements_first"] = statements, statements_first
@@ -567,10 +579,11 @@ def t12_context(results):
     req = [r["wrk"]["postgres"]["requests"] for r in reps]
     win = [r["wrk"]["postgres"]["xact_window_s"] for r in reps]
     s = t12["pg_settings"]
+    av = [r["wrk"]["postgres"].get("autovacuum_runs") for r in reps]
     out.append(f"T12 PG xacts in the proxy's database across each repetition's wrk runs (settle "
-               f"{t12['settle_s']} s before and after; the counters can lag further, see the "
-               f"statements): {x} for {req} PG requests, windows {win} s; whole run "
-               f"{t12.get('xacts_total')} xacts")
+               f"{t12['settle_s']} s before and after; autovacuum's count too, see the statements): "
+               f"{x} for {req} PG requests, windows {win} s, autovacuum/autoanalyze runs on its "
+               f"tables in them {av}; whole run {t12.get('xacts_total')} xacts")
     st = [r["wrk"]["postgres"].get("statements") for r in reps]
     st_after = [r["wrk"]["postgres"].get("statements_after") for r in reps]
     first = [f for r in reps for f in (r["wrk"]["postgres"].get("statements_first") or [])][:3]
