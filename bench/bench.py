@@ -1309,7 +1309,7 @@ def run(args, procs, tmp):
 
 
 def run_only(args, procs, tmp):
-    """`--only`: just the chosen T4/T5/T6 measures, each on its own proxy, then their table."""
+    """`--only`: just the chosen T4/T5/T6/T10/T12 measures, each on its own proxy, then their table."""
     results, errors = {"wrk": {}}, {}
 
     def attempt(tid, fn):
@@ -1404,7 +1404,7 @@ def run_t12(args, procs, tmp):
 
 
 def extra_rows(args, results):
-    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8, T10."""
+    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8, T10, T12."""
     rows = []
     mb = lambda kib: kib * 1024 / 1e6 if kib is not None else None  # noqa: E731
 
@@ -1449,7 +1449,7 @@ def extra_rows(args, results):
 
 
 def extra_context(results):
-    """Absolute figures behind T4, T5, T6, T8 (context lines for the printed table)."""
+    """Absolute figures behind T4, T5, T6, T8, T10, T12 (context lines for the printed table)."""
     out = []
     t4 = results.get("t4") or []
     if t4:
