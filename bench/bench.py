@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 
 import t10_dashboard
+import t12_store
 
 API_KEY = "ap_bench_key"
 KEY_HEADER = "X-API-Key"
@@ -46,7 +47,7 @@ TARGETS = {
 }
 # Extra gated rows: (id, ratio) -> (comparator, bound). Memory rows are absolute MB (1e6 bytes).
 # Measures `--only` can run by themselves (each on its own proxy, no interleaved loop).
-ONLY_CHOICES = {"t4", "t5", "t6", "t10"}
+ONLY_CHOICES = {"t4", "t5", "t6", "t10", "t12"}
 EXTRA_TARGETS = {
     ("T4", "start p50/floor p50"): ("<=", 2.0),
     ("T4", "N concurrent/floor p50"): ("<=", 20.0),
@@ -58,6 +59,16 @@ EXTRA_TARGETS = {
     ("T8", "1MiB upload proxy/nginx"): (">=", 0.8),
     ("T8", "big GET RSS growth MB"): ("<=", 10.0),
     ("T10", "page/bare EventSource p95"): ("<=", 1.5),
+    # T12 (PostgreSQL vs SQLite, same binary, side by side): loose bounds. A start is a few
+    # commits that PostgreSQL fsyncs (SQLite's session writes do not wait for the disk) on top
+    # of two process spawns, so the commits must not make it 1.5x slower; a /search miss is
+    # one query plus a count over a socket instead of in-process, allowed 2x; the proxy path
+    # must not read the store at all, so PG/SQLite throughput is ~1 (0.97 leaves the noise).
+    ("T12", "start p50 PG/SQLite"): ("<=", 1.5),
+    ("T12", "search miss offset PG/SQLite"): ("<=", 2.0),
+    ("T12", "search miss tag PG/SQLite"): ("<=", 2.0),
+    ("T12", "search hit PG/SQLite"): ("<=", 2.0),
+    ("T12", "proxy req/s PG/SQLite"): (">=", 0.97),
 }
 
 
@@ -306,7 +317,8 @@ GITHUB_TOKEN = "ghp_" + "b" * 36
 
 
 class Proxy:
-    def __init__(self, procs, binary, tmp, name, auth, ports=8, session_cfg=None, github=None):
+    def __init__(self, procs, binary, tmp, name, auth, ports=8, session_cfg=None, github=None,
+                 persistence=None):
         self.name = name
         self.binary = binary
         self.dir = os.path.join(tmp, name)
@@ -329,6 +341,8 @@ class Proxy:
         }
         if session_cfg:
             cfg["session"] = session_cfg
+        if persistence:
+            cfg["persistence"] = persistence
         if github:
             cfg["auth"]["github"] = {"enabled": True, "base_url": github,
                                      "user_mapping": {"default_role": "admin",
@@ -1010,6 +1024,18 @@ def main():
     ap.add_argument("--t8-uploads", type=int, default=5, help="T8: 1 MiB uploads per path per repetition")
     ap.add_argument("--t10-messages", type=int, default=25,
                     help="T10: replies (4 frames each) per repetition in the dashboard page")
+    ap.add_argument("--t12-rows", type=int, default=2000,
+                    help="T12: ended sessions seeded into both stores (SQLite and PostgreSQL)")
+    ap.add_argument("--t12-starts", type=int, default=15,
+                    help="T12: serial POST /start (then DELETE) per proxy per repetition")
+    ap.add_argument("--t12-searches", type=int, default=100,
+                    help="T12: /search requests per kind (miss offset, miss tag, hit) per proxy per repetition")
+    ap.add_argument("--t12-duration", type=int, default=10, help="T12: seconds per wrk run")
+    ap.add_argument("--t12-settle", type=float, default=11.0,
+                    help="T12: seconds waited before each PostgreSQL counter reading (a backend may "
+                         "hold its statistics up to 10 s)")
+    ap.add_argument("--t12-pg-setting", action="append", metavar="NAME=VALUE",
+                    help="T12: a PostgreSQL setting (-c) for the throwaway cluster; repeatable")
     ap.add_argument("--skip-extra", action="store_true", help="only T1/T2/T3/T7")
     ap.add_argument("--only", default=None, metavar="IDS",
                     help="only these of the measures that need no interleaved loop, comma-separated "
@@ -1027,6 +1053,8 @@ def main():
         args.t4_serial, args.t4_concurrent, args.t5_sessions = 3, 5, 5
         args.t6_rows, args.t6_duration, args.t8_kib, args.t8_uploads = 100, 1, 2048, 2
         args.t10_messages = 3
+        args.t12_rows, args.t12_starts, args.t12_searches = 200, 3, 20
+        args.t12_duration, args.t12_settle = 1, 2.0
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
@@ -1145,6 +1173,12 @@ def run(args, procs, tmp):
             results["t10"] = attempt("T10", lambda: run_t10(args, procs, tmp))
         else:
             log("T10 skipped: no Chromium (apt-get install chromium chromium-driver)")
+        if t12_store.postgres_installed():
+            results["t12"] = attempt("T12", lambda: run_t12(args, procs, tmp))
+            if (results["t12"] or {}).get("request_errors"):
+                extra_errors["T12 requests"] = "; ".join(results["t12"]["request_errors"])
+        else:
+            log("T12 skipped: no PostgreSQL (apt-get install postgresql)")
 
     # Per-repetition ratios.
     def per_rep(fn):
@@ -1275,7 +1309,7 @@ def run(args, procs, tmp):
 
 
 def run_only(args, procs, tmp):
-    """`--only`: just the chosen T4/T5/T6 measures, each on its own proxy, then their table."""
+    """`--only`: just the chosen T4/T5/T6/T10/T12 measures, each on its own proxy, then their table."""
     results, errors = {"wrk": {}}, {}
 
     def attempt(tid, fn):
@@ -1309,6 +1343,10 @@ def run_only(args, procs, tmp):
             t6.stop()
     if "t10" in args.only:
         results["t10"] = attempt("T10", lambda: run_t10(args, procs, tmp))
+    if "t12" in args.only:
+        results["t12"] = attempt("T12", lambda: run_t12(args, procs, tmp))
+        if (results["t12"] or {}).get("request_errors"):
+            errors["T12 requests"] = "; ".join(results["t12"]["request_errors"])
 
     table, all_pass = [], True
     print()
@@ -1357,8 +1395,16 @@ def run_t10(args, procs, tmp):
         px.stop()
 
 
+def run_t12(args, procs, tmp):
+    """T12: a throwaway PostgreSQL and two proxies (SQLite, PostgreSQL), see t12_store.py."""
+    out = t12_store.measure_t12(args, procs, tmp, log, sys.modules[__name__])
+    if out.get("request_errors"):
+        log(f"T12: requests failed: {out['request_errors']}")
+    return out
+
+
 def extra_rows(args, results):
-    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8, T10."""
+    """Table rows (id, label, per-repetition values) for T4, T5, T6, T8, T10, T12."""
     rows = []
     mb = lambda kib: kib * 1024 / 1e6 if kib is not None else None  # noqa: E731
 
@@ -1397,11 +1443,13 @@ def extra_rows(args, results):
                       if r["get"]["proxy"]["proxy_rss_peak_kib"] is not None else None for r in t8]))
     if "t10" in results:
         rows += t10_dashboard.t10_rows(results)
+    if "t12" in results:
+        rows += t12_store.t12_rows(results)
     return rows
 
 
 def extra_context(results):
-    """Absolute figures behind T4, T5, T6, T8 (context lines for the printed table)."""
+    """Absolute figures behind T4, T5, T6, T8, T10, T12 (context lines for the printed table)."""
     out = []
     t4 = results.get("t4") or []
     if t4:
@@ -1435,6 +1483,7 @@ def extra_context(results):
                    f"{p['proxy_rss_peak_kib']} after {p['proxy_rss_after_kib']}; upload before "
                    f"{up['proxy_rss_before_kib']} peak {up['proxy_rss_peak_kib']}")
     out += t10_dashboard.t10_context(results)
+    out += t12_store.t12_context(results)
     return out
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark probe: `make bench` (full) or `bench/run.sh --quick` (smoke: 1 rep, 1 s runs).
-# Installs nginx and wrk when missing (Debian), builds the release binary, runs bench/bench.py.
+# Installs nginx, wrk and postgresql when missing (Debian), builds the release binary, runs
+# bench/bench.py.
 # Extra arguments go to bench.py (see `bench/run.sh --help`). Set AGENTAPI_PROXY_BIN to use an
 # existing binary and skip the build. Results: bench/results/latest.json (git-ignored).
 set -euo pipefail
@@ -10,12 +11,15 @@ repo="$(cd "$here/.." && pwd)"
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+# T12 runs a throwaway PostgreSQL cluster of its own (initdb/postgres as the postgres user).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[bench] installing ${need[*]}" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # A policy-rc.d that answers 101 keeps the package from starting a system-wide nginx.
+  # A policy-rc.d that answers 101 keeps the packages from starting a system-wide nginx or
+  # PostgreSQL.
   made_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     $sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
