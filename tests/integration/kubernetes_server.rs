@@ -13,7 +13,7 @@ use crate::kubernetes::{IMAGE, NS, names_of, nothing_left, request, session_id, 
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_kube::store::Resource;
 use crate::support::server::BinaryServer;
-use crate::support::sessions::{get_json, start};
+use crate::support::sessions::{get_json, send_message, start};
 use crate::support::{binary, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -49,19 +49,19 @@ fn start_body() -> Value {
     json!({"environment": {"GREETING": SECRET_VALUE, "ECHO_AGENT_BOOT_MS": "0"}})
 }
 
+/// Starts a session that must become active; its id.
+async fn started(client: &reqwest::Client, base: &str) -> String {
+    let (code, answer) = start(client, base, start_body()).await;
+    assert_eq!(code, 200, "{answer}");
+    answer["session_id"].as_str().expect("session_id").to_string()
+}
+
 async fn session(client: &reqwest::Client, server: &BinaryServer, id: &str) -> Value {
     get_json(client, &server.url(&format!("/sessions/{id}"))).await.1
 }
 
 async fn message(client: &reqwest::Client, server: &BinaryServer, id: &str, text: &str) -> u16 {
-    client
-        .post(server.url(&format!("/{id}/message")))
-        .json(&json!({"content": text, "type": "user"}))
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .map(|response| response.status().as_u16())
-        .unwrap_or(0)
+    send_message(client, &server.url(""), id, text).await
 }
 
 fn pod_name(id: &str) -> String {
@@ -86,8 +86,8 @@ async fn a_session_is_a_pod_reached_through_the_proxy_and_delete_leaves_nothing(
     let base = format!("http://{}", server.address);
     let (code, answer) = start(&client, &base, start_body()).await;
     assert_eq!(code, 200, "{answer}");
-    let id = answer["session_id"].as_str().expect("session_id").to_string();
     assert_eq!(answer["port"], 3284, "the endpoint's port: the agent port");
+    let id = answer["session_id"].as_str().expect("session_id").to_string();
     assert!(pod_ready(&cluster.fake, &id), "active only once the Pod is Ready");
     let detail = session(&client, &server, &id).await;
     assert_eq!(detail["status"], "active");
@@ -180,9 +180,7 @@ async fn an_evicted_pod_ends_its_session_with_the_reason() {
     let server = proxy_on(&cluster).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.address);
-    let (code, answer) = start(&client, &base, start_body()).await;
-    assert_eq!(code, 200, "{answer}");
-    let id = answer["session_id"].as_str().expect("session_id").to_string();
+    let id = started(&client, &base).await;
     cluster.fake.evict(NS, &pod_name(&id)).await;
     let ended = wait_until("the session to end", WAIT, || async {
         let detail = session(&client, &server, &id).await;
@@ -265,9 +263,7 @@ async fn an_unreachable_api_server_refuses_starts_while_sessions_keep_proxying_a
     let server = proxy_on(&cluster).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.address);
-    let (code, answer) = start(&client, &base, start_body()).await;
-    assert_eq!(code, 200, "{answer}");
-    let id = answer["session_id"].as_str().expect("session_id").to_string();
+    let id = started(&client, &base).await;
 
     cluster.fake.go_down();
     let response = client.post(format!("{base}/start")).json(&start_body()).send().await;
@@ -304,9 +300,7 @@ async fn a_stop_the_api_server_never_allows_answers_504_and_the_session_stays_st
     let server = proxy_on(&cluster).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.address);
-    let (code, answer) = start(&client, &base, start_body()).await;
-    assert_eq!(code, 200, "{answer}");
-    let id = answer["session_id"].as_str().expect("session_id").to_string();
+    let id = started(&client, &base).await;
 
     cluster.fake.go_down();
     let began = std::time::Instant::now();
@@ -370,9 +364,7 @@ async fn a_proxy_restarting_while_the_api_server_cannot_serve_waits_and_re_adopt
     let server = proxy_on(&cluster).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.address);
-    let (code, answer) = start(&client, &base, start_body()).await;
-    assert_eq!(code, 200, "{answer}");
-    let id = answer["session_id"].as_str().expect("session_id").to_string();
+    let id = started(&client, &base).await;
     let (dir, config_path) = server.kill9().await;
 
     cluster.fake.set_unavailable(true);

@@ -20,7 +20,7 @@ use crate::support::fake_kube::FakeKube;
 use crate::support::fake_slack::{ALICE, CHANNEL, FakeSlack};
 use crate::support::postgres::{self as test_postgres, TestDatabase};
 use crate::support::server::BinaryServer;
-use crate::support::sessions::{get_json, start};
+use crate::support::sessions::{get_json, send_message, start};
 use crate::support::{binary, key, wait_until};
 
 /// Each replica must see the other's changes within this (scale-out.md §3).
@@ -109,14 +109,7 @@ async fn until_code(
 }
 
 async fn message(client: &reqwest::Client, server: &BinaryServer, id: &str, text: &str) -> u16 {
-    client
-        .post(server.url(&format!("/{id}/message")))
-        .json(&json!({"content": text, "type": "user"}))
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .map(|response| response.status().as_u16())
-        .unwrap_or(0)
+    send_message(client, &server.url(""), id, text).await
 }
 
 #[tokio::test]

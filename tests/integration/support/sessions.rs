@@ -87,3 +87,16 @@ pub async fn session_status(client: &reqwest::Client, base: &str, id: &str) -> O
     let (code, body) = get_json(client, &format!("{base}/sessions/{id}")).await;
     (code == 200).then(|| body["status"].as_str().unwrap_or_default().to_string())
 }
+
+/// Posts a user message to session `id` through the proxy at `base`; the status (0: no answer
+/// within 20 s).
+pub async fn send_message(client: &reqwest::Client, base: &str, id: &str, text: &str) -> u16 {
+    client
+        .post(format!("{base}/{id}/message"))
+        .json(&serde_json::json!({"content": text, "type": "user"}))
+        .timeout(std::time::Duration::from_secs(20))
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
