@@ -17,6 +17,7 @@ use crate::proxy::ProxySettings;
 use crate::replica::Replica;
 use crate::sessions::agent_token::AgentTokens;
 use crate::sessions::backend::SessionBackend;
+use crate::sessions::kubernetes::names::INSTALLATION_LABEL;
 use crate::sessions::kubernetes::{KubernetesBackend, KubernetesSessions};
 use crate::sessions::local::{HostOptions, LocalBackend};
 use crate::sessions::{Policy, SessionManager, Sharing};
@@ -99,7 +100,7 @@ impl AppState {
             OAuth::spawn_purger(repositories.oauth.clone(), shutdown.clone());
         }
         let client = upstream::client(Duration::from_secs(config.proxy.connect_timeout_seconds));
-        let backend = session_backend(&config, host, &client).await?;
+        let backend = session_backend(&config, &store, host, &client).await?;
         // Replicas share a database only with a backend all of them reach (scale-out.md §3).
         let shared = database_lock.is_none() && config.agent.backend == KUBERNETES_BACKEND;
         let sharing = Sharing { replica, change_log: store.change_log().filter(|_| shared) };
@@ -158,11 +159,15 @@ impl AppState {
 /// (none of the local host machinery is set up then).
 async fn session_backend(
     config: &Config,
+    store: &Database,
     host: &HostOptions,
     client: &upstream::UpstreamClient,
 ) -> anyhow::Result<Arc<dyn SessionBackend>> {
     if config.agent.backend == KUBERNETES_BACKEND {
-        let engine = KubernetesBackend::connect(&config.kubernetes)
+        let mut kubernetes = config.kubernetes.clone();
+        let installation = store.installation_id().await?;
+        kubernetes.labels.insert(INSTALLATION_LABEL.into(), installation);
+        let engine = KubernetesBackend::connect(&kubernetes)
             .await
             .context("while setting up the Kubernetes client")?;
         return Ok(Arc::new(KubernetesSessions::new(engine, config)));

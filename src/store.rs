@@ -179,6 +179,24 @@ impl Store {
     pub async fn schema_version(&self) -> anyhow::Result<usize> {
         self.read(|connection| Ok(user_version(connection)?)).await
     }
+
+    /// This database's own id, made at its first use and kept in `store_meta`.
+    pub async fn installation_id(&self) -> anyhow::Result<String> {
+        let made = database::new_installation_id()?;
+        self.write_durably(move |connection| {
+            connection.execute(
+                "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('installation_id', ?1)",
+                [&made],
+            )?;
+            Ok(connection.query_row(
+                "SELECT value FROM store_meta WHERE key = 'installation_id'",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+        .context("while reading the installation id")
+    }
 }
 
 fn open_reader(path: &Path) -> anyhow::Result<Connection> {

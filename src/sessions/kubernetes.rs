@@ -10,7 +10,7 @@ mod adapter;
 mod bootstrap;
 mod error;
 mod lifecycle;
-mod names;
+pub mod names;
 mod objects;
 mod status;
 mod watch;
@@ -243,13 +243,24 @@ impl KubernetesBackend {
             .list(&params)
             .await
             .map_err(|error| KubeError::from_client("listing session Pods", error))?;
+        let ours = self.config.labels.get(names::INSTALLATION_LABEL);
+        let of_this_installation = |labels: Option<&BTreeMap<String, String>>| {
+            let theirs = labels.and_then(|labels| labels.get(names::INSTALLATION_LABEL));
+            theirs.is_none() || theirs == ours
+        };
         let mut sessions: BTreeMap<String, ListedSession> = BTreeMap::new();
         for service in services.items {
+            if !of_this_installation(service.metadata.labels.as_ref()) {
+                continue;
+            }
             if let Some(listed) = listed_entry(&mut sessions, service.metadata.labels.as_ref()) {
                 listed.service = service.metadata.name.clone();
             }
         }
         for pod in pods.items {
+            if !of_this_installation(pod.metadata.labels.as_ref()) {
+                continue;
+            }
             if let Some(listed) = listed_entry(&mut sessions, pod.metadata.labels.as_ref()) {
                 listed.pod = pod.metadata.name.clone();
                 listed.pod_uid = pod.metadata.uid.clone();

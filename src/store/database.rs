@@ -31,6 +31,15 @@ impl Database {
         }
     }
 
+    /// The database's own id (a label on what a backend creates, so two installations
+    /// sharing a Kubernetes namespace never take each other's Pods for orphans).
+    pub async fn installation_id(&self) -> anyhow::Result<String> {
+        match self {
+            Database::Sqlite(store) => store.installation_id().await,
+            Database::Postgres(store) => store.installation_id().await,
+        }
+    }
+
     /// How many schema steps the database has applied.
     pub async fn schema_version(&self) -> anyhow::Result<usize> {
         match self {
@@ -38,4 +47,11 @@ impl Database {
             Database::Postgres(store) => store.schema_version().await,
         }
     }
+}
+
+/// A new installation id: 16 random bytes in hex (a valid label value).
+pub(crate) fn new_installation_id() -> anyhow::Result<String> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
+    Ok(hex::encode(random))
 }

@@ -233,6 +233,25 @@ impl PgStore {
         applied_version(&connection).await
     }
 
+    /// This database's own id, made by the first replica to ask and kept in `store_meta`.
+    pub async fn installation_id(&self) -> anyhow::Result<String> {
+        let made = super::database::new_installation_id()?;
+        let connection = self.connection().await?;
+        connection
+            .execute(
+                "INSERT INTO store_meta (key, value) VALUES ('installation_id', $1) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&made],
+            )
+            .await
+            .context("while recording the installation id")?;
+        let row = connection
+            .query_one("SELECT value FROM store_meta WHERE key = 'installation_id'", &[])
+            .await
+            .context("while reading the installation id")?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Applies the steps this database lacks, in one transaction holding the migration lock:
     /// a replica starting meanwhile waits, then finds nothing left to do.
     async fn migrate(&self) -> anyhow::Result<()> {

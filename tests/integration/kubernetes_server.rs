@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use agentapi_proxy::config::Config;
 use agentapi_proxy::sessions::kubernetes::KubernetesBackend;
+use agentapi_proxy::sessions::kubernetes::names::INSTALLATION_LABEL;
 use serde_json::{Value, json};
 
 use crate::kubernetes::{IMAGE, NS, names_of, nothing_left, request, session_id, settings};
@@ -228,6 +229,17 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
     .expect("engine");
     let orphan = session_id(77);
     engine.launch(&request(&orphan)).await.expect("an orphan's objects");
+    // Another installation's session in the same namespace is none of this proxy's business.
+    let mut other_installation = settings();
+    other_installation.labels.insert(INSTALLATION_LABEL.into(), "another-installation".into());
+    let other_engine = KubernetesBackend::connect_with_kubeconfig(
+        &other_installation,
+        std::path::Path::new(&cluster.kubeconfig),
+    )
+    .await
+    .expect("engine");
+    let foreign = session_id(78);
+    other_engine.launch(&request(&foreign)).await.expect("another installation's objects");
 
     let server =
         BinaryServer::launch(dir, config_path, &[("KUBECONFIG", &cluster.kubeconfig)]).await;
@@ -235,6 +247,8 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
     assert_eq!(kept["status"], "active", "{kept}");
     let pod = cluster.fake.get(Resource::Pods, NS, &pod_name(&survivor)).expect("same pod");
     assert_eq!(pod["metadata"]["uid"], survivor_uid, "the same Pod, not a new one");
+    let installation = pod["metadata"]["labels"][INSTALLATION_LABEL].as_str().unwrap_or_default();
+    assert_eq!(installation.len(), 32, "the Pod names its installation: {pod}");
     let (_, messages) = get_json(&client, &server.url(&format!("/{survivor}/messages"))).await;
     assert!(messages.to_string().contains("remember me"), "{messages}");
     let gone = session(&client, &server, &lost).await;
@@ -243,8 +257,12 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
         (Some("exited"), Some("lost_while_down")),
         "{gone}"
     );
+    let mut left = vec![pod_name(&survivor), pod_name(&foreign)];
+    left.sort();
     wait_until("the orphan's and the lost session's Pods to be deleted", WAIT, || async {
-        (names_of(&cluster.fake, Resource::Pods) == [pod_name(&survivor)]).then_some(())
+        let mut pods = names_of(&cluster.fake, Resource::Pods);
+        pods.sort();
+        (pods == left).then_some(())
     })
     .await;
     assert!(
@@ -254,7 +272,9 @@ async fn a_restarted_proxy_re_adopts_live_pods_ends_lost_ones_and_deletes_orphan
     let response =
         client.delete(server.url(&format!("/sessions/{survivor}"))).send().await.expect("delete");
     assert_eq!(response.status(), 200, "the adopted session is under control again");
-    assert!(names_of(&cluster.fake, Resource::Pods).is_empty());
+    assert_eq!(names_of(&cluster.fake, Resource::Pods), [pod_name(&foreign)], "never touched");
+    let labels = cluster.fake.get(Resource::Pods, NS, &pod_name(&foreign)).expect("pod");
+    assert_eq!(labels["metadata"]["labels"][INSTALLATION_LABEL], "another-installation");
 }
 
 #[tokio::test]

@@ -12,6 +12,10 @@ use crate::config::is_label_value;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "agentapi-proxy");
 /// The label naming the session an object belongs to (the Service's selector).
 pub const SESSION_LABEL: &str = "agentapi-proxy/session-id";
+/// The label naming the database (installation) a session belongs to: two installations in
+/// one namespace list only their own objects (objects without it predate it and count as
+/// ours).
+pub const INSTALLATION_LABEL: &str = "agentapi-proxy/installation";
 /// The label naming the session's owner.
 pub const USER_LABEL: &str = "agentapi-proxy/user";
 /// The annotation holding the full user id when the label had to be hashed.
