@@ -3,7 +3,8 @@
 //! supervisor's lease ran out (a replica that died), and stops sessions another replica
 //! supervises when a `DELETE` reaches this one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -28,6 +29,7 @@ pub(super) fn spawn_keeper(inner: Weak<ManagerState>) {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed_at = Instant::now();
         let taking_over = TakingOver::default();
+        let mut reported: HashMap<String, i64> = HashMap::new();
         loop {
             ticks.tick().await;
             let Some(inner) = inner.upgrade() else { return };
@@ -36,8 +38,34 @@ pub(super) fn spawn_keeper(inner: Weak<ManagerState>) {
             }
             renew(&inner, &mut renewed_at, &taking_over).await;
             take_over_expired(&inner, &taking_over).await;
+            report_activity(&inner, &mut reported).await;
         }
     });
+}
+
+/// Tells the store about traffic this replica proxied to sessions another replica
+/// supervises (its idle timeout counts it): each session with a request since the last
+/// report, or a stream open now.
+async fn report_activity(inner: &ManagerState, reported: &mut HashMap<String, i64>) {
+    let now = crate::clock::now_ms();
+    let active: Vec<(String, i64)> = inner
+        .registry_read()
+        .values()
+        .filter(|session| session.status().is_live() && !session.is_supervised_here())
+        .filter_map(|session| {
+            let streams = session.activity.open_streams.load(Ordering::Relaxed);
+            let last = session.activity.last_request_ms.load(Ordering::Relaxed);
+            let at = if streams > 0 { now } else { last };
+            (at > reported.get(&session.id).copied().unwrap_or(session.started_at_ms))
+                .then(|| (session.id.clone(), at))
+        })
+        .collect();
+    reported.retain(|id, _| inner.registry_read().contains_key(id));
+    for (id, at) in active {
+        if inner.store.record_activity(id.clone(), at).await.is_ok() {
+            reported.insert(id, at);
+        }
+    }
 }
 
 /// Sessions being taken over by this replica right now.

@@ -135,6 +135,15 @@ impl SessionStore for PagedStore {
         self.pages.invalidate();
         result
     }
+
+    /// Not shown by `/search`: kept pages stay.
+    async fn record_activity(&self, id: String, at_ms: i64) -> anyhow::Result<()> {
+        self.store.record_activity(id, at_ms).await
+    }
+
+    async fn last_activity(&self, id: String) -> anyhow::Result<Option<i64>> {
+        self.store.last_activity(id).await
+    }
 }
 
 /// The JSON of one `/search` answer.

@@ -238,7 +238,7 @@ async fn watch_running(
             _ = ticks.tick() => {
                 refresh_agent_status(inner, session, agent).await;
                 inner.backend.maintain(&session.id);
-                if is_idle(inner, session) {
+                if is_idle(inner, session) && !active_elsewhere(inner, session).await {
                     tracing::info!(session_id = %session.id, "idle timeout reached");
                     let (done, _) = oneshot::channel();
                     return Running::Stopped(StopReason::IdleTimeout, done);
@@ -269,6 +269,24 @@ fn is_idle(inner: &ManagerState, session: &Session) -> bool {
     session.activity.open_streams.load(Ordering::Relaxed) == 0
         && session.state().agent_status.as_deref() == Some("stable")
         && quiet_ms >= idle.as_millis() as i64
+}
+
+/// With other replicas: whether traffic through them reached the session within the idle
+/// timeout (then it counts here too). Asked only once the session looks idle here.
+async fn active_elsewhere(inner: &ManagerState, session: &Session) -> bool {
+    let Some(idle) = inner.policy.idle_timeout else { return false };
+    if inner.sharing.change_log.is_none() {
+        return false;
+    }
+    match inner.store.last_activity(session.id.clone()).await {
+        Ok(Some(at)) if now_ms() - at < idle.as_millis() as i64 => {
+            session.activity.last_request_ms.fetch_max(at, Ordering::Relaxed);
+            true
+        }
+        Ok(_) => false,
+        // Unknown: keep the session rather than stop it on a store hiccup.
+        Err(_) => true,
+    }
 }
 
 /// Stops a running agent for `reason` and records the end.

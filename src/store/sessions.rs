@@ -201,6 +201,13 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// kept), so another replica takes the sessions without waiting (clean shutdown with
     /// `on_shutdown: keep`); how many.
     async fn release_leases(&self, supervisor: String) -> anyhow::Result<u64>;
+
+    /// Records traffic to a session seen by a replica that does not supervise it, so the
+    /// supervisor's idle timeout counts it (the latest of all reports is kept).
+    async fn record_activity(&self, id: String, at_ms: i64) -> anyhow::Result<()>;
+
+    /// The latest traffic other replicas reported for a session.
+    async fn last_activity(&self, id: String) -> anyhow::Result<Option<i64>>;
 }
 
 /// Session rows need to survive a crash of this proxy, so that its agents, which outlive
@@ -396,6 +403,19 @@ impl SessionStore for SqliteSessions {
         self.write(move |connection| leases::release(connection, &supervisor))
             .await
             .context("while releasing leases")
+    }
+
+    async fn record_activity(&self, id: String, at_ms: i64) -> anyhow::Result<()> {
+        self.write(move |connection| leases::record_activity(connection, &id, at_ms))
+            .await
+            .context("while recording a session's activity")
+    }
+
+    async fn last_activity(&self, id: String) -> anyhow::Result<Option<i64>> {
+        self.store
+            .read(move |connection| leases::last_activity(connection, &id))
+            .await
+            .context("while reading a session's activity")
     }
 }
 

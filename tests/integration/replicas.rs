@@ -333,3 +333,48 @@ async fn the_dashboard_stream_and_sign_outs_reach_across_replicas() {
     assert!(events.ends_within(Duration::from_secs(2)).await, "A's stream outlived the sign-out");
     eprintln!("A's stream ended {:?} after the sign-out on B", began.elapsed());
 }
+
+#[tokio::test]
+async fn traffic_through_the_other_replica_keeps_a_session_from_its_idle_timeout() {
+    let Some(shared) = shared().await else { return };
+    let idle = Duration::from_secs(2);
+    let with_idle = |config: &mut Config| config.session.idle_timeout_seconds = idle.as_secs();
+    let a = shared.replica("replica-a", with_idle).await;
+    let b = shared.replica("replica-b", with_idle).await;
+    let client = reqwest::Client::new();
+    let id = start_on(&client, &a).await;
+    let on_b = b.url(&format!("/sessions/{id}"));
+    wait_until("B sees the session active", STALENESS, || async {
+        (get_json(&client, &on_b).await.1["status"] == "active").then_some(())
+    })
+    .await;
+    let on_a = a.url(&format!("/sessions/{id}"));
+    let status_on_a = |wanted: fn(&Value) -> bool| {
+        let (url, client) = (on_a.clone(), client.clone());
+        async move {
+            let (_, detail) = get_json(&client, &url).await;
+            wanted(&detail["status"]).then_some(detail)
+        }
+    };
+
+    // A stream held open through B for three idle timeouts: A, which supervises the session
+    // and sees no traffic itself, keeps it.
+    let events = client.get(b.url(&format!("/{id}/events"))).send().await.expect("events");
+    assert_eq!(events.status(), 200);
+    let ended = tokio::time::timeout(idle * 3, async {
+        loop {
+            if let Some(detail) = status_on_a(|status| status != "active").await {
+                return detail;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_err(), "ended while a stream was open through B: {ended:?}");
+
+    // Once the stream closes, the idle timeout ends it.
+    drop(events);
+    let detail =
+        wait_until("the idle timeout", WAIT, || status_on_a(|status| status == "exited")).await;
+    assert_eq!(detail["exit_reason"], "idle_timeout", "{detail}");
+}

@@ -8,3 +8,6 @@ CREATE INDEX sessions_by_supervisor ON sessions (supervisor);
 -- What the backend said about a session's last end (JSON: the cluster's reason), kept with
 -- the row so every replica shows it.
 ALTER TABLE sessions ADD COLUMN exit_details TEXT;
+-- The latest traffic to the session seen by replicas that do not supervise it (ms), for the
+-- supervisor's idle timeout.
+ALTER TABLE sessions ADD COLUMN last_activity INTEGER;

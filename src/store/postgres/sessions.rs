@@ -270,6 +270,16 @@ impl SessionStore for PgSessions {
     async fn release_leases(&self, supervisor: String) -> anyhow::Result<u64> {
         leases::release(&self.store, &supervisor).await.context("while releasing leases")
     }
+
+    async fn record_activity(&self, id: String, at_ms: i64) -> anyhow::Result<()> {
+        leases::record_activity(&self.store, &id, at_ms)
+            .await
+            .context("while recording a session's activity")
+    }
+
+    async fn last_activity(&self, id: String) -> anyhow::Result<Option<i64>> {
+        leases::last_activity(&self.store, &id).await.context("while reading a session's activity")
+    }
 }
 
 /// One round trip when the page tells the total (it is not full), else a second for the

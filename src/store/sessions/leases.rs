@@ -98,6 +98,21 @@ pub(super) fn claim(
     Ok(row)
 }
 
+pub(super) fn record_activity(connection: &Connection, id: &str, at_ms: i64) -> anyhow::Result<()> {
+    connection.execute(
+        "UPDATE sessions SET last_activity = MAX(COALESCE(last_activity, 0), ?2) WHERE id = ?1",
+        params![id, at_ms],
+    )?;
+    Ok(())
+}
+
+pub(super) fn last_activity(connection: &Connection, id: &str) -> anyhow::Result<Option<i64>> {
+    let found: Option<Option<i64>> = connection
+        .query_row("SELECT last_activity FROM sessions WHERE id = ?1", [id], |row| row.get(0))
+        .optional()?;
+    Ok(found.flatten())
+}
+
 pub(super) fn release(connection: &Connection, supervisor: &str) -> anyhow::Result<u64> {
     let released = connection
         .execute("UPDATE sessions SET lease_expires_at = 0 WHERE supervisor = ?1", [supervisor])?;

@@ -7,6 +7,8 @@ use super::{HOSTILE, assert_inert, desktop, open, start_session, webdriver};
 use crate::support::server::TestServer;
 
 const ROW: &str = "#session-list li.session-row";
+/// How long the API may take to catch up with the page.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_appear_live_start_from_the_form_and_stop_after_confirming() {
@@ -60,11 +62,15 @@ async fn sessions_appear_live_start_from_the_form_and_stop_after_confirming() {
     browser.click(&format!("{row} button.stop")).await;
     browser.click(&format!("{row} button.confirm-stop")).await;
     browser.wait_text(&format!("{row} .badge"), "exited").await;
-    let (code, _) = crate::support::sessions::get_json(
-        &reqwest::Client::new(),
-        &server.url(&format!("/sessions/{outside}")),
-    )
+    // The page shows `exited` as the stop ends, a moment before the DELETE removes the row.
+    let url = server.url(&format!("/sessions/{outside}"));
+    crate::support::wait_until("the stopped session to be gone from the API", PATIENCE, || {
+        let url = url.clone();
+        async move {
+            let (code, _) = crate::support::sessions::get_json(&reqwest::Client::new(), &url).await;
+            (code == 404).then_some(())
+        }
+    })
     .await;
-    assert_eq!(code, 404, "the stopped session is gone from the API");
     browser.quit().await;
 }

@@ -7,6 +7,9 @@ CREATE INDEX sessions_by_supervisor ON sessions (supervisor);
 -- What the backend said about a session's last end (JSON: the cluster's reason), kept with
 -- the row so every replica shows it.
 ALTER TABLE sessions ADD COLUMN exit_details TEXT;
+-- The latest traffic to the session seen by replicas that do not supervise it (ms), for the
+-- supervisor's idle timeout.
+ALTER TABLE sessions ADD COLUMN last_activity BIGINT;
 
 -- PostgreSQL only (several replicas share it; SQLite has one server, so no change log):
 -- every insert and update of a session takes a new `revision` from one sequence, every
@@ -28,14 +31,14 @@ CREATE INDEX session_tombstones_by_revision ON session_tombstones (revision);
 CREATE INDEX session_tombstones_by_age ON session_tombstones (deleted_at);
 
 -- NOT NULL is checked after BEFORE triggers, so inserts need not name `revision`. A lease
--- renewal alone (only `lease_expires_at` moves) is no change other replicas follow: it keeps
--- its revision and is not announced, or every renewal would make every replica re-read
--- every live session.
+-- renewal alone (only `lease_expires_at` moves), like an activity report (`last_activity`),
+-- is no change other replicas follow: it keeps its revision and is not announced, or every
+-- renewal would make every replica re-read every live session.
 CREATE FUNCTION apx_session_revision() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE'
-       AND (to_jsonb(NEW) - 'lease_expires_at' - 'revision')
-           = (to_jsonb(OLD) - 'lease_expires_at' - 'revision') THEN
+       AND (to_jsonb(NEW) - 'lease_expires_at' - 'last_activity' - 'revision')
+           = (to_jsonb(OLD) - 'lease_expires_at' - 'last_activity' - 'revision') THEN
         NEW.revision := OLD.revision;
     ELSE
         NEW.revision := nextval('session_revisions');

@@ -110,6 +110,26 @@ pub(super) async fn claim(
     row.as_ref().map(from_row).transpose()
 }
 
+pub(super) async fn record_activity(store: &PgStore, id: &str, at_ms: i64) -> anyhow::Result<()> {
+    let connection = store.connection().await?;
+    let statement = connection
+        .prepare_cached(
+            "UPDATE sessions SET last_activity = GREATEST(COALESCE(last_activity, 0), $2) \
+             WHERE id = $1",
+        )
+        .await?;
+    connection.execute(&statement, &[&id, &at_ms]).await?;
+    Ok(())
+}
+
+pub(super) async fn last_activity(store: &PgStore, id: &str) -> anyhow::Result<Option<i64>> {
+    let connection = store.connection().await?;
+    let statement =
+        connection.prepare_cached("SELECT last_activity FROM sessions WHERE id = $1").await?;
+    let row = connection.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| row.try_get::<_, Option<i64>>(0)).transpose()?.flatten())
+}
+
 pub(super) async fn release(store: &PgStore, supervisor: &str) -> anyhow::Result<u64> {
     let connection = store.connection().await?;
     Ok(connection
