@@ -260,14 +260,19 @@ impl Session {
         (state.status, state.process.as_ref().map(|agent| agent.endpoint.clone()))
     }
 
-    /// Every change of the live state goes through here; a change of `status` or
-    /// `agent_status` is announced on the feed, in order, with the state it produced.
+    /// Every change of the live state goes through here; a change of `status`,
+    /// `agent_status` or `initial_message` is announced on the feed, in order, with the state
+    /// it produced.
     pub(super) fn update(&self, change: impl FnOnce(&mut LiveState)) {
         self.state.send_modify(|state| {
             let status = state.status;
             let agent_status = state.agent_status.clone();
+            let initial_message = state.initial_message;
             change(state);
-            if state.status != status || state.agent_status != agent_status {
+            if state.status != status
+                || state.agent_status != agent_status
+                || state.initial_message != initial_message
+            {
                 self.feed.updated(|| detail_of_row(&self.row_with(state)));
             }
         });

@@ -69,7 +69,7 @@ pub fn failure_of(pod: &Pod) -> Option<PodFailure> {
     if let Some(phase @ ("Failed" | "Succeeded")) = status.phase.as_deref() {
         return Some(PodFailure {
             reason: status.reason.clone().unwrap_or_else(|| phase.to_string()),
-            message: status.message.clone().unwrap_or_default(),
+            message: bounded(status.message.as_deref()),
             exit_code: None,
         });
     }
@@ -79,7 +79,7 @@ pub fn failure_of(pod: &Pod) -> Option<PodFailure> {
     {
         return Some(PodFailure {
             reason: reason.to_string(),
-            message: waiting.message.clone().unwrap_or_default(),
+            message: bounded(waiting.message.as_deref()),
             exit_code: None,
         });
     }
@@ -90,9 +90,24 @@ pub fn failure_of(pod: &Pod) -> Option<PodFailure> {
     })?;
     Some(PodFailure {
         reason: "Unschedulable".into(),
-        message: unschedulable.message.clone().unwrap_or_default(),
+        message: bounded(unschedulable.message.as_deref()),
         exit_code: None,
     })
+}
+
+/// Most bytes of a failure's message kept: a terminated container's message is what the
+/// agent wrote to its termination log (Kubernetes caps it at 4096 bytes; this holds
+/// whatever the cluster sends), and it is stored with the session.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `text`, cut at a character boundary to [`MAX_MESSAGE_BYTES`].
+fn bounded(text: Option<&str>) -> String {
+    let text = text.unwrap_or_default();
+    let mut end = text.len().min(MAX_MESSAGE_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 fn terminated_failure(
@@ -105,7 +120,7 @@ fn terminated_failure(
         .unwrap_or(if terminated.exit_code == 0 { "Completed" } else { "Error" });
     PodFailure {
         reason: reason.to_string(),
-        message: terminated.message.clone().unwrap_or_default(),
+        message: bounded(terminated.message.as_deref()),
         exit_code: Some(terminated.exit_code),
     }
 }
@@ -113,6 +128,16 @@ fn terminated_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_kept_whole_up_to_its_cap_and_cut_at_a_character_boundary() {
+        assert_eq!(bounded(None), "");
+        assert_eq!(bounded(Some("evicted")), "evicted");
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = bounded(Some(&long));
+        assert_eq!(cut.len(), MAX_MESSAGE_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
     use serde_json::json;
 
     fn pod(status: serde_json::Value) -> Pod {

@@ -44,8 +44,9 @@ async fn sessions_appear_live_start_from_the_form_and_stop_after_confirming() {
         )
         .await;
     assert_eq!(rows, 2);
-    let hostile_row = browser.wait_text(ROW, &format!("note={HOSTILE}")).await;
-    assert!(hostile_row.contains("first prompt"), "{hostile_row}");
+    browser.wait_text(ROW, &format!("note={HOSTILE}")).await;
+    // The first prompt's state arrives with its own change (pending, then sent).
+    browser.wait_text(ROW, "first prompt").await;
     assert_inert(&browser).await;
 
     // Stop asks first; cancelling keeps the session.
