@@ -409,11 +409,6 @@ impl SessionManager {
         self.0.sharing.change_log.is_some()
     }
 
-    /// This replica.
-    pub fn replica(&self) -> &Replica {
-        &self.0.sharing.replica
-    }
-
     /// How the backend contains sessions (`cgroup_v2`, `cgroup_v1`, `descendants`).
     pub fn containment_mode(&self) -> Option<&'static str> {
         self.0.backend.containment_mode()

@@ -81,7 +81,11 @@ impl AppState {
         crate::telemetry::handle();
         crate::telemetry::spawn_upkeep(shutdown.clone());
         let replica = Replica::from_config(&config);
-        tracing::info!(replica_id = %replica.id, "this replica");
+        tracing::info!(
+            replica_id = %replica.id,
+            advertise_url = %replica.advertise_url,
+            "this replica"
+        );
         let (store, database_lock) = open_database(&config, &replica).await?;
         let repositories = Repositories::of(&store);
         let chat_store = repositories.chat.clone();

@@ -195,7 +195,6 @@ async fn take_over(inner: &Arc<ManagerState>, mut row: SessionRow) {
             tracing::error!(error = format!("{error:#}"), "could not record a takeover");
         }
     }
-    inner.search.forget_pages();
     session.follow_row(&row, adopted.as_ref().map(|launched| launched.agent.clone()));
     if let Some(launched) = adopted {
         supervise_adopted(inner, &session, launched);
@@ -219,7 +218,6 @@ async fn finish_stopping(inner: &ManagerState, session: &Session, mut row: Sessi
     row.backend_ref = None;
     if let Ok(true) = inner.store.save_state_as(row.clone(), inner.sharing.replica.id.clone()).await
     {
-        inner.search.forget_pages();
         session.follow_row(&row, None);
     }
 }
